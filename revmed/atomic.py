@@ -1,0 +1,55 @@
+"""Atomic file writes: write to a temporary name beside the target, then rename into place.
+
+A process killed half-way leaves at most a ``.NAME.tmp-*`` file behind, never a truncated file
+under the real name, because ``os.replace`` is atomic on POSIX and Windows within one folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from revmed.errors import OutputError
+
+#: Multi-part suffixes kept on the temporary name so format-sniffing writers still see them.
+_COMPOUND_SUFFIXES = (".nii.gz", ".tar.gz")
+
+
+def full_suffix(path: Path) -> str:
+    """Return the file-format suffix of ``path``, e.g. ``.nii.gz`` or ``.pt``."""
+    name = path.name.lower()
+    for suffix in _COMPOUND_SUFFIXES:
+        if name.endswith(suffix):
+            return path.name[-len(suffix):]
+    return path.suffix
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
+
+    The temporary file keeps the target's suffix (so writers that choose a format from the
+    suffix, such as nibabel, behave the same). If the block raises, the temporary file is
+    removed and ``path`` is untouched.
+    """
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"{target}: output folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"{target}: output folder {folder} is not writable")
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{target.name}.tmp-", suffix=full_suffix(target), dir=folder
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise

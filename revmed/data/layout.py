@@ -1,0 +1,534 @@
+"""The dataset folder layout: find the cases of a dataset and check that they fit together.
+
+A dataset is a folder with a ``dataset.toml`` and one folder per split::
+
+    ROOT/
+      dataset.toml       kind = "paired" | "unpaired" | "hr-only" | "segmentation"
+                         channels = [...]   (optional, default ["image"])
+                         units = "..."      (optional)
+                         description = "..." (optional)
+      train/ val/ test/  train required, val and test optional
+        X/<case>.nii.gz       source domain        (paired, unpaired)
+        Y/<case>.nii.gz       target domain        (paired, unpaired, hr-only)
+        images/<case>.nii.gz  segmentation images  (a 4D file, or images/<case>/<channel>.nii.gz)
+        labels/<case>.nii.gz  segmentation label maps
+        masks/<case>.nii.gz   optional body / brain masks
+
+A volume is any file ``read_volume`` reads (``.nii``, ``.nii.gz``, ``.nrrd``, ``.mha``) or a
+DICOM folder; a case is named after its file without the format suffix. ``load_dataset`` checks
+the structure (names, partners, channel files) without reading voxels; ``validate_geometry``
+then checks shapes, spacings and channel counts, from NIfTI headers where it can.
+
+Every problem is an ``InputError`` whose message names the offending path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from revmed.errors import InputError
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+KINDS = ("paired", "unpaired", "hr-only", "segmentation")
+SPLITS = ("train", "val", "test")
+MANIFEST = "dataset.toml"
+#: Keys ``dataset.toml`` may hold (anything else is an error, to catch typos).
+MANIFEST_KEYS = ("kind", "channels", "units", "description")
+DEFAULT_CHANNELS = ("image",)
+#: File suffixes of single-file volumes (a folder without such files is read as DICOM).
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+#: DICOM files belong in one folder per case, never loose beside other cases.
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+#: Files that may sit beside volumes and are skipped (sidecars, notes, detached data files).
+IGNORED_SUFFIXES = (".json", ".txt", ".md", ".csv", ".tsv", ".raw", ".raw.gz", ".zraw", ".db",
+                    ".ini")
+#: Sub-folders of a split per kind (masks/ is always optional).
+FOLDERS = {
+    "paired": ("X", "Y", "masks"),
+    "unpaired": ("X", "Y", "masks"),
+    "hr-only": ("Y", "masks"),
+    "segmentation": ("images", "labels", "masks"),
+}
+_CHANNEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+\-]*$")
+#: Spacings closer than this (mm, absolute and relative) count as equal.
+_SPACING_ATOL, _SPACING_RTOL = 1e-3, 1e-4
+
+
+@dataclass
+class Case:
+    """One case of a split.
+
+    Attributes:
+        name: the case name (file name without its format suffix, or the folder name).
+        inputs: the network input: one file (possibly 4D, or a DICOM folder) or, for a
+            per-channel segmentation case, one file per channel in ``dataset.channels`` order.
+            X/ for paired and unpaired, images/ for segmentation; empty for hr-only (whose
+            inputs are simulated from the target) and for a Y-only case of an unpaired dataset.
+        target: Y/ file (paired, hr-only, and unpaired cases that have one), else None.
+        label: labels/ file (segmentation), else None.
+        mask: masks/ file when there is one, else None.
+    """
+
+    name: str
+    inputs: list[Path] = field(default_factory=list)
+    target: Path | None = None
+    label: Path | None = None
+    mask: Path | None = None
+
+    @property
+    def reference(self) -> Path:
+        """The file whose grid the case is on (first input, else the target)."""
+        if self.inputs:
+            return self.inputs[0]
+        assert self.target is not None
+        return self.target
+
+
+@dataclass
+class Dataset:
+    """A dataset folder, checked by ``load_dataset``.
+
+    Attributes:
+        root: the dataset folder.
+        kind: one of ``KINDS``.
+        channels: names of the input channels (``["image"]`` unless dataset.toml says otherwise).
+        splits: cases per split; always has the keys ``train``, ``val`` and ``test`` (a split
+            whose folder is absent has no cases), cases sorted by name.
+        units: informative unit string from dataset.toml, or None.
+        description: free text from dataset.toml, or None.
+    """
+
+    root: Path
+    kind: str
+    channels: list[str]
+    splits: dict[str, list[Case]]
+    units: str | None = None
+    description: str | None = None
+
+    def cases(self, split: str) -> list[Case]:
+        """The cases of ``split`` (an empty list for an absent split)."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        return self.splits.get(split, [])
+
+    def sources(self, split: str) -> list[Path]:
+        """The X (or images) files of ``split``: the first input of every case that has one."""
+        return [c.inputs[0] for c in self.cases(split) if c.inputs]
+
+    def targets(self, split: str) -> list[Path]:
+        """The Y files of ``split``."""
+        return [c.target for c in self.cases(split) if c.target is not None]
+
+    def counts(self) -> dict[str, int]:
+        """Number of cases per split."""
+        return {s: len(self.cases(s)) for s in SPLITS}
+
+
+# --------------------------------------------------------------------------------------------
+# dataset.toml
+
+
+def _read_manifest(root: Path) -> dict:
+    path = root / MANIFEST
+    if not path.is_file():
+        raise InputError(f"{path}: missing; every dataset folder needs a {MANIFEST} "
+                         f"with at least kind = \"{KINDS[0]}\" (see docs/data.md)")
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path}: invalid TOML ({exc})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read ({exc})") from exc
+
+    unknown = sorted(set(data) - set(MANIFEST_KEYS))
+    if unknown:
+        raise InputError(f"{path}: unknown key {unknown[0]!r} "
+                         f"(known keys: {', '.join(MANIFEST_KEYS)})")
+    if "kind" not in data:
+        raise InputError(f"{path}: missing key 'kind' (one of {', '.join(KINDS)})")
+    kind = data["kind"]
+    if kind not in KINDS:
+        raise InputError(f"{path}: key 'kind' is {kind!r}; expected one of {', '.join(KINDS)}")
+    channels = data.get("channels", list(DEFAULT_CHANNELS))
+    if (not isinstance(channels, list) or not channels
+            or not all(isinstance(c, str) for c in channels)):
+        raise InputError(f"{path}: key 'channels' must be a non-empty list of names, "
+                         f"got {channels!r}")
+    for c in channels:
+        if not _CHANNEL_NAME.match(c):
+            raise InputError(f"{path}: key 'channels': {c!r} is not a usable file stem "
+                             "(letters, digits, _, + and -; not starting with a symbol)")
+    if len(set(channels)) != len(channels):
+        raise InputError(f"{path}: key 'channels' lists a name twice: {channels!r}")
+    for key in ("units", "description"):
+        if key in data and not isinstance(data[key], str):
+            raise InputError(f"{path}: key {key!r} must be a string, got {data[key]!r}")
+    return {"kind": kind, "channels": list(channels), "units": data.get("units"),
+            "description": data.get("description")}
+
+
+# --------------------------------------------------------------------------------------------
+# Folder scanning
+
+
+def volume_suffix(path: Path) -> str | None:
+    """The volume-format suffix of a file name (e.g. ``.nii.gz``), or None if not a volume."""
+    name = path.name.lower()
+    for suffix in VOLUME_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return path.name[-len(suffix):]
+    return None
+
+
+def case_name(path: Path) -> str:
+    """The case name of a volume file or DICOM folder: its name without the format suffix."""
+    suffix = volume_suffix(path) if not path.is_dir() else None
+    return path.name[: -len(suffix)] if suffix else path.name
+
+
+def _skipped(entry: Path) -> bool:
+    return entry.name.startswith(".") or entry.name.lower().endswith(IGNORED_SUFFIXES)
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return sorted(e for e in folder.iterdir() if not _skipped(e))
+    except OSError as exc:
+        raise InputError(f"{folder}: cannot list folder ({exc})") from exc
+
+
+def _not_a_volume(entry: Path) -> str:
+    if entry.name.lower().endswith(DICOM_SUFFIXES):
+        return (f"{entry}: a loose DICOM file; put each DICOM series in its own folder, "
+                f"{entry.parent}/<case>/")
+    return f"{entry}: not a volume (expected {', '.join(VOLUME_SUFFIXES)} or a DICOM folder)"
+
+
+def _scan_volumes(folder: Path, problems: list[str]) -> dict[str, Path]:
+    """Case name -> volume file or DICOM folder, for every entry of ``folder``."""
+    found: dict[str, Path] = {}
+    for entry in _entries(folder):
+        if not entry.is_dir() and volume_suffix(entry) is None:
+            problems.append(_not_a_volume(entry))
+            continue
+        name = case_name(entry)
+        if name in found:
+            problems.append(f"{entry}: case {name!r} appears twice (also {found[name]})")
+            continue
+        found[name] = entry
+    return found
+
+
+def _is_channel_folder(folder: Path, channels: list[str]) -> bool:
+    """A folder of one file per channel (rather than one DICOM series)."""
+    for entry in _entries(folder):
+        if entry.is_dir() and entry.name in channels:
+            return True
+        if not entry.is_dir() and volume_suffix(entry) is not None:
+            return True
+    return False
+
+
+def _channel_files(folder: Path, channels: list[str], problems: list[str]) -> list[Path] | None:
+    """The per-channel files of a case folder, in ``channels`` order (None if incomplete)."""
+    by_name: dict[str, Path] = {}
+    for entry in _entries(folder):
+        name = case_name(entry)
+        if not entry.is_dir() and volume_suffix(entry) is None:
+            problems.append(f"{entry}: not a volume (expected {', '.join(VOLUME_SUFFIXES)})")
+        elif name not in channels:
+            problems.append(f"{entry}: {name!r} is not one of the channels in "
+                            f"dataset.toml ({', '.join(channels)})")
+        elif name in by_name:
+            problems.append(f"{entry}: channel {name!r} appears twice (also {by_name[name]})")
+        else:
+            by_name[name] = entry
+    missing = [c for c in channels if c not in by_name]
+    for c in missing:
+        problems.append(f"{folder / (c + '.nii.gz')}: missing channel file for channel {c!r} "
+                        f"(dataset.toml channels: {', '.join(channels)})")
+    if missing:
+        return None
+    return [by_name[c] for c in channels]
+
+
+def _load_split(folder: Path, kind: str, channels: list[str], problems: list[str]) -> list[Case]:
+    expected = FOLDERS[kind]
+    subs: dict[str, Path] = {}
+    for entry in _entries(folder):
+        if entry.is_dir() and entry.name in expected:
+            subs[entry.name] = entry
+        elif entry.is_dir():
+            problems.append(f"{entry}: unexpected folder in a {kind} dataset "
+                            f"(expected {', '.join(e + '/' for e in expected)})")
+        else:
+            problems.append(f"{entry}: unexpected file; volumes go in "
+                            f"{', '.join(e + '/' for e in expected)}")
+    cases: dict[str, Case] = {}
+
+    if kind in ("paired", "unpaired", "hr-only"):
+        need = ("X", "Y") if kind != "hr-only" else ("Y",)
+        for sub in need:
+            if sub not in subs:
+                problems.append(f"{folder / sub}: missing; a {kind} split needs "
+                                f"{' and '.join(n + '/' for n in need)}")
+        xs = _scan_volumes(subs["X"], problems) if "X" in subs else {}
+        ys = _scan_volumes(subs["Y"], problems) if "Y" in subs else {}
+        if kind == "paired" and "X" in subs and "Y" in subs:
+            for name, path in xs.items():
+                if name not in ys:
+                    problems.append(f"{subs['Y'] / (name + _suffix_like(path))}: missing; "
+                                    f"the paired partner of {path}")
+            for name, path in ys.items():
+                if name not in xs:
+                    problems.append(f"{subs['X'] / (name + _suffix_like(path))}: missing; "
+                                    f"the paired partner of {path}")
+        for name, path in xs.items():
+            cases[name] = Case(name, inputs=[path])
+        for name, path in ys.items():
+            if kind == "paired" and name not in xs:
+                continue
+            cases.setdefault(name, Case(name)).target = path
+    else:  # segmentation
+        for sub in ("images", "labels"):
+            if sub not in subs:
+                problems.append(f"{folder / sub}: missing; a segmentation split needs "
+                                "images/ and labels/")
+        images: dict[str, list[Path]] = {}
+        if "images" in subs:
+            for entry in _entries(subs["images"]):
+                if entry.is_dir() and _is_channel_folder(entry, channels):
+                    files = _channel_files(entry, channels, problems)
+                    if files is not None:
+                        images[entry.name] = files
+                    else:
+                        images[entry.name] = []
+                    continue
+                if not entry.is_dir() and volume_suffix(entry) is None:
+                    problems.append(_not_a_volume(entry))
+                    continue
+                name = case_name(entry)
+                if name in images:
+                    problems.append(f"{entry}: case {name!r} appears twice")
+                    continue
+                images[name] = [entry]
+        labels = _scan_volumes(subs["labels"], problems) if "labels" in subs else {}
+        if "images" in subs and "labels" in subs:
+            for name, files in images.items():
+                if name not in labels:
+                    ref = files[0] if files else subs["images"] / name
+                    problems.append(f"{subs['labels'] / (name + '.nii.gz')}: missing; "
+                                    f"the label map of {ref if len(files) <= 1 else ref.parent}")
+            for name, path in labels.items():
+                if name not in images:
+                    problems.append(f"{subs['images'] / (name + _suffix_like(path))}: missing; "
+                                    f"the image of label map {path}")
+        for name, files in images.items():
+            if files and name in labels:
+                cases[name] = Case(name, inputs=files, label=labels[name])
+
+    if "masks" in subs:
+        for name, path in _scan_volumes(subs["masks"], problems).items():
+            if name in cases:
+                cases[name].mask = path
+            else:
+                problems.append(f"{path}: mask of no case (no case named {name!r} in {folder})")
+    return [cases[n] for n in sorted(cases)]
+
+
+def _suffix_like(path: Path) -> str:
+    """The suffix a partner file is expected to have: the same as ``path``'s (none for a folder)."""
+    if path.is_dir():
+        return ""
+    return volume_suffix(path) or ""
+
+
+def _raise(problems: list[str], root: Path) -> None:
+    if not problems:
+        return
+    if len(problems) == 1:
+        raise InputError(problems[0])
+    shown = problems[:20]
+    more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
+    raise InputError(f"{root}: {len(problems)} problems in the dataset:\n  "
+                     + "\n  ".join(shown) + more)
+
+
+def load_dataset(root: str | os.PathLike) -> Dataset:
+    """Read ``root/dataset.toml`` and list the cases of every split, checking the layout.
+
+    Checks that the folder and its manifest exist and are valid, that ``train/`` exists and has
+    cases, that every split holds the folders its kind needs (and no others), that paired X and
+    Y cases come in partners, that every segmentation image has a label map (and vice versa),
+    that per-channel image folders hold one file per channel, and that every mask belongs to a
+    case. Voxels and headers are not read (see ``validate_geometry``).
+
+    Raises ``InputError`` naming the offending path (all problems at once when there are several).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        if root.exists():
+            raise InputError(f"{root}: not a folder; a dataset is a folder with a {MANIFEST}")
+        raise InputError(f"{root}: no such dataset folder")
+    manifest = _read_manifest(root)
+    kind, channels = manifest["kind"], manifest["channels"]
+    problems: list[str] = []
+    splits: dict[str, list[Case]] = {s: [] for s in SPLITS}
+    if not (root / "train").is_dir():
+        problems.append(f"{root / 'train'}: missing; every dataset needs a train/ split")
+    for split in SPLITS:
+        folder = root / split
+        if folder.is_dir():
+            splits[split] = _load_split(folder, kind, channels, problems)
+    if not problems and not splits["train"]:
+        problems.append(f"{root / 'train'}: no cases")
+    _raise(problems, root)
+    return Dataset(root=root, kind=kind, channels=channels, splits=splits,
+                   units=manifest["units"], description=manifest["description"])
+
+
+# --------------------------------------------------------------------------------------------
+# Geometry
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Shape, voxel spacing (mm) and channel count of a volume file."""
+
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    channels: int
+
+    def describe(self) -> str:
+        return (f"shape {'x'.join(str(s) for s in self.shape)}, spacing "
+                f"{'x'.join(f'{s:g}' for s in self.spacing)} mm")
+
+    def same_grid(self, other: Geometry) -> bool:
+        return self.shape == other.shape and bool(np.allclose(
+            self.spacing, other.spacing, rtol=_SPACING_RTOL, atol=_SPACING_ATOL))
+
+
+def read_geometry(path: str | os.PathLike) -> Geometry:
+    """The geometry of a volume: from the header for NIfTI, else by reading the volume."""
+    path = Path(path)
+    suffix = None if path.is_dir() else volume_suffix(path)
+    if suffix is not None and suffix.lower() in (".nii", ".nii.gz"):
+        import nibabel as nib
+
+        from revmed.io.volume import spacing_of
+
+        try:
+            image = nib.load(str(path))
+            shape = tuple(int(s) for s in image.shape)
+            affine = image.affine
+        except Exception as exc:  # nibabel raises many types for corrupt files
+            raise InputError(f"{path}: cannot read NIfTI header "
+                             f"({exc.__class__.__name__}: {exc})") from exc
+        if len(shape) == 5 and shape[3] == 1:
+            shape = shape[:3] + shape[4:]
+        if len(shape) == 3:
+            channels = 1
+        elif len(shape) == 4:
+            channels = shape[3]
+        else:
+            raise InputError(f"{path}: expected a 3D or 4D image, got shape {shape}")
+        spacing = tuple(float(s) for s in spacing_of(affine))
+        return Geometry(shape[:3], spacing, channels)  # type: ignore[arg-type]
+    from revmed.io import read_volume
+
+    volume = read_volume(path)
+    return Geometry(volume.shape, tuple(float(s) for s in volume.spacing), volume.channels)
+
+
+def validate_geometry(dataset: Dataset,
+                      progress: Callable[[int, int], None] | None = None) -> None:
+    """Check shapes, spacings and channel counts of every case of ``dataset``.
+
+    * every X, Y and image volume has ``len(dataset.channels)`` channels (a per-channel image
+      folder: one channel per file, all files on one grid);
+    * paired X and Y, image and label map, and a case and its mask have the same shape and
+      voxel spacing; label maps and masks have one channel.
+
+    Reads NIfTI headers only (other formats are read whole). ``progress(done, total)`` is
+    called after each case. Raises ``InputError`` naming both files and their geometries.
+    """
+    problems: list[str] = []
+    n_channels = len(dataset.channels)
+    all_cases = [c for s in SPLITS for c in dataset.cases(s)]
+    cache: dict[Path, Geometry] = {}
+
+    def geo(path: Path) -> Geometry | None:
+        if path not in cache:
+            try:
+                cache[path] = read_geometry(path)
+            except InputError as exc:
+                problems.append(str(exc))
+                return None
+        return cache[path]
+
+    def same(a: Path, b: Path, what: str) -> None:
+        ga, gb = geo(a), geo(b)
+        if ga is not None and gb is not None and not ga.same_grid(gb):
+            problems.append(f"{a} ({ga.describe()}) and {b} ({gb.describe()}): {what} must "
+                            "have the same shape and spacing")
+
+    def channels(path: Path, expected: int, why: str) -> None:
+        g = geo(path)
+        if g is not None and g.channels != expected:
+            problems.append(f"{path}: {g.channels} channel{'s' if g.channels != 1 else ''}, "
+                            f"expected {expected} ({why})")
+
+    why_channels = f"dataset.toml channels: {', '.join(dataset.channels)}"
+    for done, case in enumerate(all_cases, 1):
+        if len(case.inputs) > 1:  # per-channel files
+            for f in case.inputs:
+                channels(f, 1, "one file per channel")
+            for f in case.inputs[1:]:
+                same(case.inputs[0], f, "the channel files of a case")
+        elif case.inputs:
+            channels(case.inputs[0], n_channels, why_channels)
+        if case.target is not None:
+            channels(case.target, n_channels, why_channels)
+        if dataset.kind == "paired" and case.inputs and case.target is not None:
+            same(case.inputs[0], case.target, "paired X and Y volumes")
+        if case.label is not None:
+            channels(case.label, 1, "a label map")
+            if case.inputs:
+                same(case.inputs[0], case.label, "an image and its label map")
+        if case.mask is not None:
+            channels(case.mask, 1, "a mask")
+            for ref in (case.inputs[:1] or []) + ([case.target] if case.target else []):
+                same(ref, case.mask, "a volume and its mask")
+        if progress is not None:
+            progress(done, len(all_cases))
+    _raise(problems, dataset.root)
+
+
+def describe_dataset(dataset: Dataset) -> str:
+    """A one-line summary for the CLI, e.g.
+    ``data/chestct-da: paired, 1 channel (image), HU; train 7, val 1, test 2 cases``."""
+    n = len(dataset.channels)
+    parts = [f"{dataset.root}: {dataset.kind}",
+             f"{n} channel{'s' if n != 1 else ''} ({', '.join(dataset.channels)})"]
+    if dataset.units:
+        parts.append(dataset.units)
+    counts = dataset.counts()
+    split_text = ", ".join(f"{s} {counts[s]}" for s in SPLITS if counts[s] or s == "train")
+    total = sum(counts.values())
+    return f"{', '.join(parts)}; {split_text} case{'s' if total != 1 else ''}"
+
+
+__all__ = ["Case", "Dataset", "FOLDERS", "Geometry", "KINDS", "SPLITS", "VOLUME_SUFFIXES",
+           "case_name", "describe_dataset", "load_dataset", "read_geometry",
+           "validate_geometry", "volume_suffix"]

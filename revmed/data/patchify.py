@@ -1,0 +1,176 @@
+"""Cut a dataset into patches once, so training reads shards instead of whole volumes.
+
+``patchify`` writes ``OUT_DIR/shards/<case>.npz`` (one per case, arrays ``(N, C, *size)`` for
+each sample key) and ``OUT_DIR/manifest.json`` describing them. Every shard is written
+atomically, so a killed run leaves no half-written shard; re-running with the same settings
+skips the cases that already have one and finishes the rest. The manifest is written last, with
+``"complete": true``; ``PatchDataset`` refuses an incomplete folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monai.transforms import GridPatchd, RandCropByPosNegLabeld, RandSpatialCropSamplesd, SpatialPadd
+
+import revmed
+from revmed.atomic import atomic_path
+from revmed.data.layout import load_dataset
+from revmed.data.samples import SampleSpec, load_sample
+from revmed.errors import InputError, OutputError
+
+MANIFEST = "manifest.json"
+FORMAT = "revmed-patches"
+FORMAT_VERSION = 1
+#: Random crops tried per wanted patch before giving up on a case with little foreground.
+CANDIDATES_PER_PATCH = 4
+
+
+def extract_patches(sample: dict[str, np.ndarray], size: Sequence[int], sampler: str,
+                    per_volume: int = 8, overlap: float = 0.0, min_foreground: float = 0.0,
+                    seed: int = 0) -> dict[str, np.ndarray]:
+    """Cut ``sample`` (arrays ``(C, I, J, K)``, with a ``mask``) into patches of ``size``.
+
+    A volume smaller than ``size`` is padded (with each line's minimum: air for CT, background
+    for MRI and labels). ``random`` draws crops and keeps the first ``per_volume`` whose
+    foreground fraction (mean of ``mask``) is at least ``min_foreground``; with a threshold the
+    crops are centred on foreground voxels (MONAI's ``RandCropByPosNegLabeld``), without one
+    they are uniform (``RandSpatialCropSamplesd``). ``grid`` tiles the volume with MONAI's
+    ``GridPatchd`` and keeps the tiles that pass the same rule.
+
+    Returns ``{key: (N, C, *size)}`` with the same ``N`` for every key (``N`` may be 0).
+    """
+    keys = list(sample)
+    padded = SpatialPadd(keys, spatial_size=list(size), mode="minimum")(sample)
+    if sampler == "random":
+        tries = per_volume * CANDIDATES_PER_PATCH
+        if min_foreground <= 0:
+            crop = RandSpatialCropSamplesd(keys, roi_size=list(size), random_size=False,
+                                           num_samples=tries)
+        else:
+            crop = RandCropByPosNegLabeld(keys, label_key="mask", spatial_size=list(size),
+                                          pos=1.0, neg=0.0, num_samples=tries)
+        crop.set_random_state(seed)
+        has_foreground = min_foreground <= 0 or bool(np.asarray(padded["mask"]).any())
+        candidates = ([{k: np.asarray(v) for k, v in c.items()} for c in crop(padded)]
+                      if has_foreground else [])
+        wanted = per_volume
+    elif sampler == "grid":
+        tiles = GridPatchd(keys, patch_size=list(size), overlap=overlap)(padded)
+        count = int(tiles[keys[0]].shape[0])
+        candidates = [{k: np.asarray(tiles[k][i]) for k in keys} for i in range(count)]
+        wanted = count
+    else:
+        raise ValueError(f"sampler must be 'random' or 'grid', got {sampler!r}")
+    kept = [c for c in candidates if float(c["mask"].mean()) >= min_foreground][:wanted]
+    return {k: (np.stack([c[k] for c in kept]) if kept else
+                np.zeros((0, padded[k].shape[0], *size), dtype=np.asarray(padded[k]).dtype))
+            for k in keys}
+
+
+def patch_settings(preset: dict[str, Any], split: str, seed: int) -> dict[str, Any]:
+    """What the shards depend on; a folder made with other settings is not reused."""
+    return {"data": preset["data"], "patch": preset["patch"], "split": split, "seed": seed}
+
+
+def _shard_path(out_dir: Path, case_name: str) -> Path:
+    return out_dir / "shards" / f"{case_name}.npz"
+
+
+def _check_reuse(out_dir: Path, settings: dict[str, Any], overwrite: bool) -> None:
+    manifest = out_dir / MANIFEST
+    if not out_dir.exists():
+        return
+    if overwrite:
+        shutil.rmtree(out_dir / "shards", ignore_errors=True)
+        manifest.unlink(missing_ok=True)
+        return
+    if manifest.exists():
+        try:
+            old = json.loads(manifest.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise OutputError(f"{manifest}: unreadable manifest ({exc}); use --overwrite") from exc
+        if old.get("settings") != json.loads(json.dumps(settings)):
+            raise OutputError(f"{out_dir}: holds patches made with other settings; use "
+                              "--overwrite to replace them or choose another folder")
+    elif any(p for p in out_dir.iterdir() if p.name != "shards"):
+        raise OutputError(f"{out_dir}: folder exists and is not a patch folder; use --overwrite "
+                          "or choose another folder")
+
+
+def _write_manifest(out_dir: Path, payload: dict[str, Any]) -> None:
+    with atomic_path(out_dir / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2))
+
+
+def patchify(data_dir: str | Path, out_dir: str | Path, preset: dict[str, Any],
+             split: str = "train", seed: int | None = None, overwrite: bool = False,
+             progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+    """Write the patches of ``split`` of the dataset at ``data_dir`` into ``out_dir``.
+
+    ``progress(done, total, case_name)`` is called after each case. Returns the manifest.
+    """
+    out_dir = Path(out_dir)
+    dataset = load_dataset(data_dir)
+    if split not in dataset.splits or not dataset.splits[split]:
+        raise InputError(f"{data_dir}: has no cases in split {split!r} "
+                         f"(splits: {', '.join(sorted(dataset.splits)) or 'none'})")
+    seed = preset["train"]["seed"] if seed is None else seed
+    settings = patch_settings(preset, split, seed)
+    _check_reuse(out_dir, settings, overwrite)
+    (out_dir / "shards").mkdir(parents=True, exist_ok=True)
+    header = {"format": FORMAT, "version": FORMAT_VERSION, "revmed": revmed.__version__,
+              "settings": settings}
+    if not (out_dir / MANIFEST).exists():  # records the settings the shards are made with
+        _write_manifest(out_dir, {**header, "complete": False})
+    spec = SampleSpec.from_preset(preset)
+    patch = preset["patch"]
+    cases = dataset.splits[split]
+    shards = []
+    for index, case in enumerate(cases):
+        shard = _shard_path(out_dir, case.name)
+        if not shard.exists():
+            sample = load_sample(case, dataset.kind, spec)
+            patches = extract_patches(sample, patch["size"], patch["sampler"],
+                                      per_volume=patch["per_volume"], overlap=patch["overlap"],
+                                      min_foreground=preset["data"]["min_foreground"],
+                                      seed=seed * 1_000_003 + index)
+            with atomic_path(shard) as tmp:
+                np.savez(tmp, **patches)
+        with np.load(shard) as stored:
+            count = int(stored[stored.files[0]].shape[0])
+            keys = sorted(stored.files)
+        shards.append({"case": case.name, "file": str(shard.relative_to(out_dir)),
+                       "patches": count, "keys": keys})
+        if progress is not None:
+            progress(index + 1, len(cases), case.name)
+    manifest = {
+        **header, "preset": preset["name"], "dataset": str(Path(data_dir).resolve()),
+        "kind": dataset.kind, "channels": list(dataset.channels),
+        "patch_size": list(patch["size"]), "patches": sum(s["patches"] for s in shards),
+        "shards": shards, "complete": True,
+    }
+    _write_manifest(out_dir, manifest)
+    return manifest
+
+
+def read_manifest(out_dir: str | Path) -> dict[str, Any]:
+    """The manifest of a finished ``patchify`` folder (``InputError`` if missing or unfinished)."""
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        raise InputError(f"{out_dir}: not a patch folder (no {MANIFEST}); run `revmed patchify` "
+                         "first, or finish an interrupted run by running it again")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: unreadable manifest ({exc})") from exc
+    if manifest.get("format") != FORMAT or not manifest.get("complete"):
+        raise InputError(f"{path}: not a complete {FORMAT} manifest")
+    if manifest.get("version", 0) > FORMAT_VERSION:
+        raise InputError(f"{path}: made by a newer revmed ({manifest.get('revmed')}); upgrade")
+    return manifest

@@ -1,0 +1,93 @@
+"""Checks on voxel arrays at the I/O boundary: what revmed accepts on read and can write.
+
+* ``check_spatial_shape``: a readable image must be a real 3D grid (no 2D images, no single
+  slice, no empty axis).
+* ``check_finite``: NaN / Inf voxels, reported by count and channel.
+* ``cast_for_writing``: the float -> file dtype conversion, refusing values that do not fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from revmed.errors import InputError, OutputError
+from revmed.io.volume import Volume
+
+#: Voxel types a volume can be written with (``float32`` is the default; integer types are
+#: for label maps).
+WRITABLE_DTYPES = tuple(
+    np.dtype(name)
+    for name in ("float32", "float64", "uint8", "int8", "uint16", "int16", "uint32", "int32")
+)
+
+
+def check_spatial_shape(source: str, shape: Sequence[int]) -> None:
+    """Raise ``InputError`` unless ``shape`` (the spatial ``(I, J, K)``) is a 3D grid.
+
+    Two-axis images and single-slice grids (an axis of length 1, e.g. one DICOM slice) are
+    2D images to revmed's 3D networks, so both are refused, as is an axis of length 0.
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) < 3:
+        raise InputError(f"{source}: expected a 3D volume, got a {len(shape)}D image of shape {shape}")
+    if any(s == 0 for s in shape):
+        raise InputError(f"{source}: the image has a zero-size dimension: shape {shape}")
+    if any(s == 1 for s in shape):
+        raise InputError(f"{source}: expected a 3D volume, got a single slice (2D image) of shape {shape}")
+
+
+def check_finite(volume: Volume) -> Volume:
+    """Raise ``InputError`` naming the source when ``volume`` has NaN or infinite voxels.
+
+    The message gives the number of such voxels (and, for several channels, which channels
+    hold them, by file when the volume came from ``read_channels``). Returns ``volume``
+    unchanged so the call can be chained.
+    """
+    array = volume.array  # (C, I, J, K)
+    finite = np.isfinite(array)
+    if finite.all():
+        return volume
+    bad_per_channel = (~finite).reshape(array.shape[0], -1).sum(axis=1)
+    nan = int(np.isnan(array).sum())
+    inf = int(bad_per_channel.sum()) - nan
+    bad_channels = [int(c) for c in np.flatnonzero(bad_per_channel)]
+    source, total, where = volume.source or "volume", array.size, ""
+    channel_sources = volume.meta.get("channel_sources")
+    if channel_sources and len(bad_channels) == 1:  # one file of read_channels: name it
+        source, total = channel_sources[bad_channels[0]], array[0].size
+    elif array.shape[0] > 1:
+        where = f" in channel(s) {bad_channels}"
+    raise InputError(
+        f"{source}: {int(bad_per_channel.sum())} of {total} voxels are not finite "
+        f"({nan} NaN, {inf} infinite){where}"
+    )
+
+
+def cast_for_writing(array: np.ndarray, dtype, path) -> np.ndarray:
+    """``array`` converted to ``dtype`` for writing to ``path``.
+
+    Floats pass through ``astype``. For an integer ``dtype`` (label maps) the values are
+    rounded to the nearest integer; NaN/Inf or values outside the type's range raise
+    ``OutputError`` instead of wrapping around silently.
+    """
+    try:
+        target = np.dtype(dtype)
+    except TypeError as exc:
+        raise OutputError(f"{path}: unknown voxel type {dtype!r}") from exc
+    if target not in WRITABLE_DTYPES:
+        names = ", ".join(d.name for d in WRITABLE_DTYPES)
+        raise OutputError(f"{path}: cannot write voxel type {target.name}; use one of {names}")
+    if target.kind == "f":
+        return np.asarray(array, dtype=target)
+    if array.size and not np.isfinite(array).all():
+        raise OutputError(f"{path}: cannot write NaN or infinite voxels as {target.name}")
+    rounded = np.rint(array)
+    info = np.iinfo(target)
+    if rounded.size and (rounded.min() < info.min or rounded.max() > info.max):
+        raise OutputError(
+            f"{path}: values from {rounded.min():g} to {rounded.max():g} do not fit in "
+            f"{target.name} ({info.min} to {info.max})"
+        )
+    return rounded.astype(target)

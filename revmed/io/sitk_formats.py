@@ -1,0 +1,62 @@
+"""NRRD (.nrrd, .nhdr) and MetaImage (.mha, .mhd) files through SimpleITK.
+
+Detached-header files (.nhdr, .mhd) are read but never written: their header names the data
+file, which would carry the temporary name of an atomic write.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from revmed.atomic import atomic_path, full_suffix
+from revmed.errors import InputError, OutputError
+from revmed.io.messages import itk_reason
+from revmed.io.sitk_convert import sitk_from_volume, volume_from_sitk
+from revmed.io.volume import Volume
+
+#: suffix -> (ITK ImageIO class, format name for messages; lower case in ``Volume.meta``)
+READ_FORMATS = {
+    ".nrrd": ("NrrdImageIO", "NRRD"),
+    ".nhdr": ("NrrdImageIO", "NRRD"),
+    ".mha": ("MetaImageIO", "MetaImage"),
+    ".mhd": ("MetaImageIO", "MetaImage"),
+}
+WRITE_FORMATS = {suffix: READ_FORMATS[suffix] for suffix in (".nrrd", ".mha")}
+
+
+def read_sitk_file(path: Path) -> Volume:
+    """Read a NRRD or MetaImage file as a ``Volume`` (``(C, I, J, K)`` float32, RAS+ affine).
+
+    The ImageIO is fixed by the suffix, so a file that is not of that format fails with an
+    ``InputError`` instead of being guessed at by another reader.
+    """
+    io_name, fmt = READ_FORMATS[full_suffix(path).lower()]
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.SetImageIO(io_name)
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(
+            f"{path}: cannot read {fmt} file; it may be truncated or corrupt ({itk_reason(exc)})"
+        ) from exc
+    return volume_from_sitk(image, str(path), meta={"format": fmt.lower()})
+
+
+def write_sitk_file(volume: Volume, path: Path, dtype=np.float32) -> None:
+    """Write ``volume`` atomically as .nrrd or .mha (gzip-compressed); channels -> vector voxels."""
+    io_name, fmt = WRITE_FORMATS[full_suffix(path).lower()]
+    image = sitk_from_volume(volume, dtype=dtype, path=path)
+    try:
+        with atomic_path(path) as tmp:
+            writer = sitk.ImageFileWriter()
+            writer.SetFileName(str(tmp))
+            writer.SetImageIO(io_name)
+            writer.SetUseCompression(True)
+            writer.Execute(image)
+    except (RuntimeError, OSError) as exc:
+        reason = itk_reason(exc) if isinstance(exc, RuntimeError) else str(exc)
+        raise OutputError(f"{path}: cannot write {fmt} file ({reason})") from exc
