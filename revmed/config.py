@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -22,6 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from revmed.errors import ConfigError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, packaged as tomli
+    import tomli as tomllib  # type: ignore[no-redef]
 
 Checker = Callable[[Any], Any]
 

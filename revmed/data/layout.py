@@ -309,11 +309,8 @@ def _load_split(folder: Path, kind: str, channels: list[str], problems: list[str
         if "images" in subs:
             for entry in _entries(subs["images"]):
                 if entry.is_dir() and _is_channel_folder(entry, channels):
-                    files = _channel_files(entry, channels, problems)
-                    if files is not None:
-                        images[entry.name] = files
-                    else:
-                        images[entry.name] = []
+                    # an incomplete folder stays listed (empty) so that its label is not an orphan
+                    images[entry.name] = _channel_files(entry, channels, problems) or []
                     continue
                 if not entry.is_dir() and volume_suffix(entry) is None:
                     problems.append(_not_a_volume(entry))

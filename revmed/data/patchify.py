@@ -108,6 +108,16 @@ def _write_manifest(out_dir: Path, payload: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(payload, indent=2))
 
 
+def require_dataset(data_dir: str | Path, preset: dict[str, Any]) -> None:
+    """Raise ``InputError`` saying how to get data when ``data_dir`` does not exist."""
+    if Path(data_dir).exists():
+        return
+    how = "arrange your scans as docs/data.md describes"
+    if preset.get("synth"):
+        how = (f"make a synthetic one with `revmed synth {preset['synth']} {data_dir}`, or " + how)
+    raise InputError(f"{data_dir}: no such dataset folder; {how}")
+
+
 def patchify(data_dir: str | Path, out_dir: str | Path, preset: dict[str, Any],
              split: str = "train", seed: int | None = None, overwrite: bool = False,
              progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
@@ -116,6 +126,7 @@ def patchify(data_dir: str | Path, out_dir: str | Path, preset: dict[str, Any],
     ``progress(done, total, case_name)`` is called after each case. Returns the manifest.
     """
     out_dir = Path(out_dir)
+    require_dataset(data_dir, preset)
     dataset = load_dataset(data_dir)
     if split not in dataset.splits or not dataset.splits[split]:
         raise InputError(f"{data_dir}: has no cases in split {split!r} "

@@ -146,8 +146,8 @@ def _prepare_output(out_dir: Path, overwrite: bool) -> None:
         raise OutputError(f"{out_dir}: exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not overwrite:
-            raise OutputError(f"{out_dir}: folder exists and is not empty; "
-                              "choose another folder or pass overwrite (--overwrite)")
+            raise OutputError(f"{out_dir}: folder exists and is not empty; choose another "
+                              "folder, or replace it with --overwrite (overwrite=True)")
         if not (out_dir / MANIFEST).is_file():
             raise OutputError(f"{out_dir}: not empty and not a dataset (no {MANIFEST}); "
                               "refusing to overwrite it")

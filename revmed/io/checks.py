@@ -31,11 +31,15 @@ def check_spatial_shape(source: str, shape: Sequence[int]) -> None:
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) < 3:
-        raise InputError(f"{source}: expected a 3D volume, got a {len(shape)}D image of shape {shape}")
+        raise InputError(
+            f"{source}: expected a 3D volume, got a {len(shape)}D image of shape {shape}"
+        )
     if any(s == 0 for s in shape):
         raise InputError(f"{source}: the image has a zero-size dimension: shape {shape}")
     if any(s == 1 for s in shape):
-        raise InputError(f"{source}: expected a 3D volume, got a single slice (2D image) of shape {shape}")
+        raise InputError(
+            f"{source}: expected a 3D volume, got a single slice (2D image) of shape {shape}"
+        )
 
 
 def check_finite(volume: Volume) -> Volume:
@@ -79,11 +83,12 @@ def cast_for_writing(array: np.ndarray, dtype, path) -> np.ndarray:
     if target not in WRITABLE_DTYPES:
         names = ", ".join(d.name for d in WRITABLE_DTYPES)
         raise OutputError(f"{path}: cannot write voxel type {target.name}; use one of {names}")
+    array = np.asarray(array)
     if target.kind == "f":
-        return np.asarray(array, dtype=target)
+        return array.astype(target, copy=False)
     if array.size and not np.isfinite(array).all():
         raise OutputError(f"{path}: cannot write NaN or infinite voxels as {target.name}")
-    rounded = np.rint(array)
+    rounded = array if array.dtype.kind in "biu" else np.rint(array)
     info = np.iinfo(target)
     if rounded.size and (rounded.min() < info.min or rounded.max() > info.max):
         raise OutputError(

@@ -57,7 +57,8 @@ class SeriesInfo:
     description: str = ""
 
     def __str__(self) -> str:
-        label = " ".join(x for x in (self.modality, repr(self.description) if self.description else "") if x)
+        labels = [self.modality, repr(self.description) if self.description else ""]
+        label = " ".join(x for x in labels if x)
         return f"{self.uid} ({len(self.files)} files{', ' + label if label else ''})"
 
 
@@ -92,10 +93,11 @@ def list_dicom_series(folder: Path) -> list[SeriesInfo]:
 def read_dicom_series(folder: Path, series: str | None = None) -> Volume:
     """Read one DICOM series from ``folder`` as a ``Volume`` (``(C, I, J, K)`` float32, RAS+).
 
-    ``I`` runs along image rows (columns index), ``J`` down the columns, ``K`` along the slice
-    normal (row x column direction), so the affine is right-handed in LPS like the DICOM
-    patient frame. With several series in the folder, ``series`` (a SeriesInstanceUID) picks
-    one; without it that is an ``InputError`` listing them.
+    ``I`` is the pixel column index (along the row cosines, the first half of
+    ImageOrientationPatient), ``J`` the pixel row index (along the column cosines) and ``K`` the
+    slice index, increasing along the normal ``row x column``; the three grid axes therefore
+    form a right-handed frame. With several series in the folder, ``series`` (a
+    SeriesInstanceUID) picks one; without it that is an ``InputError`` listing them.
 
     ``meta`` gets ``format``, ``series_uid``, ``modality``, ``series_description`` and
     ``units`` (``"HU"`` for CT).
@@ -103,7 +105,9 @@ def read_dicom_series(folder: Path, series: str | None = None) -> Volume:
     folder = Path(folder)
     found = list_dicom_series(folder)
     if not found:
-        raise InputError(f"{folder}: no DICOM image series found in this folder (subfolders are not searched)")
+        raise InputError(
+            f"{folder}: no DICOM image series found in this folder (subfolders are not searched)"
+        )
     listing = "; ".join(str(info) for info in found)
     if series is None:
         if len(found) > 1:
@@ -153,7 +157,8 @@ def read_dicom_file(path: Path) -> Volume:
     size = image.GetSize()
     if image.GetDimension() == 2 or (image.GetDimension() == 3 and size[2] == 1):
         raise InputError(
-            f"{path}: expected a 3D volume, got a single 2D DICOM slice; pass the folder holding the whole series"
+            f"{path}: expected a 3D volume, got a single 2D DICOM slice; "
+            "pass the folder holding the whole series"
         )
     uid = str(header.get("SeriesInstanceUID", "") or "")
     return volume_from_sitk(image, str(path), meta=_meta(header, uid))
@@ -227,15 +232,17 @@ def _check_geometry(where: str, headers: Sequence[pydicom.Dataset]) -> None:
     iop = np.stack(orientations)  # (n, 6): row cosines, column cosines
     row, col = iop[0, :3], iop[0, 3:]
     row_norm, col_norm, dot = np.linalg.norm(row), np.linalg.norm(col), float(row @ col)
-    if abs(row_norm - 1) > ORTHONORMAL_TOL or abs(col_norm - 1) > ORTHONORMAL_TOL or abs(dot) > ORTHONORMAL_TOL:
+    if max(abs(row_norm - 1), abs(col_norm - 1), abs(dot)) > ORTHONORMAL_TOL:
         raise InputError(
             f"{where}: non-orthonormal direction cosines in ImageOrientationPatient "
-            f"{np.round(iop[0], 6).tolist()} (norms {row_norm:.4g} and {col_norm:.4g}, dot product {dot:.3g})"
+            f"{np.round(iop[0], 6).tolist()} (norms {row_norm:.4g} and {col_norm:.4g}, "
+            f"dot product {dot:.3g})"
         )
     spread = float(np.abs(iop - iop[0]).max())
     if spread > SAME_ORIENTATION_TOL:
         raise InputError(
-            f"{where}: the slices have different orientations (ImageOrientationPatient differs by up to {spread:.3g})"
+            f"{where}: the slices have different orientations "
+            f"(ImageOrientationPatient differs by up to {spread:.3g})"
         )
     normal = np.cross(row, col)
     normal /= np.linalg.norm(normal)

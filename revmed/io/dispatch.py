@@ -63,6 +63,7 @@ def write_volume(volume: Volume, path: str | os.PathLike, dtype=np.float32) -> P
         write_sitk_file(volume, path, dtype=dtype)
     else:
         raise OutputError(
-            f"{path}: cannot write format {suffix or '(no suffix)'!r}; use one of {', '.join(WRITE_SUFFIXES)}"
+            f"{path}: cannot write format {suffix or '(no suffix)'!r}; "
+            f"use one of {', '.join(WRITE_SUFFIXES)}"
         )
     return path

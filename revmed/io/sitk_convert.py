@@ -40,14 +40,19 @@ def volume_from_sitk(image: sitk.Image, source: str, meta: dict[str, Any] | None
     if dim < 3:
         check_spatial_shape(source, size)  # raises: "expected a 3D volume"
     if dim > 4 or (dim == 4 and components > 1):
-        raise InputError(f"{source}: expected a 3D volume or a 4D stack of channels, got a {dim}D image of size {size}")
+        raise InputError(
+            f"{source}: expected a 3D volume or a 4D stack of channels, "
+            f"got a {dim}D image of size {size}"
+        )
     check_spatial_shape(source, size[:3])
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(dim, dim)
     if dim == 4:
         if size[3] == 0:
             raise InputError(f"{source}: the image has a zero-size dimension: size {size}")
         if np.any(direction[3, :3] != 0) or np.any(direction[:3, 3] != 0):
-            raise InputError(f"{source}: the 4th image axis is tilted into space; cannot read it as channels")
+            raise InputError(
+                f"{source}: the 4th image axis is tilted into space; cannot read it as channels"
+            )
     view = sitk.GetArrayViewFromImage(image)  # (z, y, x), (z, y, x, c) or (t, z, y, x)
     if dim == 4:
         order = (0, 3, 2, 1)

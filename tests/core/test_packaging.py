@@ -23,6 +23,10 @@ def test_wheel_contents(tmp_path):
         (".dist-info", ".data"))}
     assert top_level == {"revmed"}, top_level
     assert "revmed/cli/app.py" in names
+    sources = {f"revmed/{p.relative_to(REPO / 'revmed').as_posix()}"
+               for p in (REPO / "revmed").rglob("*.py")}
+    sources |= {f"revmed/cli/{p.name}" for p in (REPO / "cli").glob("*.py")}
+    assert sources <= set(names), f"missing from the wheel: {sorted(sources - set(names))}"
     presets = {Path(n).stem for n in names if n.startswith("revmed/presets/") and n.endswith(".toml")}
     assert {"hcp-sr", "chestct-sr", "chestct-da", "brats-seg"} <= presets
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

@@ -6,7 +6,6 @@ import random
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -64,7 +63,8 @@ def write_ct_series():
             ds.file_meta = meta
             ds.SOPClassUID = CT_IMAGE_STORAGE
             ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+            ds.FrameOfReferenceUID = frame_uid
             ds.Modality = "CT"
             ds.PatientID = "PHANTOM"
             ds.SeriesDescription = description

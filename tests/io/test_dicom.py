@@ -85,7 +85,8 @@ def test_slices_stacked_against_the_normal_land_where_the_tags_say(tmp_path, wri
 def test_each_slice_keeps_its_own_rescale_slope(tmp_path, write_ct_series):
     stored = stored_values(seed=4)
     slopes = [2.0, 0.5, 2.0, 0.25, 2.0, 2.0]
-    write_ct_series(tmp_path / "ct", stored, IOP, PIXEL_SPACING, positions(), slope=slopes, intercept=-1000)
+    write_ct_series(tmp_path / "ct", stored, IOP, PIXEL_SPACING, positions(), slope=slopes,
+                    intercept=-1000)
     volume = read_volume(tmp_path / "ct")
     for k, slope in enumerate(slopes):
         np.testing.assert_array_equal(volume.array[0, :, :, k], stored[k].T * slope - 1000)
@@ -189,17 +190,19 @@ def test_single_bundled_slice_is_a_2d_image(tmp_path):
 def test_bundled_ct_slice_stacked_into_a_series_matches_pydicom_hu(tmp_path):
     original = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     hu = apply_modality_lut(original.pixel_array, original).astype(np.float32)  # (rows, columns)
-    row, col = np.array(original.ImageOrientationPatient[:3]), np.array(original.ImageOrientationPatient[3:])
-    normal = np.cross(row, col)
+    iop = np.array(original.ImageOrientationPatient, dtype=np.float64)
+    normal = np.cross(iop[:3], iop[3:])
+    first = np.array(original.ImagePositionPatient, dtype=np.float64)
     for s in range(3):
         ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.ImagePositionPatient = [f"{v:.6f}" for v in np.array(original.ImagePositionPatient) + 3.0 * s * normal]
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in first + 3.0 * s * normal]
         ds.InstanceNumber = s + 1
         ds.save_as(tmp_path / f"s{s}.dcm")
     volume = read_volume(tmp_path)
     assert volume.shape == (original.Columns, original.Rows, 3)
     for k in range(3):
         np.testing.assert_array_equal(volume.array[0, :, :, k], hu.T)
-    np.testing.assert_allclose(volume.spacing, [*map(float, original.PixelSpacing[::-1]), 3.0], atol=1e-5)
+    row_spacing, column_spacing = map(float, original.PixelSpacing)
+    np.testing.assert_allclose(volume.spacing, [column_spacing, row_spacing, 3.0], atol=1e-5)
     assert volume.meta["units"] == "HU"

@@ -125,7 +125,8 @@ _quaternions = st.lists(st.floats(-1, 1), min_size=4, max_size=4).filter(
     origin=st.tuples(*[st.floats(-100.0, 100.0)] * 3),
     channels=st.integers(1, 2),
 )
-def test_round_trip_property(tmp_path_factory, suffix, shape, spacing, quaternion, mirror, origin, channels):
+def test_round_trip_property(tmp_path_factory, suffix, shape, spacing, quaternion, mirror, origin,
+                             channels):
     direction = _rotation_from_quaternion(quaternion) @ np.diag([1.0, 1.0, -1.0 if mirror else 1.0])
     affine = np.eye(4)
     affine[:3, :3] = direction * np.asarray(spacing)[None, :]

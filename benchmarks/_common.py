@@ -1,0 +1,137 @@
+"""The model, the engines and the training step that benchmarks/memory.py and speed.py share.
+
+The model has the shape of the RevGAN core used in the chest-CT abstract (Table 1): a lifting
+convolution (1 -> width channels), ``depth`` additive couplings, a projection back to one
+channel. Every engine wraps the *same* coupling modules with the same weights:
+
+- ``revmed``: ``ReversibleSequence(memory_saving=True)``, the fused engine;
+- ``naive``: the same with ``memory_saving=False`` (plain autograd);
+- ``checkpoint``: ``torch.utils.checkpoint`` around each coupling (stores block inputs);
+- ``memcnn``: ``memcnn.InvertibleModuleWrapper`` around each coupling, when memcnn imports.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from revmed.nn import AdditiveCoupling, ReversibleSequence
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def available_modes() -> list[str]:
+    modes = ["revmed", "naive", "checkpoint"]
+    if importlib.util.find_spec("memcnn") is not None:
+        modes.append("memcnn")
+    return modes
+
+
+def subnet(c: int) -> nn.Module:
+    """F or G: Conv3d -> InstanceNorm3d -> ReLU -> Conv3d on c channels, (B, c, D, H, W)."""
+    return nn.Sequential(nn.Conv3d(c, c, 3, padding=1), nn.InstanceNorm3d(c, affine=True),
+                         nn.ReLU(), nn.Conv3d(c, c, 3, padding=1))
+
+
+class _Checkpointed(nn.Module):
+    """Blocks run one after another, each under torch.utils.checkpoint (non-reentrant)."""
+
+    def __init__(self, blocks: list[nn.Module]) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = checkpoint(block, x, use_reentrant=False) if torch.is_grad_enabled() else block(x)
+        return x
+
+
+def _memcnn_core(blocks: list[nn.Module]) -> nn.Module:
+    with warnings.catch_warnings():  # memcnn imports deprecated torch.cuda.amp decorators
+        warnings.simplefilter("ignore")
+        import memcnn
+    return nn.Sequential(*[memcnn.InvertibleModuleWrapper(b, keep_input=False,
+                                                          keep_input_inverse=False)
+                           for b in blocks])
+
+
+def build_model(mode: str, depth: int, width: int, seed: int = 0) -> nn.Module:
+    """(B, 1, P, P, P) -> (B, 1, P, P, P); identical weights for every mode given the seed."""
+    torch.manual_seed(seed)
+    lift = nn.Conv3d(1, width, 3, padding=1)
+    blocks = [AdditiveCoupling(subnet(width // 2), subnet(width // 2)) for _ in range(depth)]
+    project = nn.Conv3d(width, 1, 3, padding=1)
+    if mode in ("revmed", "naive"):
+        core = ReversibleSequence(blocks, memory_saving=mode == "revmed")
+    elif mode == "checkpoint":
+        core = _Checkpointed(blocks)
+    elif mode == "memcnn":
+        core = _memcnn_core(blocks)
+    else:
+        raise ValueError(f"unknown mode {mode!r}")
+    return nn.Sequential(lift, core, project)
+
+
+def make_batch(batch: int, patch: int, device: str, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch, 1, patch, patch, patch, generator=g) * 2 - 1
+    target = torch.rand(batch, 1, patch, patch, patch, generator=g) * 2 - 1
+    return x.to(device), target.to(device)
+
+
+def train_step(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> float:
+    """One training step without the optimizer update: forward, L1 loss, backward."""
+    for p in model.parameters():
+        p.grad = None
+    loss = F.l1_loss(model(x), target)
+    loss.backward()
+    return loss.item()
+
+
+def model_mib(model: nn.Module) -> float:
+    return sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine(device: str) -> dict:
+    info = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "device": device,
+            "date": time.strftime("%Y-%m-%d %H:%M")}
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+    if importlib.util.find_spec("memcnn") is not None:
+        from importlib.metadata import version
+        info["memcnn"] = version("memcnn")
+    return info
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def markdown_table(header: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,146 @@
+"""Memory of one training step against core depth, per engine (chest-CT abstract, Table 1).
+
+Every (engine, depth) runs in a fresh subprocess. On CPU the worker records the process's
+resident memory, resets its high-water mark (/proc/self/clear_refs), runs one training step
+(forward, L1 loss, backward) and reads the new high-water mark (VmHWM): the step's peak above
+the memory the model and batch already hold. On CUDA it uses torch.cuda.max_memory_allocated
+instead. A deterministic figure is recorded too: the bytes autograd saves for backward during
+the forward pass (torch.autograd.graph.saved_tensors_hooks; parameters excluded).
+
+    python benchmarks/memory.py                      # 32 channels, 48^3, depths 0..32
+    python benchmarks/memory.py --quick              # 16 channels, 32^3, depths 0..8
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+import _common
+
+DEPTHS = [0, 1, 2, 4, 8, 16, 32]
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def worker(mode: str, depth: int, width: int, patch: int, batch: int, device: str) -> dict:
+    from revmed.nn import SavedTensorMeter
+
+    model = _common.build_model(mode, depth, width).to(device)
+    x, target = _common.make_batch(batch, patch, device)
+
+    # Saved-tensor bytes of the forward pass; the step doubles as warm-up (allocator, oneDNN).
+    # memcnn keeps its tensors as attributes of its autograd context, which the hooks never see.
+    with SavedTensorMeter(exclude=model.parameters()) as meter:
+        loss = torch.nn.functional.l1_loss(model(x), target)
+    loss.backward()
+    del loss
+    saved = None if mode == "memcnn" else meter.bytes / 2**20
+
+    for p in model.parameters():
+        p.grad = None
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        _common.train_step(model, x, target)
+        torch.cuda.synchronize()
+        step = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
+        base = _status_kib("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+        _common.train_step(model, x, target)
+        step = (_status_kib("VmHWM") - base) / 1024
+    return {"mode": mode, "depth": depth, "model_mib": _common.model_mib(model),
+            "step_mib": step, "saved_mib": saved}
+
+
+def run_worker_process(args, mode: str, depth: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", mode, str(depth), "--width", str(args.width),
+           "--patch", str(args.patch), "--batch", str(args.batch), "--device", args.device]
+    env = dict(os.environ)
+    # Return freed blocks to the OS at once so that RSS follows live tensors (glibc malloc).
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", "1048576")
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        return {"mode": mode, "depth": depth, "error": tail}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def fmt(value, digits=0):
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--width", type=int, default=32, help="channels of the core")
+    parser.add_argument("--patch", type=int, default=48, help="edge of the cubic patch")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--depths", type=int, nargs="+", default=DEPTHS)
+    parser.add_argument("--modes", nargs="+", default=None,
+                        help="engines to run (default: all available)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="16 channels, 32^3, depths 0..8")
+    parser.add_argument("--json", type=Path, default=_common.RESULTS / "memory.json")
+    parser.add_argument("--worker", nargs=2, metavar=("MODE", "DEPTH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        mode, depth = args.worker[0], int(args.worker[1])
+        print(json.dumps(worker(mode, depth, args.width, args.patch, args.batch, args.device)))
+        return
+    if args.quick:
+        args.width, args.patch, args.depths = 16, 32, [0, 1, 2, 4, 8]
+
+    modes = args.modes or _common.available_modes()
+    results = []
+    for depth in args.depths:
+        for mode in modes:
+            r = run_worker_process(args, mode, depth)
+            results.append(r)
+            print(f"  depth {depth:2d} {mode:10s} "
+                  + (r["error"] if "error" in r else f"step {r['step_mib']:.0f} MiB"),
+                  file=sys.stderr, flush=True)
+
+    by = {(r["mode"], r["depth"]): r for r in results}
+    unit = "max_memory_allocated" if args.device == "cuda" else "peak RSS"
+    header = ["depth", "model MiB"] + [f"{m} step MiB" for m in modes] \
+        + [f"{m} saved MiB" for m in modes if m != "memcnn"]
+    rows = []
+    for depth in args.depths:
+        model = next((by[(m, depth)].get("model_mib") for m in modes
+                      if "model_mib" in by[(m, depth)]), None)
+        row = [depth, fmt(model, 2)]
+        row += [fmt(by[(m, depth)].get("step_mib")) for m in modes]
+        row += [fmt(by[(m, depth)].get("saved_mib"), 1) for m in modes if m != "memcnn"]
+        rows.append(row)
+    print(f"\nTraining step memory, {args.width} channels, batch {args.batch} x "
+          f"{args.patch}^3, {args.device} ({unit} above the model and batch; "
+          f"saved = tensors saved for backward):\n")
+    print(_common.markdown_table(header, rows))
+    errors = [r for r in results if "error" in r]
+    for r in errors:
+        print(f"\n{r['mode']} at depth {r['depth']} failed: {r['error']}")
+    _common.write_json(args.json, {
+        "benchmark": "memory", "width": args.width, "patch": args.patch, "batch": args.batch,
+        "machine": _common.machine(args.device), "results": results})
+    print(f"\nJSON: {args.json}")
+
+
+if __name__ == "__main__":
+    main()
