@@ -65,12 +65,15 @@ def test_presets_prints_resolved_toml(cli, tmp_path):
     assert cli("presets", str(path), "--json").code == 0  # the printout is a valid preset
 
 
-def test_console_script_and_python_m_exit_codes():
-    """The installed entry points, in real processes: exit codes survive the process boundary."""
-    ok = subprocess.run(["revmed", "--version"], capture_output=True, text=True)
+def test_console_script_and_python_m_exit_codes(tmp_path):
+    """The installed entry points, in real processes: exit codes survive the process boundary.
+
+    They run outside the checkout, where `python -m` would import the source folder.
+    """
+    ok = subprocess.run(["revmed", "--version"], capture_output=True, text=True, cwd=tmp_path)
     assert ok.returncode == 0 and ok.stdout.startswith("revmed ")
     bad = subprocess.run([sys.executable, "-m", "revmed", "presets", "nope"],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2 and "nope" in bad.stderr and "Traceback" not in bad.stderr
 
 

@@ -34,13 +34,14 @@ def test_wheel_contents(tmp_path):
     assert "revmed = revmed.cli.app:main" in text
 
 
-def test_library_never_imports_typer():
+def test_library_never_imports_typer(tmp_path):
     modules = [m.name for m in pkgutil.walk_packages(revmed.__path__, "revmed.")
                if not m.name.startswith(("revmed.cli", "revmed.__main__"))]
     code = ("import importlib, sys\n"
             f"for name in {modules!r}: importlib.import_module(name)\n"
             "print('typer' in sys.modules)")
+    # cwd away from the checkout: there `-c` would import the source folder, not the package
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True)
+                            check=True, cwd=tmp_path)
     assert result.stdout.strip() == "False"
     assert len(modules) > 5
