@@ -60,6 +60,8 @@ def _memcnn_core(blocks: list[nn.Module]) -> nn.Module:
     with warnings.catch_warnings():  # memcnn imports deprecated torch.cuda.amp decorators
         warnings.simplefilter("ignore")
         import memcnn
+    # ... and frees inputs through the deprecated TypedStorage API on every call.
+    warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
     return nn.Sequential(*[memcnn.InvertibleModuleWrapper(b, keep_input=False,
                                                           keep_input_inverse=False)
                            for b in blocks])

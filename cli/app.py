@@ -41,7 +41,12 @@ def _root(
 
 
 # Commands register themselves on `app` when their module is imported.
-from revmed.cli import data_commands, preset_commands  # noqa: E402,F401
+from revmed.cli import (  # noqa: E402,F401
+    data_commands,
+    eval_command,
+    model_commands,
+    preset_commands,
+)
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -9,19 +9,22 @@ from torch import nn
 
 
 @torch.no_grad()
-def invertibility_error(module: nn.Module, x: torch.Tensor) -> float:
-    """``max |inverse(forward(x)) - x|`` of ``module``, a float.
+def invertibility_error(module: nn.Module, x: torch.Tensor, reduction: str = "max") -> float:
+    """``max |inverse(forward(x)) - x|`` of ``module`` (``reduction="mean"``: the mean), a float.
 
     Runs without a graph and in eval mode (dropout off: a random forward has no inverse),
     restoring each submodule's mode afterwards. Autocast, if the caller enabled it, applies.
     A forward that returns a tuple (a channel split) is passed to ``inverse`` unpacked.
     """
+    if reduction not in ("max", "mean"):
+        raise ValueError(f"reduction must be 'max' or 'mean', not {reduction!r}")
     modes = [(m, m.training) for m in module.modules()]
     module.eval()
     try:
         y = module(x)
         x_rec = module.inverse(*y) if isinstance(y, tuple) else module.inverse(y)
-        return (x_rec.double() - x.double()).abs().max().item()
+        error = (x_rec.double() - x.double()).abs()
+        return (error.max() if reduction == "max" else error.mean()).item()
     finally:
         for m, training in modes:
             m.training = training

@@ -36,16 +36,18 @@ class InvertibleModule(nn.Module):
     def inverse(self, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def backward_pass(self, y: torch.Tensor, grad_y: torch.Tensor,
-                      tape: Tape | None = None) -> tuple[torch.Tensor, torch.Tensor, ParamGrads]:
+    def backward_pass(self, y: torch.Tensor, grad_y: torch.Tensor, tape: Tape | None = None,
+                      in_place: bool = False) -> tuple[torch.Tensor, torch.Tensor, ParamGrads]:
         """Backward step of ``forward``: from ``y = self(x)`` and dL/dy to ``(x, dL/dx, [(p, dL/dp)])``.
 
-        ``y`` carries no graph; ``tape`` is what the engine recorded while computing it.
+        ``y`` carries no graph; ``tape`` is what the engine recorded while computing it. With
+        ``in_place`` the caller owns ``y`` and ``grad_y`` and the step may overwrite them.
         """
         return _rebuild_then_rerun(self, self.inverse, self.forward, y, grad_y, tape)
 
     def inverse_backward_pass(self, x: torch.Tensor, grad_x: torch.Tensor,
-                              tape: Tape | None = None) -> tuple[torch.Tensor, torch.Tensor, ParamGrads]:
+                              tape: Tape | None = None, in_place: bool = False
+                              ) -> tuple[torch.Tensor, torch.Tensor, ParamGrads]:
         """Backward step of ``inverse``: from ``x = self.inverse(y)`` and dL/dx to ``(y, dL/dy, [(p, dL/dp)])``."""
         return _rebuild_then_rerun(self, self.forward, self.inverse, x, grad_x, tape)
 
@@ -67,11 +69,11 @@ class Inverted(InvertibleModule):
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         return self.block(y)
 
-    def backward_pass(self, y, grad_y, tape=None):
-        return self.block.inverse_backward_pass(y, grad_y, tape)
+    def backward_pass(self, y, grad_y, tape=None, in_place=False):
+        return self.block.inverse_backward_pass(y, grad_y, tape, in_place)
 
-    def inverse_backward_pass(self, x, grad_x, tape=None):
-        return self.block.backward_pass(x, grad_x, tape)
+    def inverse_backward_pass(self, x, grad_x, tape=None, in_place=False):
+        return self.block.backward_pass(x, grad_x, tape, in_place)
 
 
 def _rebuild_then_rerun(block, undo, run, out, grad_out, tape):

@@ -1,15 +1,18 @@
 """ReversibleSequence: backpropagation through invertible blocks without stored activations.
 
-With ``memory_saving=True`` a training forward pass runs all blocks inside one
-:class:`torch.autograd.Function` that keeps only the sequence's output. Its backward walks
-the blocks in reverse; each block's backward step rebuilds the block's input from its output
-and turns dL/d(output) into dL/d(input) and parameter gradients (see
-:class:`~revmed.nn.InvertibleModule`). Activation memory is therefore that of one block,
-whatever the depth.
+With ``memory_saving=True`` a training forward pass runs each block inside its own
+:class:`torch.autograd.Function` node, without a graph and without saving anything; only the
+last node keeps the sequence's output. In the backward pass each node receives its block's
+output from the node after it (the last one from its saved tensor), and the block's backward
+step (see :class:`~revmed.nn.InvertibleModule`) rebuilds the block's input, dL/d(input) and
+the parameter gradients. The node hands the rebuilt input to the node before it and returns
+the gradients. Activation memory is that of one block, whatever the depth: one output, one
+gradient and one sub-network's graph.
 
-The parameters are inputs of the Function and their gradients are returned from its
-backward, so they reach the graph's ``AccumulateGrad`` nodes like any other gradient: hooks,
-``torch.autograd.grad`` and DistributedDataParallel see them as usual.
+The parameters are inputs of their block's node and their gradients are returned from its
+backward, so they reach the graph's ``AccumulateGrad`` nodes like any other gradient, block by
+block: hooks, ``torch.autograd.grad`` and DistributedDataParallel (which starts reducing a
+bucket as soon as its gradients are ready) see them as usual.
 """
 
 from __future__ import annotations
@@ -56,11 +59,14 @@ class ReversibleSequence(nn.Module):
         return self._run(y, inverse=True)
 
     def _run(self, x: torch.Tensor, inverse: bool) -> torch.Tensor:
-        params = trainable(self)
-        needs_graph = torch.is_grad_enabled() and (x.requires_grad or bool(params))
-        if self.memory_saving and needs_graph and len(self.blocks) > 0:
-            return _ReversibleFunction.apply(x, self, inverse, *params)
-        for block in _ordered(self.blocks, inverse):
+        blocks = _ordered(self.blocks, inverse)
+        needs_graph = torch.is_grad_enabled() and (x.requires_grad or bool(trainable(self)))
+        if self.memory_saving and needs_graph:
+            chain = _Chain(len(blocks), inverse, self.preserve_rng_state)
+            for k, block in enumerate(blocks):
+                x = _BlockFunction.apply(x, block, chain, k, *trainable(block))
+            return x
+        for block in blocks:
             x = block.inverse(x) if inverse else block(x)
         return x
 
@@ -72,33 +78,51 @@ def _ordered(blocks: nn.ModuleList, inverse: bool) -> list[InvertibleModule]:
     return list(reversed(blocks)) if inverse else list(blocks)
 
 
-class _ReversibleFunction(torch.autograd.Function):
-    """All blocks of a sequence in one direction; saves the output and one Tape per block."""
+class _Chain:
+    """One memory-saving pass through a sequence, shared by its blocks' autograd nodes.
+
+    ``rebuilt[k]`` is where node ``k + 1`` leaves the output of block ``k`` that it rebuilt;
+    node ``k`` takes it from there (a node runs only after the nodes that consume its output).
+    """
+
+    def __init__(self, n: int, inverse: bool, preserve_rng_state: bool) -> None:
+        self.n, self.inverse, self.preserve_rng_state = n, inverse, preserve_rng_state
+        self.rebuilt: list[torch.Tensor | None] = [None] * n
+
+
+class _BlockFunction(torch.autograd.Function):
+    """One block of a memory-saving pass; saves only the sequence's output (in the last node)."""
 
     @staticmethod
-    def forward(ctx, x, seq: ReversibleSequence, inverse: bool, *params):
-        blocks = _ordered(seq.blocks, inverse)
-        tapes = []
-        with torch.no_grad():
-            for block in blocks:
-                tape = Tape(x.device, rng=seq.preserve_rng_state)
-                with recording(tape):
-                    x = block.inverse(x) if inverse else block(x)
-                tapes.append(tape)
-        ctx.save_for_backward(x)
-        ctx.blocks, ctx.tapes, ctx.inverse, ctx.params = blocks, tapes, inverse, params
-        return x
+    def forward(ctx, x, block: InvertibleModule, chain: _Chain, k: int, *params):
+        ctx.tape = Tape(x.device, rng=chain.preserve_rng_state)
+        with torch.no_grad(), recording(ctx.tape):
+            y = block.inverse(x) if chain.inverse else block(x)
+        ctx.block, ctx.chain, ctx.k, ctx.params = block, chain, k, params
+        if k == chain.n - 1:
+            ctx.save_for_backward(y)
+        return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        (out,) = ctx.saved_tensors
+        chain, k = ctx.chain, ctx.k
+        last = k == chain.n - 1
+        # The sequence's output and the incoming gradient may be the caller's: only the
+        # tensors this engine rebuilt (every node but the last) are overwritten in place.
+        if last:
+            (out,) = ctx.saved_tensors
+        else:
+            out, chain.rebuilt[k] = chain.rebuilt[k], None
+        step = ctx.block.inverse_backward_pass if chain.inverse else ctx.block.backward_pass
+        x, grad_x, pairs = step(out, grad, ctx.tape, in_place=not last)
+        del out
+        if k > 0 and ctx.needs_input_grad[0]:
+            chain.rebuilt[k - 1] = x
+        del x
         slot = {id(p): i for i, p in enumerate(ctx.params)}
         param_grads: list[torch.Tensor | None] = [None] * len(ctx.params)
-        for block, tape in zip(reversed(ctx.blocks), reversed(ctx.tapes)):
-            step = block.inverse_backward_pass if ctx.inverse else block.backward_pass
-            out, grad, pairs = step(out, grad, tape)
-            for p, g in pairs:
-                i = slot[id(p)]
-                param_grads[i] = g if param_grads[i] is None else param_grads[i] + g
-        return (grad, None, None, *param_grads)
+        for p, g in pairs:  # a parameter can appear in both F and G
+            i = slot[id(p)]
+            param_grads[i] = g if param_grads[i] is None else param_grads[i] + g
+        return (grad_x, None, None, None, *param_grads)

@@ -126,6 +126,40 @@ def test_without_rng_preservation_dropout_gradients_differ(make_sequence, grads_
     assert not torch.allclose(got[0], want[0])
 
 
+def test_caller_tensors_are_left_alone(make_sequence):
+    """Rebuilt activations and gradients are overwritten in place, the caller's never are."""
+    seq = make_sequence(3)
+    x = torch.randn(B, C, N, N, N, dtype=torch.float64, requires_grad=True)
+    x_before = x.detach().clone()
+    y = seq(x)
+    y_before = y.detach().clone()
+    grad = torch.randn_like(y)
+    grad_before = grad.clone()
+    y.backward(grad)
+    assert torch.equal(x, x_before) and torch.equal(y, y_before)
+    assert torch.equal(grad, grad_before)
+
+
+def test_retain_graph_second_backward(make_sequence):
+    seq = make_sequence(3)
+    x = torch.randn(B, C, N, N, N, dtype=torch.float64, requires_grad=True)
+    loss = (seq(x) * weights(x.shape)).square().mean()
+    first = torch.autograd.grad(loss, [x, *seq.parameters()], retain_graph=True)
+    second = torch.autograd.grad(loss, [x, *seq.parameters()])
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+def test_in_place_change_of_the_output_is_detected(make_sequence):
+    seq = make_sequence(2)
+    x = torch.randn(B, C, N, N, N, dtype=torch.float64, requires_grad=True)
+    y = seq(x)
+    loss = y.sum()
+    y.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
 def test_torch_autograd_grad(make_sequence):
     """Works with torch.autograd.grad, not only .backward() (memcnn refuses .grad())."""
     seq = make_sequence(2)
@@ -184,7 +218,7 @@ def test_inference_builds_no_function(make_sequence):
     assert seq(x).grad_fn is None  # grad mode on, but nothing to differentiate
     seq.requires_grad_(True)
     y_train = seq(x)
-    assert type(y_train.grad_fn).__name__ == "_ReversibleFunctionBackward"
+    assert type(y_train.grad_fn).__name__ == "_BlockFunctionBackward"
     torch.testing.assert_close(y_train.detach(), y, rtol=0, atol=0)
 
 

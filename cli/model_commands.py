@@ -1,0 +1,144 @@
+"""Model commands: `revmed train`, `revmed infer`."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from revmed import config
+from revmed.cli import output
+from revmed.cli.app import app
+from revmed.errors import InputError, OutputError
+
+MODEL_ENV = "REVMED_MODEL"
+
+
+@app.command("train")
+def train(
+    preset: str = typer.Option(..., "--preset", "-p", help="Preset name or .toml path."),
+    data: Optional[Path] = typer.Option(  # noqa: UP007
+        None, "--data", help="Dataset folder or patchify folder (default: the preset's "
+        "data_dir)."),
+    out: Optional[Path] = typer.Option(  # noqa: UP007
+        None, "--out", help="Run folder (default: runs/PRESET-TIMESTAMP)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a preset key: --set k=v."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    seed: Optional[int] = typer.Option(  # noqa: UP007
+        None, "--seed", help="Seed (default: the preset's train.seed)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    json_: bool = typer.Option(False, "--json", help="Print the last epoch's metrics as JSON."),
+) -> None:
+    """Train the model a preset describes; checkpoints last.pt and best.pt in the run folder.
+
+    The run folder also holds preset.toml (the resolved preset) and metrics.jsonl (one line per
+    epoch: losses, validation PSNR and SSIM, learning rate).
+
+    Example: revmed train --preset demo-sr --data data/demo-sr --out runs/demo
+    """
+    from revmed.engine.trainer import Trainer, resolve_device
+
+    overrides = list(set_) + ([f"train.seed={seed}"] if seed is not None else [])
+    resolved = config.load_preset(preset, overrides)
+    data_dir = data if data is not None else Path(resolved["data_dir"])
+    if out is None:
+        if resume:
+            raise InputError("--resume needs --out RUN_DIR (the run to continue)")
+        out = Path("runs") / f"{resolved['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    trainer = Trainer(resolved, data_dir, out, resolve_device(device), resume=resume)
+    output.note(f"training {resolved['name']} on {data_dir} ({trainer.device}); run folder "
+                f"{out}", quiet or json_)
+    with output.progress("train", None, quiet or json_) as update:
+        def report(event) -> None:
+            if event.event == "step":
+                loss = event.logs.get("g_loss", 0.0)
+                update(event.step, event.steps,
+                       f"epoch {event.epoch}/{event.epochs} loss {loss:.3f}")
+        record = trainer.fit(progress=report)
+    if json_:
+        output.emit_json({"run": str(out), **record})
+        return
+    scores = ", ".join(f"{k} {v:.4g}" for k, v in record.items()
+                       if k.startswith("val_") and isinstance(v, float))
+    output.stdout().print(f"trained {record.get('epoch', trainer.epoch)} epoch(s); "
+                          f"{scores or 'no validation split'}; checkpoints in {out}")
+
+
+def _pick_model(model: Optional[Path]) -> Path:  # noqa: UP007
+    from revmed.inference import newest_checkpoint
+
+    if model is not None:
+        return model
+    if os.environ.get(MODEL_ENV):
+        return Path(os.environ[MODEL_ENV])
+    newest = newest_checkpoint()
+    if newest is None:
+        raise InputError(f"no model given: pass --model CKPT, set {MODEL_ENV}, or train one "
+                         "(runs/*/best.pt is used by default)")
+    return newest
+
+
+@app.command("infer")
+def infer(
+    input_: Path = typer.Argument(..., metavar="INPUT",
+                                  help="Volume file, DICOM series folder, or folder of volumes."),
+    output_path: Path = typer.Option(..., "--output", "-o",
+                                     help="Output NIfTI file (a folder when INPUT is one)."),
+    model: Optional[Path] = typer.Option(  # noqa: UP007
+        None, "--model", "-m", help=f"Checkpoint (default: ${MODEL_ENV}, else the newest "
+        "runs/*/best.pt)."),
+    reverse: bool = typer.Option(False, "--reverse", help="Run G (Y -> X) instead of F."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    overlap: Optional[float] = typer.Option(  # noqa: UP007
+        None, "--overlap", min=0.0, max=0.95, help="Sliding-window overlap (default: the "
+        "checkpoint preset's)."),
+    series: Optional[str] = typer.Option(  # noqa: UP007
+        None, "--series", help="SeriesInstanceUID, for a DICOM folder with several series."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Translate volumes with a trained RevGAN: F (e.g. low -> high resolution) or G.
+
+    For super-resolution the output has the finer spacing over the same physical extent and
+    direction; intensities are mapped back to the input's units (HU for CT).
+
+    Example: revmed infer scan.nii.gz -o sr.nii.gz --model runs/demo/best.pt
+    """
+    from revmed.engine.trainer import resolve_device
+    from revmed.inference import Translator
+    from revmed.io import read_volume, write_volume
+    from revmed.atomic import full_suffix
+    from revmed.io.dispatch import READ_SUFFIXES
+
+    volume_files = (sorted(p for p in input_.iterdir()
+                           if full_suffix(p).lower() in READ_SUFFIXES and not p.name.startswith("."))
+                    if input_.is_dir() else [])
+    if input_.is_dir() and volume_files:
+        if output_path.exists() and not output_path.is_dir():
+            raise OutputError(f"{output_path}: INPUT is a folder, so the output must be a folder")
+        pairs = [(p, output_path / (p.name[: -len(full_suffix(p))] + ".nii.gz"))
+                 for p in volume_files]
+    else:
+        if output_path.is_dir():
+            raise OutputError(f"{output_path}: is a folder; give an output file name")
+        pairs = [(input_, output_path)]
+    existing = [str(o) for _, o in pairs if o.exists()]
+    if existing and not overwrite:
+        raise OutputError(f"{existing[0]}: exists; use --overwrite to replace it")
+    checkpoint = _pick_model(model)
+    translator = Translator.load(checkpoint, resolve_device(device))
+    output.note(f"model: {checkpoint}")  # always said: which model made the output
+    overlap = overlap if overlap is not None else translator.infer["overlap"]
+    if input_.is_dir() and volume_files:
+        output_path.mkdir(parents=True, exist_ok=True)
+    for source, target in pairs:
+        volume = read_volume(source, series=series)
+        with output.progress(f"infer {source.name}", None, quiet) as update:
+            result = translator.translate(volume, reverse=reverse, overlap=overlap,
+                                          progress=lambda done, total: update(done, total))
+        write_volume(result, target)
+        output.stdout().print(f"wrote {target}")

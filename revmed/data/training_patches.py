@@ -1,0 +1,97 @@
+"""Patches for training, epoch by epoch, from a dataset folder or a ``patchify`` folder.
+
+A dataset folder is read once (volumes normalised and kept in memory) and new random patches
+are cut every epoch, seeded by ``(seed, epoch, case)``; a patch folder gives the same patches
+every epoch. Either way ``epoch_patches(e)`` returns ``{key: (N, C, *size)}`` arrays; for
+unpaired data ``X`` and ``Y`` may hold different numbers of patches.
+
+For large datasets, ``revmed patchify`` first: it reads each volume once and keeps nothing in
+memory but the patches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from revmed.data.layout import Case, load_dataset
+from revmed.data.patchify import MANIFEST, extract_patches, read_manifest, require_dataset
+from revmed.data.samples import SampleSpec, load_sample
+from revmed.errors import InputError
+
+TRAINING_KEYS = ("X", "Y", "label")
+
+
+def _stack(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for key in TRAINING_KEYS:
+        arrays = [p[key] for p in parts if key in p and len(p[key])]
+        if arrays:
+            out[key] = np.concatenate(arrays)
+    return out
+
+
+class TrainingPatches:
+    """Where training patches come from; see the module doc.
+
+    Attributes:
+        kind: the dataset kind (``paired``, ``unpaired``, ``hr-only``, ``segmentation``).
+        dataset_root: the dataset folder (for validation cases), or None when unknown.
+    """
+
+    def __init__(self, data_dir: str | Path, preset: dict[str, Any]) -> None:
+        data_dir = Path(data_dir)
+        self.preset = preset
+        self.patch = preset["patch"]
+        self._fixed: dict[str, np.ndarray] | None = None
+        self._samples: list[dict[str, np.ndarray]] = []
+        if (data_dir / MANIFEST).is_file():
+            manifest = read_manifest(data_dir)
+            if manifest["patch_size"] != list(self.patch["size"]):
+                raise InputError(f"{data_dir}: patches are {manifest['patch_size']}, the preset "
+                                 f"wants {self.patch['size']}; run patchify again")
+            shards = []
+            for shard in manifest["shards"]:
+                with np.load(data_dir / shard["file"], allow_pickle=False) as stored:
+                    shards.append({k: stored[k] for k in stored.files})
+            self._fixed = _stack(shards)
+            self.kind = manifest["kind"]
+            root = Path(manifest["dataset"])
+            self.dataset_root = root if root.is_dir() else None
+        else:
+            require_dataset(data_dir, preset)
+            dataset = load_dataset(data_dir)
+            cases = dataset.splits.get("train", [])
+            if not cases:
+                raise InputError(f"{data_dir}: the train split has no cases")
+            spec = SampleSpec.from_preset(preset)
+            self._samples = [load_sample(case, dataset.kind, spec) for case in cases]
+            self.kind = dataset.kind
+            self.dataset_root = data_dir
+        self.seed = preset["train"]["seed"]
+
+    def epoch_patches(self, epoch: int) -> dict[str, np.ndarray]:
+        """``{key: (N, C, *size)}`` for ``epoch`` (the same for every epoch of a patch folder)."""
+        if self._fixed is not None:
+            return self._fixed
+        parts = [extract_patches(sample, self.patch["size"], self.patch["sampler"],
+                                 per_volume=self.patch["per_volume"],
+                                 overlap=self.patch["overlap"],
+                                 min_foreground=self.preset["data"]["min_foreground"],
+                                 seed=(self.seed * 1_000_003 + epoch) * 10_007 + index)
+                 for index, sample in enumerate(self._samples)]
+        patches = _stack(parts)
+        if not patches:
+            raise InputError("no training patch passed the foreground rule "
+                             f"(data.min_foreground = {self.preset['data']['min_foreground']})")
+        return patches
+
+
+def validation_cases(root: Path | None) -> tuple[str, list[Case]]:
+    """The dataset kind and its ``val`` cases (empty when there is no dataset or no val split)."""
+    if root is None:
+        return "", []
+    dataset = load_dataset(root)
+    return dataset.kind, dataset.splits.get("val", [])

@@ -1,0 +1,290 @@
+"""The RevGAN training loop: data, steps, validation, checkpoints and logs of one run.
+
+A run folder holds ``preset.toml`` (the resolved preset), ``metrics.jsonl`` (one JSON line per
+epoch: losses, validation PSNR/SSIM, learning rate, seconds), ``last.pt`` (after every epoch)
+and ``best.pt`` (best validation PSNR; the last epoch when there is no validation split).
+``resume=True`` continues from ``last.pt``: weights, optimisers, schedules, RNG state, epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from revmed import config
+from revmed.atomic import atomic_path
+from revmed.data.samples import SampleSpec, load_sample
+from revmed.data.training_patches import TrainingPatches, validation_cases
+from revmed.engine.checkpoint import load_checkpoint, save_checkpoint
+from revmed.engine.objectives import build_objective
+from revmed.errors import ConfigError, InputError, OutputError
+from revmed.inference import sliding_window_predict
+from revmed.metrics import psnr, ssim3d
+from revmed.models import build_discriminators, build_model, model_spec
+
+#: The data range of images inside the network ([-1, 1]), for validation PSNR and SSIM.
+NETWORK_RANGE = 2.0
+
+
+@dataclass
+class TrainEvent:
+    """What the loop reports after each step (``event="step"``) and epoch (``"epoch"``)."""
+
+    event: str
+    epoch: int
+    epochs: int
+    step: int = 0
+    steps: int = 0
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+def linear_decay(epochs: int, epochs_decay: int) -> Callable[[int], float]:
+    """Learning-rate factor: 1 for ``epochs`` epochs, then linearly down to 0 over the decay."""
+    def factor(epoch: int) -> float:
+        if epoch < epochs or epochs_decay == 0:
+            return 1.0
+        return max(0.0, 1.0 - (epoch - epochs + 1) / (epochs_decay + 1))
+    return factor
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; ``cuda`` without a GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA device is available here")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"--device {name}: {exc}") from None
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _batches(patches: dict[str, np.ndarray], kind: str, batch_size: int, seed: int,
+             epoch: int, device: torch.device):
+    """Shuffled batches; paired keys move together, unpaired X and Y are shuffled apart."""
+    generator = torch.Generator().manual_seed(seed * 7919 + epoch)
+    if kind == "unpaired":
+        n = max(len(patches["X"]), len(patches["Y"]))
+        order = {k: torch.randperm(len(patches[k]), generator=generator) for k in ("X", "Y")}
+        index = {k: [int(order[k][i % len(order[k])]) for i in range(n)] for k in order}
+    else:
+        n = len(patches["X"])
+        perm = [int(i) for i in torch.randperm(n, generator=generator)]
+        index = {k: perm for k in patches}
+    for start in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
+        yield {k: torch.from_numpy(patches[k][index[k][start:start + batch_size]]).to(device)
+               for k in ("X", "Y")}
+
+
+class Trainer:
+    """Trains the RevGAN a preset describes; see the module doc for the run folder.
+
+    Args:
+        preset: a resolved preset (``revmed.config.load_preset``).
+        data_dir: a dataset folder or a ``revmed patchify`` folder.
+        run_dir: the run folder (made if missing).
+        device: a torch device.
+        resume: continue from ``run_dir/last.pt``.
+    """
+
+    def __init__(self, preset: dict[str, Any], data_dir: str | Path, run_dir: str | Path,
+                 device: torch.device, resume: bool = False) -> None:
+        if preset["model"]["kind"] != "revgan3d":
+            raise ConfigError(f"preset {preset['name']}: the trainer for "
+                              f"{preset['model']['kind']} models is not available yet")
+        if preset["data"]["intensity"] != "window":
+            raise ConfigError(f"preset {preset['name']}: key 'data.intensity': RevGAN needs a "
+                              "fixed 'window' so outputs map back to the input's units")
+        self.preset, self.device = preset, device
+        self.run_dir = Path(run_dir)
+        self.train_cfg = preset["train"]
+        last = self.run_dir / "last.pt"
+        if resume and not last.is_file():
+            raise InputError(f"{last}: nothing to resume (no last.pt in the run folder)")
+        if not resume and last.exists():
+            raise OutputError(f"{self.run_dir}: holds a run already; use --resume to continue "
+                              "it or choose another --out")
+        _seed_everything(self.train_cfg["seed"])
+        self.patches = TrainingPatches(data_dir, preset)
+        self._check_kind(self.patches.kind)
+        kind, kwargs = model_spec(preset)
+        self.model_kind, self.model_kwargs = kind, kwargs
+        self.model = build_model(kind, **kwargs).to(device)
+        self.objective = build_objective(self.train_cfg)
+        self.use_gan = self.train_cfg["lambda_gan"] > 0
+        self.critics = ({k: d.to(device) for k, d in build_discriminators(preset).items()}
+                        if self.use_gan else {})
+        betas = tuple(self.train_cfg["betas"])
+        self.opt_g = torch.optim.Adam(self.model.parameters(), lr=self.train_cfg["lr"],
+                                      betas=betas)
+        critic_params = [p for d in self.critics.values() for p in d.parameters()]
+        self.opt_d = (torch.optim.Adam(critic_params, lr=self.train_cfg["lr"], betas=betas)
+                      if critic_params else None)
+        decay = linear_decay(self.train_cfg["epochs"], self.train_cfg["epochs_decay"])
+        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, decay)
+        self.sched_d = (torch.optim.lr_scheduler.LambdaLR(self.opt_d, decay)
+                        if self.opt_d else None)
+        self.epoch, self.best_psnr = 0, -float("inf")
+        self.val_kind, self.val_cases = validation_cases(self.patches.dataset_root)
+        self._val_samples: list[dict[str, np.ndarray]] | None = None
+        if resume:
+            self._restore(load_checkpoint(last, kind="revgan3d"))
+        else:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_path(self.run_dir / "preset.toml") as tmp:
+                tmp.write_text(config.to_toml(preset))
+
+    @property
+    def epochs(self) -> int:
+        return self.train_cfg["epochs"] + self.train_cfg["epochs_decay"]
+
+    def _check_kind(self, kind: str) -> None:
+        objective = self.train_cfg["objective"]
+        allowed = {"paired": ("paired", "hr-only"), "unpaired": ("unpaired", "paired", "hr-only")}
+        if kind not in allowed.get(objective, ()):
+            raise InputError(f"a {kind} dataset cannot train the {objective} objective of "
+                             f"preset {self.preset['name']}")
+
+    # --- one run ---------------------------------------------------------------------------
+
+    def fit(self, progress: Callable[[TrainEvent], None] | None = None,
+            time_limit: float | None = None) -> dict[str, Any]:
+        """Train until the last epoch (or ``time_limit`` seconds); returns the last epoch's log."""
+        limit = self.train_cfg["time_limit"] if time_limit is None else time_limit
+        start = time.monotonic()
+        record: dict[str, Any] = {}
+        while self.epoch < self.epochs:
+            epoch_start = time.monotonic()
+            patches = self.patches.epoch_patches(self.epoch)
+            steps = max(1, len(patches["X"]) // self.train_cfg["batch_size"])
+            sums: dict[str, float] = {}
+            step = 0
+            stopped = False
+            self.model.train()
+            for step, batch in enumerate(_batches(patches, self.patches.kind,
+                                                  self.train_cfg["batch_size"],
+                                                  self.train_cfg["seed"], self.epoch,
+                                                  self.device), start=1):
+                logs = self._step(batch)
+                for key, value in logs.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                if progress is not None:
+                    progress(TrainEvent("step", self.epoch + 1, self.epochs, step, steps, logs))
+                if limit and time.monotonic() - start > limit:
+                    stopped = True
+                    break
+            self.sched_g.step()
+            if self.sched_d is not None:
+                self.sched_d.step()
+            self.epoch += 1
+            record = {"epoch": self.epoch, "steps": step,
+                      **{k: v / max(step, 1) for k, v in sums.items()},
+                      **self.validate(), "lr": self.opt_g.param_groups[0]["lr"],
+                      "seconds": round(time.monotonic() - epoch_start, 3)}
+            self._save(record)
+            if progress is not None:
+                progress(TrainEvent("epoch", self.epoch, self.epochs, step, steps, record))
+            if stopped:
+                record["stopped_at_time_limit"] = True
+                break
+        return record
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        for critic in self.critics.values():
+            critic.requires_grad_(False)
+        loss, logs, fakes = self.objective.generator_step(self.model, self.critics, batch)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        if self.use_gan:
+            for critic in self.critics.values():
+                critic.requires_grad_(True)
+            d_loss, d_logs = self.objective.critic_step(self.critics, batch, fakes)
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.opt_d.step()
+            logs.update(d_logs)
+        return logs
+
+    def validate(self) -> dict[str, float]:
+        """Mean PSNR and SSIM of F on the validation volumes, in the network's [-1, 1] range."""
+        if not self.val_cases or self.val_kind not in ("paired", "hr-only"):
+            return {}
+        if self._val_samples is None:
+            spec = SampleSpec.from_preset(self.preset)
+            self._val_samples = [load_sample(c, self.val_kind, spec) for c in self.val_cases]
+        self.model.eval()
+        scores = {"val_psnr": [], "val_ssim": []}
+        for sample in self._val_samples:
+            pred = sliding_window_predict(self.model, sample["X"], self.preset["patch"]["size"],
+                                          self.preset["infer"]["overlap"], device=self.device)
+            pred = np.clip(pred, -1.0, 1.0)
+            scores["val_psnr"].append(psnr(pred, sample["Y"], NETWORK_RANGE))
+            scores["val_ssim"].append(ssim3d(pred, sample["Y"], NETWORK_RANGE))
+        self.model.train()
+        return {k: float(np.mean(v)) for k, v in scores.items()}
+
+    # --- checkpoints -----------------------------------------------------------------------
+
+    def _payload(self, record: dict[str, Any]) -> dict[str, Any]:
+        data = self.preset["data"]
+        state = {
+            "generator": self.model.state_dict(),
+            "critics": {k: d.state_dict() for k, d in self.critics.items()},
+            "opt_g": self.opt_g.state_dict(), "sched_g": self.sched_g.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "best_psnr": self.best_psnr,
+        }
+        if self.opt_d is not None:
+            state["opt_d"] = self.opt_d.state_dict()
+            state["sched_d"] = self.sched_d.state_dict()
+        if hasattr(self.objective, "pools"):
+            state["pools"] = {k: list(p.items) for k, p in self.objective.pools.items()}
+        return {
+            "model": {"kind": self.model_kind, "kwargs": self.model_kwargs},
+            "data": {k: data[k] for k in ("in_channels", "out_channels", "intensity", "window",
+                                         "sr_factors", "sr_upsample")},
+            "patch_size": list(self.preset["patch"]["size"]),
+            "preset": self.preset, "epoch": self.epoch, "metrics": record, "state": state,
+        }
+
+    def _save(self, record: dict[str, Any]) -> None:
+        score = record.get("val_psnr")
+        improved = score is None or score > self.best_psnr
+        if score is not None and improved:
+            self.best_psnr = score
+        payload = self._payload(record)
+        save_checkpoint(self.run_dir / "last.pt", payload)
+        if improved:
+            save_checkpoint(self.run_dir / "best.pt", payload)
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as log:
+            log.write(json.dumps(record) + "\n")
+
+    def _restore(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state"]
+        self.model.load_state_dict(state["generator"])
+        for key, critic in self.critics.items():
+            critic.load_state_dict(state["critics"][key])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.sched_g.load_state_dict(state["sched_g"])
+        if self.opt_d is not None and "opt_d" in state:
+            self.opt_d.load_state_dict(state["opt_d"])
+            self.sched_d.load_state_dict(state["sched_d"])
+        if "pools" in state and hasattr(self.objective, "pools"):
+            for key, items in state["pools"].items():
+                self.objective.pools[key].items = [t.to(self.device) for t in items]
+        torch.set_rng_state(state["torch_rng"])
+        self.best_psnr = state["best_psnr"]
+        self.epoch = checkpoint["epoch"]

@@ -1,0 +1,122 @@
+"""Whole-volume inference with a trained RevGAN, forward (F) or reverse (G).
+
+The volume stays on the CPU; MONAI's ``sliding_window_inference`` sends windows of the
+training patch size to the model's device and blends them with a Gaussian weight. For
+super-resolution the input is first put on the grid refined by the checkpoint's factors
+(``revmed.resample.upsample``), and the output keeps the input's physical extent and direction
+with the finer spacing (``revmed.io.zoom_affine``). In reverse (``G``: high to low resolution)
+the output is block-averaged back to the coarse grid.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from torch import nn
+
+from revmed.engine.checkpoint import load_checkpoint
+from revmed.errors import InputError
+from revmed.io import Volume, check_finite, zoom_affine
+from revmed.models import build_model
+from revmed.resample import downsample, upsample
+from revmed.transforms import denormalise, normalise
+
+
+def window_count(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
+    """How many windows ``sliding_window_inference`` visits (for progress bars)."""
+    total = 1
+    for size, r in zip(shape, roi, strict=True):
+        step = max(int(r * (1 - overlap)), 1)
+        total *= 1 if size <= r else math.ceil((size - r) / step) + 1
+    return total
+
+
+def sliding_window_predict(net: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray,
+                           roi_size: Sequence[int], overlap: float = 0.5,
+                           sw_batch_size: int = 1, device: str | torch.device = "cpu",
+                           blend: str = "gaussian",
+                           progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Run ``net`` over ``image`` ``(C, I, J, K)`` window by window; returns ``(C', I, J, K)``.
+
+    Windows run on ``device``; the image and the blended output stay on the CPU.
+    """
+    total = math.ceil(window_count(image.shape[1:], roi_size, overlap) / sw_batch_size)
+    done = 0
+
+    def predictor(batch: torch.Tensor) -> torch.Tensor:
+        nonlocal done
+        out = net(batch)
+        done += 1
+        if progress is not None:
+            progress(min(done, total), total)
+        return out
+
+    with torch.no_grad():
+        out = sliding_window_inference(
+            torch.from_numpy(np.ascontiguousarray(image))[None], roi_size=list(roi_size),
+            sw_batch_size=sw_batch_size, predictor=predictor, overlap=overlap, mode=blend,
+            sw_device=torch.device(device), device=torch.device("cpu"))
+    return np.asarray(out[0].float().numpy(), dtype=np.float32)
+
+
+@dataclass
+class Translator:
+    """A trained generator with what inference needs from its checkpoint."""
+
+    model: nn.Module
+    data: dict[str, Any]
+    patch_size: list[int]
+    infer: dict[str, Any]
+    source: str
+    device: torch.device
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> Translator:
+        checkpoint = load_checkpoint(path, kind="revgan3d")
+        model = build_model(checkpoint["model"]["kind"], **checkpoint["model"]["kwargs"])
+        model.load_state_dict(checkpoint["state"]["generator"])
+        device = torch.device(device)
+        return cls(model.to(device).eval(), checkpoint["data"], checkpoint["patch_size"],
+                   checkpoint["preset"]["infer"], str(path), device)
+
+    def translate(self, volume: Volume, reverse: bool = False, overlap: float = 0.5,
+                  sw_batch_size: int = 1,
+                  progress: Callable[[int, int], None] | None = None) -> Volume:
+        """F (``reverse=False``) or G applied to ``volume``, in the volume's own units."""
+        data = self.data
+        expected = data["out_channels"] if reverse else data["in_channels"]
+        if volume.channels != expected:
+            raise InputError(f"{volume.source}: has {volume.channels} channel(s); the model "
+                             f"({self.source}) expects {expected}")
+        check_finite(volume)
+        image = normalise(volume.array, data["intensity"], data["window"])
+        factors = list(data["sr_factors"])
+        sr = factors != [1, 1, 1]
+        affine = volume.affine
+        if sr and not reverse:
+            image = upsample(image, factors, data["sr_upsample"])
+            affine = zoom_affine(volume.affine, factors)
+        net = self.model.reverse if reverse else self.model
+        out = sliding_window_predict(net, image, self.patch_size, overlap, sw_batch_size,
+                                     self.device, blend=self.infer["blend"], progress=progress)
+        if sr and reverse:
+            out = downsample(out, factors)
+            affine = zoom_affine(volume.affine, [1.0 / f for f in factors])
+        # the network only ever saw the window: values beyond it are clipped, not extrapolated
+        out = denormalise(np.clip(out, -1.0, 1.0), data["window"])
+        meta = {k: v for k, v in volume.meta.items() if k in ("units", "modality")}
+        return Volume(out, affine, source=volume.source, meta=meta)
+
+
+def newest_checkpoint(runs_dir: str | os.PathLike = "runs") -> Path | None:
+    """The most recently written ``best.pt`` under ``runs_dir/*/``, if any."""
+    found = sorted(Path(runs_dir).glob("*/best.pt"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None

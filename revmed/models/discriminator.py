@@ -1,0 +1,39 @@
+"""3D PatchGAN discriminator (the pix2pix/CycleGAN critic, with 3D convolutions).
+
+Kernel 4, LeakyReLU(0.2), instance norm on every layer but the first and the last; ``layers``
+stride-2 convolutions, then one stride-1 layer and a stride-1 convolution to one channel of
+logits, one per overlapping patch of the input. In paired mode the critic is conditional: it
+sees the input volume concatenated with the real or generated output.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from revmed.models.revgan import init_weights
+
+
+class PatchDiscriminator3D(nn.Sequential):
+    """``(B, in_channels, D, H, W) -> (B, 1, d, h, w)`` patch logits.
+
+    Args:
+        in_channels: image channels (input + output channels when conditional).
+        width: channels of the first layer; doubled per layer up to 8x.
+        layers: stride-2 layers (3 in pix2pix's 70x70 PatchGAN).
+        init_std: std of the N(0, std) initialisation.
+    """
+
+    def __init__(self, in_channels: int, width: int = 32, layers: int = 3,
+                 init_std: float = 0.02) -> None:
+        blocks: list[nn.Module] = [nn.Conv3d(in_channels, width, 4, stride=2, padding=1),
+                                   nn.LeakyReLU(0.2, inplace=True)]
+        channels = width
+        for n in range(1, layers + 1):
+            out = width * min(2 ** n, 8)
+            stride = 2 if n < layers else 1
+            blocks += [nn.Conv3d(channels, out, 4, stride=stride, padding=1),
+                       nn.InstanceNorm3d(out, affine=True), nn.LeakyReLU(0.2, inplace=True)]
+            channels = out
+        blocks.append(nn.Conv3d(channels, 1, 4, stride=1, padding=1))
+        super().__init__(*blocks)
+        init_weights(self, init_std)
