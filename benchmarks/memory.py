@@ -1,11 +1,12 @@
 """Memory of one training step against core depth, per engine (chest-CT abstract, Table 1).
 
-Every (engine, depth) runs in a fresh subprocess. On CPU the worker records the process's
-resident memory, resets its high-water mark (/proc/self/clear_refs), runs one training step
-(forward, L1 loss, backward) and reads the new high-water mark (VmHWM): the step's peak above
-the memory the model and batch already hold. On CUDA it uses torch.cuda.max_memory_allocated
-instead. A deterministic figure is recorded too: the bytes autograd saves for backward during
-the forward pass (torch.autograd.graph.saved_tensors_hooks; parameters excluded).
+Every (engine, depth) runs in a fresh subprocess. After a warm-up step on a one-block model,
+the worker builds the measured model, records the process's resident memory on CPU, resets its
+high-water mark (/proc/self/clear_refs), runs one training step (forward, L1 loss, backward)
+and reads the new high-water mark (VmHWM): the step's peak above the memory the model and
+batch already hold. On CUDA it uses torch.cuda.max_memory_allocated instead. A deterministic
+figure is recorded too: the bytes autograd saves for backward during the forward pass
+(torch.autograd.graph.saved_tensors_hooks; parameters excluded).
 
     python benchmarks/memory.py                      # 32 channels, 48^3, depths 0..32
     python benchmarks/memory.py --quick              # depths 0, 1, 4: a smoke test
@@ -38,42 +39,40 @@ def _status_kib(field: str) -> int:
 def worker(mode: str, depth: int, width: int, patch: int, batch: int, device: str) -> dict:
     from revmed.nn import SavedTensorMeter
 
-    model = _common.build_model(mode, depth, width).to(device)
     x, target = _common.make_batch(batch, patch, device)
-
-    # Saved-tensor bytes of the forward pass; the step doubles as warm-up (allocator, oneDNN).
-    # memcnn keeps its tensors as attributes of its autograd context, which the hooks never see.
-    with SavedTensorMeter(exclude=model.parameters()) as meter:
-        loss = torch.nn.functional.l1_loss(model(x), target)
-    loss.backward()
-    del loss
-    saved = None if mode == "memcnn" else meter.bytes / 2**20
-
-    for p in model.parameters():
-        p.grad = None
+    # Warm-up on a one-block model of the same kind: the blocks are identical, so this sets up
+    # everything done once per layer shape (oneDNN primitives, CUDA kernels) at little cost.
+    _common.train_step(_common.build_model(mode, min(depth, 1), width).to(device), x, target)
+    model = _common.build_model(mode, depth, width).to(device)
     gc.collect()
+
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        _common.train_step(model, x, target)
-        torch.cuda.synchronize()
-        step = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:
         base = _status_kib("VmRSS")
         Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-        _common.train_step(model, x, target)
+    # The measured step; the meter only counts what autograd saves (memcnn keeps its tensors
+    # as attributes of its autograd context, which the hooks never see).
+    with SavedTensorMeter(exclude=model.parameters()) as meter:
+        loss = torch.nn.functional.l1_loss(model(x), target)
+    loss.backward()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        step = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
         step = (_status_kib("VmHWM") - base) / 1024
-    return {"mode": mode, "depth": depth, "model_mib": _common.model_mib(model),
-            "step_mib": step, "saved_mib": saved}
+    return {"mode": mode, "depth": depth, "model_mib": _common.model_mib(model), "step_mib": step,
+            "saved_mib": None if mode == "memcnn" else meter.bytes / 2**20}
 
 
 def run_worker_process(args, mode: str, depth: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", mode, str(depth), "--width", str(args.width),
            "--patch", str(args.patch), "--batch", str(args.batch), "--device", args.device]
-    env = dict(os.environ)
-    # Return freed blocks to the OS at once so that RSS follows live tensors (glibc malloc).
-    env.setdefault("MALLOC_MMAP_THRESHOLD_", "1048576")
+    # glibc serves every allocation of 1 MiB or more with its own mapping and unmaps it when
+    # freed, so the resident size follows the live tensors instead of malloc's cache.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -133,6 +132,10 @@ def main() -> None:
           f"{args.patch}^3, {args.device} ({unit} above the model and batch; "
           f"saved = tensors saved for backward):\n")
     print(_common.markdown_table(header, rows))
+    revmed16, naive16 = by.get(("revmed", 16), {}), by.get(("naive", 16), {})
+    if "step_mib" in revmed16 and "step_mib" in naive16:
+        ratio = revmed16["step_mib"] / naive16["step_mib"]
+        print(f"\ndepth 16: revmed / naive step memory = {ratio:.2f} (target: at most 0.25)")
     errors = [r for r in results if "error" in r]
     for r in errors:
         print(f"\n{r['mode']} at depth {r['depth']} failed: {r['error']}")

@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--patch", type=int, default=48)
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads on CPU")
     parser.add_argument("--modes", nargs="+", default=None,
                         help="engines to time (default: all available; naive and revmed always)")
@@ -110,7 +110,7 @@ def main() -> None:
     print(f"\nReconstruction error |inverse(forward(h)) - h| of the depth-{args.depth} core on the "
           f"features h of the same batch:\n")
     print(_common.markdown_table(
-        ["precision", "max", "mean", "max |h|"],
+        ["precision", "max", "mean", "max abs h"],
         [[r["precision"], f"{r['max_abs_error']:.1e}", f"{r['mean_abs_error']:.1e}",
           f"{r['max_abs_input']:.2f}"] for r in recon]))
 

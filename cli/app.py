@@ -43,6 +43,7 @@ def _root(
 # Commands register themselves on `app` when their module is imported.
 from revmed.cli import (  # noqa: E402,F401
     data_commands,
+    demo_command,
     eval_command,
     model_commands,
     preset_commands,

@@ -132,7 +132,6 @@ def infer(
     checkpoint = _pick_model(model)
     translator = Translator.load(checkpoint, resolve_device(device))
     output.note(f"model: {checkpoint}")  # always said: which model made the output
-    overlap = overlap if overlap is not None else translator.infer["overlap"]
     if input_.is_dir() and volume_files:
         output_path.mkdir(parents=True, exist_ok=True)
     for source, target in pairs:

@@ -87,10 +87,15 @@ class Translator:
         return cls(model.to(device).eval(), checkpoint["data"], checkpoint["patch_size"],
                    checkpoint["preset"]["infer"], str(path), device)
 
-    def translate(self, volume: Volume, reverse: bool = False, overlap: float = 0.5,
-                  sw_batch_size: int = 1,
+    def translate(self, volume: Volume, reverse: bool = False, overlap: float | None = None,
+                  sw_batch_size: int | None = None,
                   progress: Callable[[int, int], None] | None = None) -> Volume:
-        """F (``reverse=False``) or G applied to ``volume``, in the volume's own units."""
+        """F (``reverse=False``) or G applied to ``volume``, in the volume's own units.
+
+        ``overlap`` and ``sw_batch_size`` default to the checkpoint preset's ``[infer]`` values.
+        """
+        overlap = self.infer["overlap"] if overlap is None else overlap
+        sw_batch_size = self.infer["sw_batch_size"] if sw_batch_size is None else sw_batch_size
         data = self.data
         expected = data["out_channels"] if reverse else data["in_channels"]
         if volume.channels != expected:

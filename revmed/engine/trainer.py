@@ -228,8 +228,10 @@ class Trainer:
         self.model.eval()
         scores = {"val_psnr": [], "val_ssim": []}
         for sample in self._val_samples:
+            infer = self.preset["infer"]
             pred = sliding_window_predict(self.model, sample["X"], self.preset["patch"]["size"],
-                                          self.preset["infer"]["overlap"], device=self.device)
+                                          infer["overlap"], infer["sw_batch_size"], self.device,
+                                          infer["blend"])
             pred = np.clip(pred, -1.0, 1.0)
             scores["val_psnr"].append(psnr(pred, sample["Y"], NETWORK_RANGE))
             scores["val_ssim"].append(ssim3d(pred, sample["Y"], NETWORK_RANGE))

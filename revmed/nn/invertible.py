@@ -38,7 +38,7 @@ class InvertibleModule(nn.Module):
 
     def backward_pass(self, y: torch.Tensor, grad_y: torch.Tensor, tape: Tape | None = None,
                       in_place: bool = False) -> tuple[torch.Tensor, torch.Tensor, ParamGrads]:
-        """Backward step of ``forward``: from ``y = self(x)`` and dL/dy to ``(x, dL/dx, [(p, dL/dp)])``.
+        """Backward step of ``forward``: ``(y = self(x), dL/dy) -> (x, dL/dx, [(p, dL/dp)])``.
 
         ``y`` carries no graph; ``tape`` is what the engine recorded while computing it. With
         ``in_place`` the caller owns ``y`` and ``grad_y`` and the step may overwrite them.
@@ -48,7 +48,7 @@ class InvertibleModule(nn.Module):
     def inverse_backward_pass(self, x: torch.Tensor, grad_x: torch.Tensor,
                               tape: Tape | None = None, in_place: bool = False
                               ) -> tuple[torch.Tensor, torch.Tensor, ParamGrads]:
-        """Backward step of ``inverse``: from ``x = self.inverse(y)`` and dL/dx to ``(y, dL/dy, [(p, dL/dp)])``."""
+        """Backward step of ``inverse``: ``(x = self.inverse(y), dL/dx) -> (y, dL/dy, [...])``."""
         return _rebuild_then_rerun(self, self.forward, self.inverse, x, grad_x, tape)
 
 

@@ -60,7 +60,8 @@ class ReversibleSequence(nn.Module):
 
     def _run(self, x: torch.Tensor, inverse: bool) -> torch.Tensor:
         blocks = _ordered(self.blocks, inverse)
-        needs_graph = torch.is_grad_enabled() and (x.requires_grad or bool(trainable(self)))
+        needs_graph = torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.parameters()))
         if self.memory_saving and needs_graph:
             chain = _Chain(len(blocks), inverse, self.preserve_rng_state)
             for k, block in enumerate(blocks):

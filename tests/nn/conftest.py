@@ -79,3 +79,12 @@ def assert_grads_close():
             assert err < tol, f"gradient {i}: relative error {err:.3g}"
 
     return check
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster, and steadier on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

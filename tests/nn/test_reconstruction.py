@@ -59,3 +59,11 @@ def test_bf16_autocast_on_cpu(make_sequence):
         assert err_saving < 2 * err_naive + 0.02
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert invertibility_error(seq, x.detach()) < 0.1
+
+
+def test_invertibility_error_mean_and_bad_reduction(make_sequence):
+    seq = make_sequence(2, dtype=torch.float32)
+    x = torch.randn(1, 8, 8, 8, 8)
+    assert 0 <= invertibility_error(seq, x, "mean") <= invertibility_error(seq, x)
+    with pytest.raises(ValueError):
+        invertibility_error(seq, x, "sum")

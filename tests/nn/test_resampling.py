@@ -52,7 +52,8 @@ def test_haar_initialisation_is_the_haar_transform():
     x = torch.arange(8, dtype=torch.float64).reshape(1, 1, 2, 2, 2)
     y = down(x).flatten()
     assert y[0].item() == pytest.approx(x.sum().item() / 8 ** 0.5, abs=1e-5)  # approximation
-    assert y[4].item() == pytest.approx(-(4 * 4) / 8 ** 0.5, abs=1e-5)  # depth detail: slices differ by 4
+    # detail along depth: the two slices differ by 4 in each of their 4 voxels
+    assert y[4].item() == pytest.approx(-(4 * 4) / 8 ** 0.5, abs=1e-5)
 
 
 def test_gradcheck():

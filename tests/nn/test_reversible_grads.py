@@ -177,7 +177,8 @@ def _mixed_sequence():
     torch.manual_seed(3)
 
     def conv(c):
-        return nn.Sequential(nn.Conv3d(c, c, 3, padding=1), nn.Tanh(), nn.Conv3d(c, c, 3, padding=1))
+        return nn.Sequential(nn.Conv3d(c, c, 3, padding=1), nn.Tanh(),
+                             nn.Conv3d(c, c, 3, padding=1))
 
     blocks = [
         AdditiveCoupling(conv(2), conv(2)),
