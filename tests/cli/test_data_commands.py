@@ -48,3 +48,22 @@ def test_synth_rejects_unknown_task_and_bad_shape(cli, tmp_path):
     assert cli("synth", "mri-magic", tmp_path / "x").code == 2
     bad = cli("synth", "chestct-sr", tmp_path / "y", "--shape", "12,12")
     assert bad.code == 2 and "--shape" in bad.err and not (tmp_path / "y").exists()
+
+
+def test_progress_goes_to_stderr_and_quiet_silences_it(cli, tmp_path):
+    loud = cli("synth", "chestct-da", tmp_path / "a", "--cases", "2", "--shape", "16,16,16")
+    assert loud.code == 0 and "synth chestct-da" in loud.err and "━" in loud.err
+    assert "━" not in loud.out
+    quiet = cli("synth", "chestct-da", tmp_path / "b", "--cases", "2", "--shape", "16,16,16",
+                "--quiet")
+    assert quiet.code == 0 and quiet.err == ""
+
+
+def test_missing_data_folder_says_how_to_get_data(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the preset's default data_dir is relative: data/chestct-sr
+    result = cli("train", "--preset", "chestct-sr")
+    assert result.code == 2
+    assert "data/chestct-sr" in result.err and "revmed synth chestct-sr" in result.err
+    assert not (tmp_path / "runs").exists()
+    patch = cli("patchify", "data/hcp-sr", "out", "--preset", "hcp-sr")
+    assert patch.code == 2 and "revmed synth hcp-sr data/hcp-sr" in patch.err
