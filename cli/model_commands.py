@@ -55,7 +55,7 @@ def train(
     with output.progress("train", None, quiet or json_) as update:
         def report(event) -> None:
             if event.event == "step":
-                loss = event.logs.get("g_loss", 0.0)
+                loss = event.logs.get("g_loss", event.logs.get("loss", 0.0))
                 update(event.step, event.steps,
                        f"epoch {event.epoch}/{event.epochs} loss {loss:.3f}")
         record = trainer.fit(progress=report)
@@ -82,16 +82,47 @@ def _pick_model(model: Optional[Path]) -> Path:  # noqa: UP007
     return newest
 
 
+def _cases(inputs: list[Path], output_path: Path, channels: list[str]):
+    """``[(sources, target)]``: what to read for each output file.
+
+    Several INPUT files are the channels of one case. One folder holding volume files, or
+    case folders of one file per channel (named after the model's channels), is a batch: one
+    output per case, in the output folder. Any other folder is one DICOM series.
+    """
+    from revmed.atomic import full_suffix
+    from revmed.data.layout import volume_suffix
+
+    def stem(path: Path) -> str:
+        return path.name[: -len(full_suffix(path))] if path.is_file() else path.name
+
+    if len(inputs) > 1:
+        return [(inputs, output_path)], False
+    (source,) = inputs
+    entries = sorted(p for p in source.iterdir() if not p.name.startswith(".")) \
+        if source.is_dir() else []
+    files = [p for p in entries if p.is_file() and volume_suffix(p)]
+    case_dirs = [p for p in entries if p.is_dir() and channels
+                 and {stem(f) for f in p.iterdir() if f.is_file()} >= set(channels)]
+    if not files and not case_dirs:
+        return [([source], output_path)], False
+    cases = [([p], output_path / f"{stem(p)}.nii.gz") for p in files]
+    for folder in case_dirs:
+        by_name = {stem(f): f for f in folder.iterdir() if f.is_file()}
+        cases.append(([by_name[c] for c in channels], output_path / f"{folder.name}.nii.gz"))
+    return cases, True
+
+
 @app.command("infer")
 def infer(
-    input_: Path = typer.Argument(..., metavar="INPUT",
-                                  help="Volume file, DICOM series folder, or folder of volumes."),
+    inputs: list[Path] = typer.Argument(
+        ..., metavar="INPUT...", help="Volume file, DICOM series folder, or folder of cases; "
+        "several files are the channels of one case (in the model's channel order)."),
     output_path: Path = typer.Option(..., "--output", "-o",
                                      help="Output NIfTI file (a folder when INPUT is one)."),
     model: Optional[Path] = typer.Option(  # noqa: UP007
         None, "--model", "-m", help=f"Checkpoint (default: ${MODEL_ENV}, else the newest "
         "runs/*/best.pt)."),
-    reverse: bool = typer.Option(False, "--reverse", help="Run G (Y -> X) instead of F."),
+    reverse: bool = typer.Option(False, "--reverse", help="RevGAN: run G (Y -> X) instead of F."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     overlap: Optional[float] = typer.Option(  # noqa: UP007
         None, "--overlap", min=0.0, max=0.95, help="Sliding-window overlap (default: the "
@@ -101,43 +132,37 @@ def infer(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Translate volumes with a trained RevGAN: F (e.g. low -> high resolution) or G.
+    """Apply a trained model: a RevGAN (F, or G with --reverse) or a segmentation network.
 
-    For super-resolution the output has the finer spacing over the same physical extent and
-    direction; intensities are mapped back to the input's units (HU for CT).
+    RevGAN outputs are in the input's units (HU for CT); for super-resolution they have the
+    finer spacing over the same physical extent and direction. Segmentation outputs are BraTS
+    label maps (0, 1, 2, 4) on the input's grid.
 
     Example: revmed infer scan.nii.gz -o sr.nii.gz --model runs/demo/best.pt
     """
     from revmed.engine.trainer import resolve_device
-    from revmed.inference import Translator
-    from revmed.io import read_volume, write_volume
-    from revmed.atomic import full_suffix
-    from revmed.io.dispatch import READ_SUFFIXES
+    from revmed.inference import load_predictor
+    from revmed.io import read_channels, read_volume, write_volume
 
-    volume_files = (sorted(p for p in input_.iterdir()
-                           if full_suffix(p).lower() in READ_SUFFIXES and not p.name.startswith("."))
-                    if input_.is_dir() else [])
-    if input_.is_dir() and volume_files:
-        if output_path.exists() and not output_path.is_dir():
-            raise OutputError(f"{output_path}: INPUT is a folder, so the output must be a folder")
-        pairs = [(p, output_path / (p.name[: -len(full_suffix(p))] + ".nii.gz"))
-                 for p in volume_files]
-    else:
-        if output_path.is_dir():
-            raise OutputError(f"{output_path}: is a folder; give an output file name")
-        pairs = [(input_, output_path)]
-    existing = [str(o) for _, o in pairs if o.exists()]
+    checkpoint = _pick_model(model)
+    predictor = load_predictor(checkpoint, resolve_device(device))
+    cases, batch = _cases(inputs, output_path, predictor.data.get("channels", []))
+    if batch and output_path.exists() and not output_path.is_dir():
+        raise OutputError(f"{output_path}: INPUT is a folder of cases, so the output must be "
+                          "a folder")
+    if not batch and output_path.is_dir():
+        raise OutputError(f"{output_path}: is a folder; give an output file name")
+    existing = [str(target) for _, target in cases if target.exists()]
     if existing and not overwrite:
         raise OutputError(f"{existing[0]}: exists; use --overwrite to replace it")
-    checkpoint = _pick_model(model)
-    translator = Translator.load(checkpoint, resolve_device(device))
     output.note(f"model: {checkpoint}")  # always said: which model made the output
-    if input_.is_dir() and volume_files:
+    if batch:
         output_path.mkdir(parents=True, exist_ok=True)
-    for source, target in pairs:
-        volume = read_volume(source, series=series)
-        with output.progress(f"infer {source.name}", None, quiet) as update:
-            result = translator.translate(volume, reverse=reverse, overlap=overlap,
-                                          progress=lambda done, total: update(done, total))
-        write_volume(result, target)
+    for sources, target in cases:
+        volume = (read_channels(sources) if len(sources) > 1
+                  else read_volume(sources[0], series=series))
+        with output.progress(f"infer {sources[0].name}", None, quiet) as update:
+            result = predictor.predict(volume, reverse=reverse, overlap=overlap,
+                                       progress=lambda done, total: update(done, total))
+        write_volume(result, target, dtype=predictor.output_dtype)
         output.stdout().print(f"wrote {target}")

@@ -1,4 +1,4 @@
-"""Whole-volume inference with a trained RevGAN, forward (F) or reverse (G).
+"""Whole-volume inference: a trained RevGAN forward (F) or reverse (G), or a segmentation net.
 
 The volume stays on the CPU; MONAI's ``sliding_window_inference`` sends windows of the
 training patch size to the model's device and blends them with a Gaussian weight. For
@@ -79,13 +79,22 @@ class Translator:
     device: torch.device
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> Translator:
-        checkpoint = load_checkpoint(path, kind="revgan3d")
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu"):
+        return cls.from_checkpoint(load_checkpoint(path, kind="revgan3d"), path, device)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict[str, Any], path: str | os.PathLike,
+                        device: str | torch.device = "cpu"):
         model = build_model(checkpoint["model"]["kind"], **checkpoint["model"]["kwargs"])
         model.load_state_dict(checkpoint["state"]["generator"])
         device = torch.device(device)
         return cls(model.to(device).eval(), checkpoint["data"], checkpoint["patch_size"],
                    checkpoint["preset"]["infer"], str(path), device)
+
+    output_dtype = np.float32
+
+    def predict(self, volume: Volume, reverse: bool = False, **options) -> Volume:
+        return self.translate(volume, reverse=reverse, **options)
 
     def translate(self, volume: Volume, reverse: bool = False, overlap: float | None = None,
                   sw_batch_size: int | None = None,
@@ -119,6 +128,49 @@ class Translator:
         out = denormalise(np.clip(out, -1.0, 1.0), data["window"])
         meta = {k: v for k, v in volume.meta.items() if k in ("units", "modality")}
         return Volume(out, affine, source=volume.source, meta=meta)
+
+
+class Segmenter(Translator):
+    """A trained segmentation network: volume in, BraTS label map out (same grid)."""
+
+    output_dtype = np.uint8
+
+    def predict(self, volume: Volume, reverse: bool = False, **options) -> Volume:
+        if reverse:
+            raise InputError(f"{self.source}: a segmentation model has no reverse direction")
+        return self.segment(volume, **options)
+
+    def segment(self, volume: Volume, overlap: float | None = None,
+                sw_batch_size: int | None = None,
+                progress: Callable[[int, int], None] | None = None) -> Volume:
+        """Label map ``(1, I, J, K)`` uint8 of ``volume`` ``(C, I, J, K)``, in its geometry."""
+        from revmed.segmentation import regions_to_labels
+
+        if volume.channels != self.data["in_channels"]:
+            raise InputError(f"{volume.source}: has {volume.channels} channel(s); the model "
+                             f"({self.source}) expects {self.data['in_channels']}")
+        check_finite(volume)
+        image = normalise(volume.array, self.data["intensity"], self.data["window"])
+        logits = sliding_window_predict(
+            self.model, image, self.patch_size,
+            self.infer["overlap"] if overlap is None else overlap,
+            self.infer["sw_batch_size"] if sw_batch_size is None else sw_batch_size,
+            self.device, blend=self.infer["blend"], progress=progress)
+        labels = regions_to_labels(logits > 0.0)
+        return Volume(labels.astype(np.float32), volume.affine, source=volume.source,
+                      meta={"units": "label"})
+
+
+PREDICTORS = {"revgan3d": Translator, "iunet3d": Segmenter}
+
+
+def load_predictor(path: str | os.PathLike, device: str | torch.device = "cpu") -> Translator:
+    """The ``Translator`` or ``Segmenter`` for the checkpoint at ``path``."""
+    checkpoint = load_checkpoint(path)
+    kind = checkpoint["model"]["kind"]
+    if kind not in PREDICTORS:
+        raise InputError(f"{path}: no inference for {kind} models")
+    return PREDICTORS[kind].from_checkpoint(checkpoint, path, device)
 
 
 def newest_checkpoint(runs_dir: str | os.PathLike = "runs") -> Path | None:

@@ -37,6 +37,7 @@ class TrainingPatches:
     """Where training patches come from; see the module doc.
 
     Attributes:
+        channels: the dataset's channel names (e.g. ``["t1", "t1ce", "t2", "flair"]``).
         kind: the dataset kind (``paired``, ``unpaired``, ``hr-only``, ``segmentation``).
         dataset_root: the dataset folder (for validation cases), or None when unknown.
     """
@@ -58,6 +59,7 @@ class TrainingPatches:
                     shards.append({k: stored[k] for k in stored.files})
             self._fixed = _stack(shards)
             self.kind = manifest["kind"]
+            self.channels = list(manifest["channels"])
             root = Path(manifest["dataset"])
             self.dataset_root = root if root.is_dir() else None
         else:
@@ -69,6 +71,7 @@ class TrainingPatches:
             spec = SampleSpec.from_preset(preset)
             self._samples = [load_sample(case, dataset.kind, spec) for case in cases]
             self.kind = dataset.kind
+            self.channels = list(dataset.channels)
             self.dataset_root = data_dir
         self.seed = preset["train"]["seed"]
 

@@ -129,6 +129,36 @@ class CycleGANObjective:
         return loss, {"d_loss": float(loss.detach())}
 
 
+class SegmentationObjective:
+    """Sigmoid outputs for the overlapping regions: soft Dice (MONAI's ``DiceLoss``) plus
+    binary cross-entropy, per region channel.
+
+    MONAI's ``DiceCELoss`` is not used: for outputs of several channels its cross-entropy term
+    is a softmax over the channels even with ``sigmoid=True``, which is wrong for nested
+    regions (a voxel of the enhancing tumour is in all three).
+
+    Batches hold ``X`` ``(B, C, D, H, W)`` and an integer ``label`` map ``(B, 1, D, H, W)``;
+    the model maps ``X`` to ``(B, len(REGIONS), D, H, W)`` logits.
+    """
+
+    def __init__(self) -> None:
+        from monai.losses import DiceLoss
+
+        self.dice = DiceLoss(sigmoid=True)
+
+    def generator_step(self, model: nn.Module, critics: dict[str, nn.Module],
+                       batch: dict[str, torch.Tensor]):
+        from revmed.segmentation import labels_to_regions
+
+        logits = model(batch["X"])
+        target = labels_to_regions(batch["label"])
+        dice = self.dice(logits, target)
+        bce = F.binary_cross_entropy_with_logits(logits, target)
+        loss = dice + bce
+        return loss, {"loss": float(loss.detach()), "dice_loss": float(dice.detach()),
+                      "bce": float(bce.detach())}, {}
+
+
 def build_objective(train: dict):
     """The objective a preset's ``[train]`` section names."""
     if train["objective"] == "paired":
@@ -136,4 +166,6 @@ def build_objective(train: dict):
     if train["objective"] == "unpaired":
         return CycleGANObjective(train["lambda_cycle"], train["lambda_gan"], train["pool_size"],
                                  train["seed"])
-    raise ValueError(f"objective {train['objective']!r} is not a RevGAN objective")
+    if train["objective"] == "segmentation":
+        return SegmentationObjective()
+    raise ValueError(f"unknown objective {train['objective']!r}")

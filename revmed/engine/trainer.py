@@ -1,4 +1,7 @@
-"""The RevGAN training loop: data, steps, validation, checkpoints and logs of one run.
+"""The training loop: data, steps, validation, checkpoints and logs of one run.
+
+The same loop trains the RevGAN (paired or unpaired objective, with PatchGAN critics) and the
+segmentation networks (Dice + cross-entropy, no critics); the objective decides the step.
 
 A run folder holds ``preset.toml`` (the resolved preset), ``metrics.jsonl`` (one JSON line per
 epoch: losses, validation PSNR/SSIM, learning rate, seconds), ``last.pt`` (after every epoch)
@@ -26,11 +29,15 @@ from revmed.engine.checkpoint import load_checkpoint, save_checkpoint
 from revmed.engine.objectives import build_objective
 from revmed.errors import ConfigError, InputError, OutputError
 from revmed.inference import sliding_window_predict
-from revmed.metrics import psnr, ssim3d
+from revmed.metrics import dice, psnr, ssim3d
 from revmed.models import build_discriminators, build_model, model_spec
+from revmed.segmentation import REGIONS, labels_to_regions
 
 #: The data range of images inside the network ([-1, 1]), for validation PSNR and SSIM.
 NETWORK_RANGE = 2.0
+#: Dataset kinds each objective can train on.
+OBJECTIVE_DATA = {"paired": ("paired", "hr-only"), "unpaired": ("unpaired", "paired", "hr-only"),
+                  "segmentation": ("segmentation",)}
 
 
 @dataclass
@@ -73,8 +80,13 @@ def _seed_everything(seed: int) -> None:
 
 def _batches(patches: dict[str, np.ndarray], kind: str, batch_size: int, seed: int,
              epoch: int, device: torch.device):
-    """Shuffled batches; paired keys move together, unpaired X and Y are shuffled apart."""
+    """Shuffled batches; paired keys move together, unpaired X and Y are shuffled apart.
+
+    Segmentation batches (``X`` and ``label``) are flipped along each spatial axis with
+    probability 1/2 per patch.
+    """
     generator = torch.Generator().manual_seed(seed * 7919 + epoch)
+    keys = ("X", "label") if kind == "segmentation" else ("X", "Y")
     if kind == "unpaired":
         n = max(len(patches["X"]), len(patches["Y"]))
         order = {k: torch.randperm(len(patches[k]), generator=generator) for k in ("X", "Y")}
@@ -84,12 +96,20 @@ def _batches(patches: dict[str, np.ndarray], kind: str, batch_size: int, seed: i
         perm = [int(i) for i in torch.randperm(n, generator=generator)]
         index = {k: perm for k in patches}
     for start in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
-        yield {k: torch.from_numpy(patches[k][index[k][start:start + batch_size]]).to(device)
-               for k in ("X", "Y")}
+        batch = {k: torch.from_numpy(patches[k][index[k][start:start + batch_size]])
+                 for k in keys}
+        if kind == "segmentation":
+            flips = torch.rand(len(batch["X"]), 3, generator=generator) < 0.5
+            for i, axes in enumerate(flips):
+                dims = [d for d, flip in zip((1, 2, 3), axes.tolist()) if flip]
+                if dims:
+                    for k in keys:
+                        batch[k][i] = torch.flip(batch[k][i], dims)
+        yield {k: v.to(device) for k, v in batch.items()}
 
 
 class Trainer:
-    """Trains the RevGAN a preset describes; see the module doc for the run folder.
+    """Trains the model a preset describes; see the module doc for the run folder.
 
     Args:
         preset: a resolved preset (``revmed.config.load_preset``).
@@ -101,10 +121,8 @@ class Trainer:
 
     def __init__(self, preset: dict[str, Any], data_dir: str | Path, run_dir: str | Path,
                  device: torch.device, resume: bool = False) -> None:
-        if preset["model"]["kind"] != "revgan3d":
-            raise ConfigError(f"preset {preset['name']}: the trainer for "
-                              f"{preset['model']['kind']} models is not available yet")
-        if preset["data"]["intensity"] != "window":
+        self.segmentation = preset["train"]["objective"] == "segmentation"
+        if not self.segmentation and preset["data"]["intensity"] != "window":
             raise ConfigError(f"preset {preset['name']}: key 'data.intensity': RevGAN needs a "
                               "fixed 'window' so outputs map back to the input's units")
         self.preset, self.device = preset, device
@@ -123,7 +141,7 @@ class Trainer:
         self.model_kind, self.model_kwargs = kind, kwargs
         self.model = build_model(kind, **kwargs).to(device)
         self.objective = build_objective(self.train_cfg)
-        self.use_gan = self.train_cfg["lambda_gan"] > 0
+        self.use_gan = not self.segmentation and self.train_cfg["lambda_gan"] > 0
         self.critics = ({k: d.to(device) for k, d in build_discriminators(preset).items()}
                         if self.use_gan else {})
         betas = tuple(self.train_cfg["betas"])
@@ -136,11 +154,12 @@ class Trainer:
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, decay)
         self.sched_d = (torch.optim.lr_scheduler.LambdaLR(self.opt_d, decay)
                         if self.opt_d else None)
-        self.epoch, self.best_psnr = 0, -float("inf")
+        self.score_key = "val_dice" if self.segmentation else "val_psnr"
+        self.epoch, self.best_score = 0, -float("inf")
         self.val_kind, self.val_cases = validation_cases(self.patches.dataset_root)
         self._val_samples: list[dict[str, np.ndarray]] | None = None
         if resume:
-            self._restore(load_checkpoint(last, kind="revgan3d"))
+            self._restore(load_checkpoint(last, kind=self.model_kind))
         else:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             with atomic_path(self.run_dir / "preset.toml") as tmp:
@@ -152,8 +171,7 @@ class Trainer:
 
     def _check_kind(self, kind: str) -> None:
         objective = self.train_cfg["objective"]
-        allowed = {"paired": ("paired", "hr-only"), "unpaired": ("unpaired", "paired", "hr-only")}
-        if kind not in allowed.get(objective, ()):
+        if kind not in OBJECTIVE_DATA[objective]:
             raise InputError(f"a {kind} dataset cannot train the {objective} objective of "
                              f"preset {self.preset['name']}")
 
@@ -219,24 +237,36 @@ class Trainer:
         return logs
 
     def validate(self) -> dict[str, float]:
-        """Mean PSNR and SSIM of F on the validation volumes, in the network's [-1, 1] range."""
-        if not self.val_cases or self.val_kind not in ("paired", "hr-only"):
+        """Scores on the validation volumes: mean PSNR and SSIM of F in the network's [-1, 1]
+        range, or, for segmentation, the Dice of each region and their mean."""
+        wanted = ("segmentation",) if self.segmentation else ("paired", "hr-only")
+        if not self.val_cases or self.val_kind not in wanted:
             return {}
         if self._val_samples is None:
             spec = SampleSpec.from_preset(self.preset)
             self._val_samples = [load_sample(c, self.val_kind, spec) for c in self.val_cases]
         self.model.eval()
-        scores = {"val_psnr": [], "val_ssim": []}
+        scores: dict[str, list[float]] = {}
+        infer = self.preset["infer"]
         for sample in self._val_samples:
-            infer = self.preset["infer"]
             pred = sliding_window_predict(self.model, sample["X"], self.preset["patch"]["size"],
                                           infer["overlap"], infer["sw_batch_size"], self.device,
                                           infer["blend"])
-            pred = np.clip(pred, -1.0, 1.0)
-            scores["val_psnr"].append(psnr(pred, sample["Y"], NETWORK_RANGE))
-            scores["val_ssim"].append(ssim3d(pred, sample["Y"], NETWORK_RANGE))
+            if self.segmentation:
+                found = pred > 0.0  # sigmoid(logit) > 1/2
+                truth = labels_to_regions(sample["label"]) > 0.5
+                for name, p, r in zip(REGIONS, found, truth):
+                    scores.setdefault(f"val_dice_{name}", []).append(dice(p, r))
+            else:
+                pred = np.clip(pred, -1.0, 1.0)
+                scores.setdefault("val_psnr", []).append(psnr(pred, sample["Y"], NETWORK_RANGE))
+                scores.setdefault("val_ssim", []).append(ssim3d(pred, sample["Y"],
+                                                                NETWORK_RANGE))
         self.model.train()
-        return {k: float(np.mean(v)) for k, v in scores.items()}
+        result = {k: float(np.mean(v)) for k, v in scores.items()}
+        if self.segmentation:
+            result["val_dice"] = float(np.mean([result[f"val_dice_{r}"] for r in REGIONS]))
+        return result
 
     # --- checkpoints -----------------------------------------------------------------------
 
@@ -247,7 +277,7 @@ class Trainer:
             "critics": {k: d.state_dict() for k, d in self.critics.items()},
             "opt_g": self.opt_g.state_dict(), "sched_g": self.sched_g.state_dict(),
             "torch_rng": torch.get_rng_state(),
-            "best_psnr": self.best_psnr,
+            "best_score": self.best_score,
         }
         if self.opt_d is not None:
             state["opt_d"] = self.opt_d.state_dict()
@@ -256,17 +286,18 @@ class Trainer:
             state["pools"] = {k: list(p.items) for k, p in self.objective.pools.items()}
         return {
             "model": {"kind": self.model_kind, "kwargs": self.model_kwargs},
-            "data": {k: data[k] for k in ("in_channels", "out_channels", "intensity", "window",
-                                         "sr_factors", "sr_upsample")},
+            "data": {**{k: data[k] for k in ("in_channels", "out_channels", "intensity",
+                                             "window", "sr_factors", "sr_upsample")},
+                     "channels": self.patches.channels},
             "patch_size": list(self.preset["patch"]["size"]),
             "preset": self.preset, "epoch": self.epoch, "metrics": record, "state": state,
         }
 
     def _save(self, record: dict[str, Any]) -> None:
-        score = record.get("val_psnr")
-        improved = score is None or score > self.best_psnr
+        score = record.get(self.score_key)
+        improved = score is None or score > self.best_score
         if score is not None and improved:
-            self.best_psnr = score
+            self.best_score = score
         payload = self._payload(record)
         save_checkpoint(self.run_dir / "last.pt", payload)
         if improved:
@@ -288,5 +319,5 @@ class Trainer:
             for key, items in state["pools"].items():
                 self.objective.pools[key].items = [t.to(self.device) for t in items]
         torch.set_rng_state(state["torch_rng"])
-        self.best_psnr = state["best_psnr"]
+        self.best_score = state["best_score"]
         self.epoch = checkpoint["epoch"]
