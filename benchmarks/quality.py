@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,9 @@ CONFIGS = [
     Config("demo", "demo-sr as shipped (+2R, residual)", ("sr",), sweep=False),
 ]
 BY_KEY = {c.key: c for c in CONFIGS}
+#: Rough relative cost of a step, to start the slow configs first when ``--jobs`` > 1.
+COST = {"8r": 4.0, "4r": 2.0, "2r-unpaired": 1.8, "2r": 1.2, "demo": 1.2, "2r-nogan": 1.0,
+        "d0": 0.3}
 QUICK_CONFIGS = {"sr": ["trilinear", "tricubic", "d0", "demo"], "da": ["identity", "2r"]}
 
 
@@ -189,6 +193,7 @@ def worker(spec: dict) -> dict:
     from revmed.inference import Translator
     from revmed.io import read_volume, write_volume
 
+    torch.set_num_threads(spec["threads"])
     run_dir = Path(spec["run_dir"])
     preset = config.load_preset(spec["preset"], spec["overrides"])
     trainer = Trainer(preset, spec["data"], run_dir, torch.device("cpu"))
@@ -240,7 +245,8 @@ def run_worker(spec: dict, spec_path: Path) -> dict:
            str(out_path)]
     # glibc serves allocations of 1 MiB or more with their own mappings and unmaps them when
     # freed, so the resident size follows live tensors rather than malloc's cache.
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20),
+           "OMP_NUM_THREADS": str(spec["threads"])}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0 or not out_path.is_file():
         lines = (done.stderr.strip() or "(no output)").splitlines()
@@ -274,7 +280,7 @@ def pm(summary: dict, metric: str, digits: int) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    header = ["config", "params", "peak train MiB", "train s", "PSNR dB", "SSIM", "MAE HU"]
+    header = ["config", "params", "peak train MiB", "train CPU s", "PSNR dB", "SSIM", "MAE HU"]
     body = []
     for row in rows:
         if "error" in row:
@@ -287,7 +293,7 @@ def table(rows: list[dict]) -> str:
             f"{row['params']:,}" if trained else "–",
             f"{row['peak_train_mib']:.0f}" if trained and row["peak_train_mib"] is not None
             else "–",
-            f"{row['train_s']:.0f}" if trained else "–",
+            f"{row['train_cpu_s']:.0f}" if trained else "–",
             pm(summary, "psnr", 2), pm(summary, "ssim", 4), pm(summary, "mae", 1)])
     lines = _common.markdown_table(header, body).splitlines()
     lines[1] = "|:---|" + "|".join("---:" for _ in header[1:]) + "|"
@@ -344,6 +350,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 8 steps, 10 cases, configs "
                              + "; ".join(f"{t}: {','.join(c)}" for t, c in QUICK_CONFIGS.items()))
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per training process (default 1: robust on a "
+                             "shared machine, where idle OpenMP threads spin)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="configs trained at the same time, each in its own process")
     parser.add_argument("--work", type=Path, default=None,
                         help="keep data, runs and predictions here (default: a temporary folder)")
     parser.add_argument("--json", type=Path, default=_common.RESULTS / "quality.json")
@@ -386,11 +397,15 @@ def main() -> None:
 
     started = time.monotonic()
     machine = _common.machine("cpu")
+    machine["worker_threads"] = args.threads
+    machine["jobs"] = args.jobs
     results: dict = {"benchmark": "quality", "command": " ".join(["python"] + sys.argv),
                      "machine": machine, "data_range": DATA_RANGE, "shape": list(SHAPE),
                      "cases": cases, "seed": args.seed, "extra_overrides": args.extra,
                      "tasks": {}}
     try:
+        plans: dict[str, dict] = {}
+        jobs: list[tuple[str, Config, dict, Path]] = []
         for task in tasks:
             wanted = keys or (QUICK_CONFIGS[task] if args.quick else
                               [c.key for c in CONFIGS if task in c.tasks])
@@ -404,13 +419,10 @@ def main() -> None:
             log(f"{task}: splits {info['splits']}; {plan['steps']} steps per config "
                 f"({plan['epochs']} epochs x {info['splits']['train']} volumes x "
                 f"{plan['per_volume']} patches / batch {BATCH})")
-            rows: dict[str, dict] = {}
-            baselines = None
+            plans[task] = {"info": info, "plan": plan, "configs": configs, "rows": {}}
+            (root / "specs").mkdir(exist_ok=True)
             for cfg in configs:
                 if cfg.baseline:
-                    if baselines is None:
-                        baselines = baseline_rows(task, info, root)
-                    rows[cfg.key] = {"label": cfg.label, **baselines[cfg.key]}
                     continue
                 overrides = list(cfg.overrides) + budget_overrides(plan)
                 if cfg.sweep:
@@ -419,23 +431,45 @@ def main() -> None:
                 spec = {"preset": TASK_PRESET[task], "overrides": overrides,
                         "data": info["data"], "run_dir": str(root / "runs" / cfg.key),
                         "input": info["input"], "reference": info["reference"],
-                        "mask": info["mask"], "test_cases": info["test_cases"]}
-                log(f"{task}: training {cfg.key} ({cfg.label})")
-                (root / "specs").mkdir(exist_ok=True)
-                row = run_worker(spec, root / "specs" / f"{cfg.key}.json")
-                row = {"label": cfg.label, "overrides": overrides, **row}
-                rows[cfg.key] = row
-                if "error" in row:
-                    log(f"{task}: {cfg.key} FAILED: {row['error']}")
-                else:
-                    log(f"{task}: {cfg.key}: {row['steps']} steps in {row['train_s']:.0f} s, "
-                        f"PSNR {pm(row['summary'], 'psnr', 2)} dB")
+                        "mask": info["mask"], "test_cases": info["test_cases"],
+                        "threads": args.threads}
+                jobs.append((task, cfg, spec, root / "specs" / f"{cfg.key}.json"))
+            if any(c.baseline for c in configs):
+                log(f"{task}: scoring the baselines")
+                baselines = baseline_rows(task, info, root)
+                for cfg in configs:
+                    if cfg.baseline:
+                        plans[task]["rows"][cfg.key] = {"label": cfg.label,
+                                                        **baselines[cfg.key]}
+
+        def train(job):
+            task, cfg, spec, spec_path = job
+            log(f"{task}: training {cfg.key} ({cfg.label})")
+            row = {"label": cfg.label, "overrides": spec["overrides"],
+                   **run_worker(spec, spec_path)}
+            if "error" in row:
+                log(f"{task}: {cfg.key} FAILED: {row['error']}")
+            else:
+                log(f"{task}: {cfg.key}: {row['steps']} steps, {row['train_cpu_s']:.0f} CPU s "
+                    f"({row['train_s']:.0f} s wall), PSNR {pm(row['summary'], 'psnr', 2)} dB")
+            return row
+
+        # the slowest (deepest) configs first, so parallel jobs finish together
+        order = sorted(range(len(jobs)), key=lambda i: -COST.get(jobs[i][1].key, 1.0))
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            done = dict(zip(order, pool.map(train, [jobs[i] for i in order])))
+        for i, (task, cfg, _, _) in enumerate(jobs):
+            plans[task]["rows"][cfg.key] = done[i]
+
+        for task, state in plans.items():
+            rows = {c.key: state["rows"][c.key] for c in state["configs"]}
             steps_done = {r["steps"] for r in rows.values() if "steps" in r}
             if len(steps_done) > 1:
                 log(f"{task}: warning: configs ran different step counts {sorted(steps_done)}")
             results["tasks"][task] = {
-                "preset": TASK_PRESET[task], "budget": plan, "splits": info["splits"],
-                "test_cases": info["test_cases"], "claim": claim_lines(rows),
+                "preset": TASK_PRESET[task], "budget": state["plan"],
+                "splits": state["info"]["splits"], "test_cases": state["info"]["test_cases"],
+                "claim": claim_lines(rows),
                 "rows": [{"config": k, **v} for k, v in rows.items()]}
             _print_task(task, results["tasks"][task], rows)
     finally:

@@ -40,5 +40,11 @@ def presets(
     preset = config.load_preset(name, set_)
     if json_:
         output.emit_json(preset)
-    else:
-        output.stdout().out(config.to_toml(preset), end="")
+        return
+    output.stdout().out(config.to_toml(preset), end="")
+    if preset["model"]["kind"] == "iunet3d":  # the network's shape, as TOML comments
+        from revmed.models import build_model, model_spec
+
+        kind, kwargs = model_spec(preset)
+        layout = build_model(kind, **kwargs).describe(tuple(preset["patch"]["size"]))
+        output.stdout().out("\n" + "\n".join(f"# {line}" for line in layout.splitlines()))

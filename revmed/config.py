@@ -155,7 +155,7 @@ SCHEMA: dict[str, dict[str, Key] | Key] = {
         "width": Key(_integer(2), 32, "channels inside the network (even: couplings split them)"),
         "depth": Key(_integer(0), 2, "RevGAN: additive-coupling blocks in the invertible core"),
         "residual": Key(_flag, False, "RevGAN: output = upsampled input + network"),
-        "init_std": Key(_number(0.0), 0.02, "std of the N(0, std) weight initialisation"),
+        "init_std": Key(_number(0.0), 0.02, "RevGAN: std of the N(0, std) initialisation"),
         "disc_width": Key(_integer(1), 32, "PatchGAN: channels of the first layer"),
         "disc_layers": Key(_integer(1), 3, "PatchGAN: stride-2 layers"),
         "scales": Key(_integer(1), 5, "iUNet: resolution levels"),
@@ -188,7 +188,7 @@ SECTIONS = tuple(name for name, spec in SCHEMA.items() if isinstance(spec, dict)
 
 #: Model keys that only one model family reads; the others apply to every family.
 MODEL_ONLY = {
-    "revgan3d": ("depth", "residual", "disc_width", "disc_layers"),
+    "revgan3d": ("depth", "residual", "disc_width", "disc_layers", "init_std"),
     "iunet3d": ("scales", "blocks_per_scale"),
 }
 
@@ -289,6 +289,9 @@ def _check_consistency(preset: dict[str, Any], origin: str, explicit: set[str]) 
     if model["kind"] == "revgan3d" and model["width"] % 2:
         raise ConfigError(f"{origin}: key 'model.width': must be even (couplings split it in "
                           f"two), got {model['width']}")
+    if model["kind"] == "iunet3d" and model["scales"] > 1 and model["width"] % 4:
+        raise ConfigError(f"{origin}: key 'model.width': an iUNet with several scales needs a "
+                          f"multiple of 4 (a quarter is downsampled), got {model['width']}")
     if preset["task"] == "seg" and preset["train"]["objective"] != "segmentation":
         raise ConfigError(f"{origin}: key 'train.objective': a seg preset needs 'segmentation'")
     if preset["task"] != "sr" and data["sr_factors"] != [1, 1, 1]:

@@ -12,9 +12,10 @@ from torch import nn
 
 from revmed.errors import ConfigError
 from revmed.models.discriminator import PatchDiscriminator3D
+from revmed.models.iunet import IUNet3D
 from revmed.models.revgan import RevGAN3D
 
-MODELS: dict[str, type[nn.Module]] = {"revgan3d": RevGAN3D}
+MODELS: dict[str, type[nn.Module]] = {"revgan3d": RevGAN3D, "iunet3d": IUNet3D}
 
 
 def build_model(kind: str, **kwargs: Any) -> nn.Module:
@@ -34,6 +35,11 @@ def model_spec(preset: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                       "width": model["width"], "depth": model["depth"],
                       "residual": model["residual"], "memory_saving": model["memory_saving"],
                       "init_std": model["init_std"]}
+    if kind == "iunet3d":
+        return kind, {"in_channels": data["in_channels"], "out_channels": data["out_channels"],
+                      "channels": model["width"], "scales": model["scales"],
+                      "blocks_per_scale": model["blocks_per_scale"],
+                      "memory_saving": model["memory_saving"]}
     raise ConfigError(f"preset {preset['name']}: model kind {kind!r} is not available yet")
 
 

@@ -80,3 +80,12 @@ def test_console_script_and_python_m_exit_codes(tmp_path):
 def test_cli_reference_is_in_step_with_the_code():
     committed = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
     assert committed == render(), "regenerate: python -m revmed.cli.reference > docs/cli.md"
+
+
+def test_presets_show_the_iunet_layout_as_comments(cli, tmp_path):
+    result = cli("presets", "brats-seg")
+    assert result.code == 0
+    assert "# scales: 32@160x192x128 -> 64@80x96x64 -> 128@40x48x32" in result.out
+    path = tmp_path / "resolved.toml"
+    path.write_text(result.out)
+    assert cli("presets", str(path), "--json").code == 0  # still a valid preset file
