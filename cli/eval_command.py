@@ -18,6 +18,7 @@ from rich.table import Table
 
 from revmed.cli import output
 from revmed.cli.app import app
+from revmed.errors import ConfigError
 
 #: Digits shown per metric in the table (the JSON and CSV keep full precision).
 _FORMATS = {"psnr": "{:.2f}", "ssim": "{:.4f}"}
@@ -36,7 +37,9 @@ def _number(name: str, value: float) -> str:
 def _table(report) -> Table:
     """Rows per case and method, then mean and std rows per method."""
     names = report.metric_names
-    if report.data_range is None:
+    if report.kind == "regions":
+        caption = "BraTS regions: ET = 4, TC = 1 + 4, WT = 1 + 2 + 4; HD95 in mm"
+    elif report.data_range is None:
         caption = "data range: the reference's max - min, per case (see --json)"
     else:
         caption = f"data range: {report.data_range:g} (--data-range)"
@@ -98,9 +101,13 @@ def eval_(
         None, "--png", metavar="PATH", help="Write orthogonal slices (input, prediction, "
         "reference, |error|) as PNG: a file for one case, a folder (one PNG per case) for "
         "folders."),
+    regions: Optional[str] = typer.Option(  # noqa: UP007
+        None, "--regions", metavar="brats", help="Score label maps instead of images: Dice, "
+        "sensitivity and HD95 (mm) of the BraTS regions ET, TC and WT."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or notes."),
 ) -> None:
-    """Score predicted volumes against references: MAE, RMSE, PSNR, SSIM.
+    """Score predicted volumes against references: MAE, RMSE, PSNR, SSIM (or, with
+    --regions brats, Dice, sensitivity and HD95 of label maps).
 
     PREDICTION and REFERENCE are two volumes or two folders whose cases pair up by name
     (case_003.nii.gz with case_003.nrrd); a case on one side only is an error. Both must have
@@ -110,16 +117,31 @@ def eval_(
 
     Example: revmed eval pred/ data/demo-sr/test/Y --mask data/demo-sr/test/masks --data-range 1500
     """
-    from revmed.evaluation import check_outputs, evaluate, match_cases, write_outputs
+    from revmed.evaluation import (
+        check_outputs,
+        evaluate,
+        evaluate_regions,
+        match_cases,
+        write_outputs,
+    )
 
+    if regions not in (None, "brats"):
+        raise ConfigError(f"--regions {regions}: the only region set is 'brats'")
+    if regions and (mask or input_ or baseline or png or data_range is not None):
+        raise ConfigError("--regions scores label maps: --mask, --input, --baseline, --png and "
+                          "--data-range do not apply")
     to_stdout = json_ == "-"
     json_path = None if json_ is None or to_stdout else Path(json_)
     several = len(match_cases(prediction, reference, mask=mask, input=input_)) > 1
     check_outputs(json_path, csv_, png, several)
     with output.progress("eval", None, quiet or to_stdout) as update:
-        report = evaluate(prediction, reference, mask=mask, input=input_, baselines=baseline,
-                          data_range=data_range, preview=png is not None,
-                          progress=lambda done, total, name: update(done, total, name))
+        progress = lambda done, total, name: update(done, total, name)  # noqa: E731
+        if regions:
+            report = evaluate_regions(prediction, reference, progress=progress)
+        else:
+            report = evaluate(prediction, reference, mask=mask, input=input_,
+                              baselines=baseline, data_range=data_range,
+                              preview=png is not None, progress=progress)
     written = write_outputs(report, json_path=json_path, csv_path=csv_, png=png)
     if to_stdout:
         output.emit_json(report.to_json())

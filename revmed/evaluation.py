@@ -102,12 +102,15 @@ class Report:
             mask).
         data_range: the ``data_range`` given, or None when each case used its reference's
             max - min.
+        kind: ``"image"`` (``evaluate``), or ``"regions"`` (``evaluate_regions``: the methods
+            are the BraTS regions and the metrics Dice, sensitivity and HD95).
     """
 
     cases: list[CaseResult]
     methods: list[str]
     metric_names: list[str]
     data_range: float | None
+    kind: str = "image"
 
     def summary(self) -> dict[str, dict[str, dict[str, float | int]]]:
         """method -> metric -> {"mean", "std", "n"} over the cases where the metric is defined.
@@ -144,7 +147,8 @@ class Report:
             for method in self.methods:
                 row[method] = dict(case.metrics[method])
             cases.append(row)
-        payload = {"methods": list(self.methods), "metrics": list(self.metric_names),
+        payload = {"kind": self.kind, "methods": list(self.methods),
+                   "metrics": list(self.metric_names),
                    "data_range": self.data_range, "interior_size": INTERIOR_SIZE,
                    "cases": cases, "summary": self.summary()}
         return _finite(payload)
@@ -442,6 +446,40 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, *,
     names = list(METRICS) + (list(MASK_METRICS) if mask is not None else [])
     return Report(cases=results, methods=["prediction", *baselines], metric_names=names,
                   data_range=None if data_range is None else float(data_range))
+
+
+REGION_METRICS = ("dice", "sensitivity", "hd95")
+
+
+def evaluate_regions(prediction: str | os.PathLike, reference: str | os.PathLike, *,
+                     progress: Progress | None = None) -> Report:
+    """Evaluate predicted BraTS label maps against reference ones, region by region.
+
+    Cases pair up as in ``match_cases``. Per case and region (ET, TC, WT; see
+    ``revmed.segmentation``): Dice, sensitivity and HD95 in mm (using the reference's spacing).
+    The report's "methods" are the regions.
+    """
+    from revmed.segmentation import REGIONS
+
+    cases = match_cases(prediction, reference)
+    results = []
+    for done, files in enumerate(cases, start=1):
+        pred, ref = _read(files.prediction), _read(files.reference)
+        _same_grid(pred, ref, "prediction")
+        try:
+            found, truth = metrics.brats_regions(pred.array), metrics.brats_regions(ref.array)
+        except ValueError as exc:
+            raise InputError(f"{files.prediction} / {files.reference}: {exc}") from None
+        scores = {name: {"dice": metrics.dice(found[name], truth[name]),
+                         "sensitivity": metrics.sensitivity(found[name], truth[name]),
+                         "hd95": metrics.hd95(found[name], truth[name], ref.spacing)}
+                  for name in REGIONS}
+        results.append(CaseResult(files=files, data_range=math.nan, low=math.nan,
+                                  metrics=scores))
+        if progress is not None:
+            progress(done, len(cases), files.name)
+    return Report(cases=results, methods=list(REGIONS), metric_names=list(REGION_METRICS),
+                  data_range=None, kind="regions")
 
 
 def _check_file_target(path: Path, option: str) -> None:

@@ -63,3 +63,32 @@ def test_segmentation_refuses_reverse_and_wrong_channel_counts(cli, seg_run, tmp
     assert reverse.code == 2 and "reverse" in reverse.err
     one = cli("infer", case / "t1.nii.gz", "-o", tmp_path / "b.nii.gz", "--model", model)
     assert one.code == 2 and "expects 4" in one.err and not (tmp_path / "b.nii.gz").exists()
+
+
+def _label_volume(path, labels, spacing=(1.0, 1.0, 2.0)):
+    from revmed.io import Volume, make_affine, write_volume
+    return write_volume(Volume(labels[None].astype(np.float32), make_affine(spacing)), path,
+                        dtype=np.uint8)
+
+
+def test_eval_regions_by_hand(cli, tmp_path):
+    """Dice, sensitivity and HD95 of hand-made label maps, per region, in the JSON report."""
+    ref = np.zeros((12, 12, 12), np.uint8)
+    ref[2:8, 2:8, 2:8] = 2          # oedema block: WT
+    ref[4:6, 4:6, 4:6] = 4          # enhancing core: ET, TC, WT
+    pred = ref.copy()
+    pred[6:8, 2:8, 2:8] = 0         # misses two oedema planes along i
+    _label_volume(tmp_path / "pred.nii.gz", pred)
+    _label_volume(tmp_path / "ref.nii.gz", ref)
+    result = cli("eval", tmp_path / "pred.nii.gz", tmp_path / "ref.nii.gz", "--regions", "brats",
+                 "--json", "-")
+    assert result.code == 0, result.err
+    (case,) = json.loads(result.out)["cases"]
+    assert case["ET"]["dice"] == 1.0 and case["TC"]["dice"] == 1.0 and case["ET"]["hd95"] == 0
+    wt_ref, wt_pred = 6 ** 3, 4 * 6 * 6
+    assert case["WT"]["dice"] == pytest.approx(2 * wt_pred / (wt_ref + wt_pred))
+    assert case["WT"]["sensitivity"] == pytest.approx(wt_pred / wt_ref)
+    assert case["WT"]["hd95"] == pytest.approx(2.0)  # two 1 mm planes along i
+    bad = cli("eval", tmp_path / "pred.nii.gz", tmp_path / "ref.nii.gz", "--regions", "brats",
+              "--data-range", "3")
+    assert bad.code == 2 and "--regions" in bad.err
