@@ -335,7 +335,7 @@ def main() -> None:
                         help="comma-separated keys (default: all for each task): "
                              + ", ".join(c.key for c in CONFIGS))
     parser.add_argument("--steps", type=int, default=None,
-                        help="optimisation steps per trained config (default 240; quick 8), "
+                        help="optimisation steps per trained config (default 200; quick 8), "
                              "rounded up to whole epochs")
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs the steps are split into (validation and best.pt "
@@ -353,8 +353,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads per training process (default 1: robust on a "
                              "shared machine, where idle OpenMP threads spin)")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="configs trained at the same time, each in its own process")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="configs trained at the same time, each in its own process "
+                             "(default 2: one per core of the 2-core CPU)")
     parser.add_argument("--work", type=Path, default=None,
                         help="keep data, runs and predictions here (default: a temporary folder)")
     parser.add_argument("--json", type=Path, default=_common.RESULTS / "quality.json")
@@ -373,7 +374,7 @@ def main() -> None:
     for t in tasks:
         if t not in TASK_PRESET:
             parser.error(f"--tasks: unknown task {t!r} (sr, da)")
-    steps = args.steps or (8 if args.quick else 240)
+    steps = args.steps or (8 if args.quick else 200)
     epochs = args.epochs or (1 if args.quick else 4)
     cases = args.cases or (10 if args.quick else 30)
     if args.configs:
