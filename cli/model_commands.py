@@ -12,7 +12,7 @@ import typer
 from revmed import config
 from revmed.cli import output
 from revmed.cli.app import app
-from revmed.errors import InputError, OutputError
+from revmed.errors import InputError, OutputError, RevmedError
 
 MODEL_ENV = "REVMED_MODEL"
 
@@ -40,7 +40,9 @@ def train(
 
     Example: revmed train --preset demo-sr --data data/demo-sr --out runs/demo
     """
-    from revmed.engine.trainer import Trainer, resolve_device
+    import shlex
+
+    from revmed.engine.trainer import Trainer, TrainingInterrupted, resolve_device
 
     overrides = list(set_) + ([f"train.seed={seed}"] if seed is not None else [])
     resolved = config.load_preset(preset, overrides)
@@ -49,16 +51,33 @@ def train(
         if resume:
             raise InputError("--resume needs --out RUN_DIR (the run to continue)")
         out = Path("runs") / f"{resolved['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
-    trainer = Trainer(resolved, data_dir, out, resolve_device(device), resume=resume)
-    output.note(f"training {resolved['name']} on {data_dir} ({trainer.device}); run folder "
-                f"{out}", quiet or json_)
-    with output.progress("train", None, quiet or json_) as update:
-        def report(event) -> None:
-            if event.event == "step":
-                loss = event.logs.get("g_loss", event.logs.get("loss", 0.0))
-                update(event.step, event.steps,
-                       f"epoch {event.epoch}/{event.epochs} loss {loss:.3f}")
-        record = trainer.fit(progress=report)
+    again = ["revmed", "train", "--preset", preset,
+             *(["--data", str(data)] if data is not None else []), "--out", str(out),
+             *[a for item in set_ for a in ("--set", item)],
+             *(["--seed", str(seed)] if seed is not None else []),
+             *(["--device", device] if device != "auto" else []), "--resume"]
+    again_text = " ".join(shlex.quote(a) for a in again)
+    try:
+        trainer = Trainer(resolved, data_dir, out, resolve_device(device), resume=resume)
+        output.note(f"training {resolved['name']} on {data_dir} ({trainer.device}); run folder "
+                    f"{out}", quiet or json_)
+        with output.progress("train", None, quiet or json_) as update:
+            def report(event) -> None:
+                if event.event == "step":
+                    loss = event.logs.get("g_loss", event.logs.get("loss", 0.0))
+                    update(event.step, event.steps,
+                           f"epoch {event.epoch}/{event.epochs} loss {loss:.3f}")
+            record = trainer.fit(progress=report)
+    except TrainingInterrupted as stop:
+        output.note(f"interrupted: saved {stop.checkpoint} at epoch {stop.epoch} step "
+                    f"{stop.step}; continue with: {again_text}")
+        raise typer.Exit(130) from None
+    except KeyboardInterrupt:  # before training started, or a second Ctrl-C: nothing saved
+        last = out / "last.pt"
+        output.note(f"interrupted: {last} is unchanged (the last save); continue with: "
+                    f"{again_text}" if last.is_file() else
+                    f"interrupted before the first checkpoint; nothing to resume in {out}")
+        raise typer.Exit(130) from None
     if json_:
         output.emit_json({"run": str(out), **record})
         return
@@ -130,20 +149,34 @@ def infer(
     series: Optional[str] = typer.Option(  # noqa: UP007
         None, "--series", help="SeriesInstanceUID, for a DICOM folder with several series."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+    skip_existing: bool = typer.Option(
+        False, "--skip-existing", help="Leave existing outputs alone and do the rest (to finish "
+        "an interrupted batch)."),
+    num_parts: int = typer.Option(1, "--num-parts", min=1, help="Split a folder's cases into "
+                                  "this many parts (for job arrays)."),
+    part_id: int = typer.Option(0, "--part-id", min=0, help="Which part this job does: 0 to "
+                                "--num-parts - 1 (every K-th case, in name order)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Apply a trained model: a RevGAN (F, or G with --reverse) or a segmentation network.
 
     RevGAN outputs are in the input's units (HU for CT); for super-resolution they have the
     finer spacing over the same physical extent and direction. Segmentation outputs are BraTS
-    label maps (0, 1, 2, 4) on the input's grid.
+    label maps (0, 1, 2, 4) on the input's grid. Each output is written atomically. In a batch,
+    a case that fails is reported and the others are still done; the command then exits 2.
 
     Example: revmed infer scan.nii.gz -o sr.nii.gz --model runs/demo/best.pt
     """
+    from revmed.atomic import check_output_folder
     from revmed.engine.trainer import resolve_device
     from revmed.inference import load_predictor
-    from revmed.io import read_channels, read_volume, write_volume
 
+    if overwrite and skip_existing:
+        raise InputError("--overwrite and --skip-existing contradict each other; give one")
+    if part_id >= num_parts:
+        raise InputError(f"--part-id {part_id}: must be below --num-parts {num_parts}")
+    # an unwritable destination is reported before the model is loaded or any work is done
+    check_output_folder(output_path if output_path.is_dir() else output_path.parent)
     checkpoint = _pick_model(model)
     predictor = load_predictor(checkpoint, resolve_device(device))
     cases, batch = _cases(inputs, output_path, predictor.data.get("channels", []))
@@ -152,17 +185,47 @@ def infer(
                           "a folder")
     if not batch and output_path.is_dir():
         raise OutputError(f"{output_path}: is a folder; give an output file name")
-    existing = [str(target) for _, target in cases if target.exists()]
-    if existing and not overwrite:
-        raise OutputError(f"{existing[0]}: exists; use --overwrite to replace it")
+    if num_parts > 1:
+        if not batch:
+            raise InputError("--num-parts splits a folder of cases; INPUT is a single case")
+        cases = cases[part_id::num_parts]
+        output.note(f"part {part_id} of {num_parts}: {len(cases)} case(s)", quiet)
+    existing = [target for _, target in cases if target.exists()]
+    if skip_existing:
+        cases = [(sources, target) for sources, target in cases if not target.exists()]
+        if existing:
+            output.note(f"skipping {len(existing)} existing output(s)", quiet)
+    elif existing and not overwrite:
+        raise OutputError(f"{existing[0]}: exists; use --overwrite to replace it or "
+                          "--skip-existing to keep it")
     output.note(f"model: {checkpoint}")  # always said: which model made the output
     if batch:
         output_path.mkdir(parents=True, exist_ok=True)
+    failures = []
     for sources, target in cases:
-        volume = (read_channels(sources) if len(sources) > 1
-                  else read_volume(sources[0], series=series))
-        with output.progress(f"infer {sources[0].name}", None, quiet) as update:
-            result = predictor.predict(volume, reverse=reverse, overlap=overlap,
-                                       progress=lambda done, total: update(done, total))
-        write_volume(result, target, dtype=predictor.output_dtype)
-        output.stdout().print(f"wrote {target}")
+        try:
+            _infer_one(predictor, sources, target, reverse, overlap, series, quiet)
+        except RevmedError as exc:
+            if not batch:
+                raise
+            output.error(str(exc))
+            failures.append(sources[0])
+    if failures:
+        names = ", ".join(str(p) for p in failures[:5]) + (" ..." if len(failures) > 5 else "")
+        raise InputError(f"{len(failures)} of {len(cases)} case(s) failed ({names}); the other "
+                         f"{len(cases) - len(failures)} were written to {output_path}")
+
+
+def _infer_one(predictor, sources: list[Path], target: Path, reverse: bool,
+               overlap: Optional[float], series: Optional[str], quiet: bool) -> None:  # noqa: UP007
+    """Read one case, predict it and write ``target`` atomically."""
+    from revmed.io import read_channels, read_volume, write_volume
+
+    volume = (read_channels(sources) if len(sources) > 1
+              else read_volume(sources[0], series=series))
+    with output.progress(f"infer {sources[0].name}", None, quiet) as update:
+        result = predictor.predict(volume, reverse=reverse, overlap=overlap,
+                                   progress=lambda done, total: update(done, total))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_volume(result, target, dtype=predictor.output_dtype)
+    output.stdout().print(f"wrote {target}")

@@ -27,6 +27,28 @@ def full_suffix(path: Path) -> str:
     return path.suffix
 
 
+def check_output_folder(folder: str | os.PathLike) -> Path:
+    """Raise ``OutputError`` now if files cannot be created in ``folder`` (or, when it does
+    not exist yet, in the nearest existing folder above it, where it would be made).
+
+    Checks by creating and removing a temporary file, which is what a later write will do,
+    rather than by permission bits alone (which do not tell for root or for read-only mounts).
+    """
+    folder = Path(folder) if str(folder) else Path(".")
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError(f"{folder}: cannot write there: {probe} is not a folder")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".revmed-write-check-", dir=probe)
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot write there ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(name)
+    return folder
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.

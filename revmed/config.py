@@ -12,6 +12,7 @@ the values they need as arguments; only the CLI and the registry read the whole 
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 from collections.abc import Callable, Iterable
@@ -244,6 +245,8 @@ def _read_toml(ref: str) -> tuple[dict[str, Any], str]:
         return tomllib.loads(text), origin
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{origin}: invalid TOML ({exc})") from exc
+    except RecursionError:
+        raise ConfigError(f"{origin}: invalid TOML (nested too deeply)") from None
 
 
 def _merge(into: dict[str, Any], raw: dict[str, Any], origin: str) -> set[str]:
@@ -335,6 +338,8 @@ def parse_override(item: str) -> dict[str, Any]:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         value = text
+    except RecursionError:
+        raise ConfigError(f"--set {dotted}: the value is nested too deeply") from None
     parts = dotted.split(".")
     if len(parts) == 1:
         return {dotted: value}
@@ -357,7 +362,8 @@ def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        # a JSON string is a TOML basic string, except that TOML also escapes DEL
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return repr(value)

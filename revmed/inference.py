@@ -25,6 +25,7 @@ from torch import nn
 from revmed.engine.checkpoint import load_checkpoint
 from revmed.errors import InputError
 from revmed.io import Volume, check_finite, zoom_affine
+from revmed.memory import require_memory, voxel_bytes
 from revmed.models import build_model
 from revmed.resample import downsample, upsample
 from revmed.transforms import denormalise, normalise
@@ -93,6 +94,21 @@ class Translator:
 
     output_dtype = np.float32
 
+    def working_bytes(self, volume: Volume, reverse: bool = False) -> int:
+        """Estimated bytes inference on ``volume`` holds at once on the CPU: the network's
+        input on the output grid, MONAI's blended output and weight map, and the result."""
+        grid = list(volume.shape)
+        factors = list(self.data["sr_factors"])
+        if factors != [1, 1, 1] and not reverse:
+            grid = [s * f for s, f in zip(grid, factors)]
+        out = self.data["in_channels"] if reverse else self.data["out_channels"]
+        return voxel_bytes(grid, volume.channels + 3 * out + 2)
+
+    def _require_memory(self, volume: Volume, reverse: bool = False) -> None:
+        require_memory(volume.source or "volume", self.working_bytes(volume, reverse),
+                       f"inference on its {'x'.join(map(str, volume.shape))} grid and the "
+                       "result")
+
     def predict(self, volume: Volume, reverse: bool = False, **options) -> Volume:
         return self.translate(volume, reverse=reverse, **options)
 
@@ -110,6 +126,7 @@ class Translator:
         if volume.channels != expected:
             raise InputError(f"{volume.source}: has {volume.channels} channel(s); the model "
                              f"({self.source}) expects {expected}")
+        self._require_memory(volume, reverse)
         check_finite(volume)
         image = normalise(volume.array, data["intensity"], data["window"])
         factors = list(data["sr_factors"])
@@ -149,6 +166,7 @@ class Segmenter(Translator):
         if volume.channels != self.data["in_channels"]:
             raise InputError(f"{volume.source}: has {volume.channels} channel(s); the model "
                              f"({self.source}) expects {self.data['in_channels']}")
+        self._require_memory(volume)
         check_finite(volume)
         image = normalise(volume.array, self.data["intensity"], self.data["window"])
         logits = sliding_window_predict(

@@ -118,6 +118,19 @@ def require_dataset(data_dir: str | Path, preset: dict[str, Any]) -> None:
     raise InputError(f"{data_dir}: no such dataset folder; {how}")
 
 
+def _check_grid_fits(case, sample: dict[str, np.ndarray], patch: dict[str, Any]) -> None:
+    """A grid of tiles larger than the volume is a mistake in the preset, not a padding job."""
+    if patch["sampler"] != "grid":
+        return
+    shape = next(iter(sample.values())).shape[1:]
+    if any(p > s for p, s in zip(patch["size"], shape)):
+        source = (case.inputs or [case.target])[0]
+        raise InputError(
+            f"{source}: the volume on the training grid is {'x'.join(map(str, shape))}, smaller "
+            f"than patch.size {'x'.join(map(str, patch['size']))} of the grid sampler; use a "
+            "smaller patch.size or patch.sampler='random' (which pads)")
+
+
 def patchify(data_dir: str | Path, out_dir: str | Path, preset: dict[str, Any],
              split: str = "train", seed: int | None = None, overwrite: bool = False,
              progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
@@ -147,6 +160,7 @@ def patchify(data_dir: str | Path, out_dir: str | Path, preset: dict[str, Any],
         shard = _shard_path(out_dir, case.name)
         if not shard.exists():
             sample = load_sample(case, dataset.kind, spec)
+            _check_grid_fits(case, sample, patch)
             patches = extract_patches(sample, patch["size"], patch["sampler"],
                                       per_volume=patch["per_volume"], overlap=patch["overlap"],
                                       min_foreground=preset["data"]["min_foreground"],

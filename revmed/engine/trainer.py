@@ -7,16 +7,36 @@ A run folder holds ``preset.toml`` (the resolved preset), ``metrics.jsonl`` (one
 epoch: losses, validation PSNR/SSIM, learning rate, seconds), ``last.pt`` (after every epoch)
 and ``best.pt`` (best validation PSNR; the last epoch when there is no validation split).
 ``resume=True`` continues from ``last.pt``: weights, optimisers, schedules, RNG state, epoch.
+
+Interruptions. While ``fit`` runs in the main thread, the first Ctrl-C (SIGINT) only asks the
+loop to stop: it stops at the next step boundary (a step, and an end-of-epoch validation and
+save already under way, are finished first), saves ``last.pt`` with the position inside the
+epoch (``step_in_epoch``, the epoch's loss sums so far, RNG states) and raises
+``TrainingInterrupted`` (a ``KeyboardInterrupt``). A ``KeyboardInterrupt`` raised by the
+``progress`` callback is handled the same way. Resuming skips the batches already done (an
+epoch's patches and batch order depend only on the seed and the epoch), so an interrupted and
+resumed run ends with the same weights as an uninterrupted one (on the CPU, where training is
+deterministic). A partial epoch writes no ``metrics.jsonl`` line and never ``best.pt``; its
+line is written once the epoch completes. A second Ctrl-C stops at once without saving:
+``last.pt`` then keeps the previous save (files are written to a temporary name and renamed).
+
+A killed process (SIGKILL, the out-of-memory killer) leaves ``last.pt`` as it was after the
+last completed save, or no ``last.pt`` before the first one. Each epoch end appends the
+``metrics.jsonl`` line, then writes ``best.pt``, then ``last.pt``; on start the trainer drops
+``metrics.jsonl`` lines beyond the checkpoint's epoch and stale temporary files of the run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -38,6 +58,45 @@ NETWORK_RANGE = 2.0
 #: Dataset kinds each objective can train on.
 OBJECTIVE_DATA = {"paired": ("paired", "hr-only"), "unpaired": ("unpaired", "paired", "hr-only"),
                   "segmentation": ("segmentation",)}
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """``Trainer.fit`` stopped on Ctrl-C (or a ``KeyboardInterrupt`` from ``progress``) and
+    saved ``checkpoint`` (``RUN/last.pt``); ``resume=True`` continues from there.
+
+    ``epoch`` is the epoch in progress (1-based, as in ``TrainEvent``) and ``step`` the steps of
+    it already done (0: none; the epochs before it are complete).
+    """
+
+    def __init__(self, checkpoint: Path, epoch: int, step: int) -> None:
+        super().__init__(f"training interrupted: saved {checkpoint} at epoch {epoch} step {step}")
+        self.checkpoint, self.epoch, self.step = checkpoint, epoch, step
+
+
+@contextlib.contextmanager
+def _deferred_sigint():
+    """Yield ``requested()``: True once Ctrl-C was pressed; a second Ctrl-C raises at once.
+
+    Only the main thread receives signals, and an application's own SIGINT handler is left in
+    place; in both cases ``requested()`` stays False and a ``KeyboardInterrupt`` raised by that
+    handler is caught where it lands (see ``Trainer.fit``).
+    """
+    pressed = [False]
+
+    def handler(signum, frame):
+        if pressed[0]:
+            raise KeyboardInterrupt
+        pressed[0] = True
+
+    install = (threading.current_thread() is threading.main_thread()
+               and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    if install:
+        signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: pressed[0]
+    finally:
+        if install:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @dataclass
@@ -79,11 +138,12 @@ def _seed_everything(seed: int) -> None:
 
 
 def _batches(patches: dict[str, np.ndarray], kind: str, batch_size: int, seed: int,
-             epoch: int, device: torch.device):
+             epoch: int, device: torch.device, skip: int = 0):
     """Shuffled batches; paired keys move together, unpaired X and Y are shuffled apart.
 
     Segmentation batches (``X`` and ``label``) are flipped along each spatial axis with
-    probability 1/2 per patch.
+    probability 1/2 per patch. ``skip`` leaves out the first batches (of a resumed epoch) and
+    yields the rest exactly as without it.
     """
     generator = torch.Generator().manual_seed(seed * 7919 + epoch)
     keys = ("X", "label") if kind == "segmentation" else ("X", "Y")
@@ -95,7 +155,12 @@ def _batches(patches: dict[str, np.ndarray], kind: str, batch_size: int, seed: i
         n = len(patches["X"])
         perm = [int(i) for i in torch.randperm(n, generator=generator)]
         index = {k: perm for k in patches}
-    for start in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
+    for number, start in enumerate(range(0, n - batch_size + 1 if n >= batch_size else 1,
+                                         batch_size)):
+        if number < skip:
+            if kind == "segmentation":  # draw this batch's flips all the same
+                torch.rand(len(index["X"][start:start + batch_size]), 3, generator=generator)
+            continue
         batch = {k: torch.from_numpy(patches[k][index[k][start:start + batch_size]])
                  for k in keys}
         if kind == "segmentation":
@@ -156,6 +221,8 @@ class Trainer:
                         if self.opt_d else None)
         self.score_key = "val_dice" if self.segmentation else "val_psnr"
         self.epoch, self.best_score = 0, -float("inf")
+        # Where in the current epoch the run stands (not 0 after resuming an interrupted one).
+        self.step_in_epoch, self._epoch_sums, self._epoch_seconds = 0, {}, 0.0
         self.val_kind, self.val_cases = validation_cases(self.patches.dataset_root)
         self._val_samples: list[dict[str, np.ndarray]] | None = None
         if resume:
@@ -164,6 +231,9 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             with atomic_path(self.run_dir / "preset.toml") as tmp:
                 tmp.write_text(config.to_toml(preset))
+        self._tidy_run_dir()
+        #: ``(epoch, step_in_epoch)`` of the state in ``last.pt`` (None: no last.pt yet).
+        self._saved_at = (self.epoch, self.step_in_epoch) if resume else None
 
     @property
     def epochs(self) -> int:
@@ -179,45 +249,78 @@ class Trainer:
 
     def fit(self, progress: Callable[[TrainEvent], None] | None = None,
             time_limit: float | None = None) -> dict[str, Any]:
-        """Train until the last epoch (or ``time_limit`` seconds); returns the last epoch's log."""
+        """Train until the last epoch (or ``time_limit`` seconds, counted from this call; the
+        epoch under way then ends early and counts as done); returns the last epoch's log.
+
+        Raises ``TrainingInterrupted`` after saving ``last.pt`` on Ctrl-C or when ``progress``
+        raises ``KeyboardInterrupt`` (see the module doc).
+        """
         limit = self.train_cfg["time_limit"] if time_limit is None else time_limit
         start = time.monotonic()
         record: dict[str, Any] = {}
-        while self.epoch < self.epochs:
-            epoch_start = time.monotonic()
-            patches = self.patches.epoch_patches(self.epoch)
-            steps = max(1, len(patches["X"]) // self.train_cfg["batch_size"])
-            sums: dict[str, float] = {}
-            step = 0
-            stopped = False
-            self.model.train()
+        with _deferred_sigint() as requested:
+            while self.epoch < self.epochs:
+                record, stopped = self._fit_epoch(progress, requested, start, limit)
+                if stopped:
+                    break
+        return record
+
+    def _fit_epoch(self, progress, requested, start: float, limit: float):
+        """One epoch (or the rest of one); returns its record and whether the time is up."""
+        if requested():  # Ctrl-C during the previous epoch's validation or save
+            self._stop()
+        epoch_start = time.monotonic() - self._epoch_seconds
+        patches = self.patches.epoch_patches(self.epoch)
+        steps = max(1, len(patches["X"]) // self.train_cfg["batch_size"])
+        done, sums = self.step_in_epoch, dict(self._epoch_sums)
+        stopped = False
+        safe = True  # the state is "`done` steps of this epoch taken, their losses in `sums`"
+        self.model.train()
+        try:
             for step, batch in enumerate(_batches(patches, self.patches.kind,
                                                   self.train_cfg["batch_size"],
                                                   self.train_cfg["seed"], self.epoch,
-                                                  self.device), start=1):
+                                                  self.device, skip=done), start=done + 1):
+                if requested():
+                    raise KeyboardInterrupt
+                safe = False
                 logs = self._step(batch)
                 for key, value in logs.items():
                     sums[key] = sums.get(key, 0.0) + value
+                done = step
+                safe = True
                 if progress is not None:
                     progress(TrainEvent("step", self.epoch + 1, self.epochs, step, steps, logs))
+                if requested():
+                    raise KeyboardInterrupt
                 if limit and time.monotonic() - start > limit:
                     stopped = True
                     break
-            self.sched_g.step()
-            if self.sched_d is not None:
-                self.sched_d.step()
-            self.epoch += 1
-            record = {"epoch": self.epoch, "steps": step,
-                      **{k: v / max(step, 1) for k, v in sums.items()},
-                      **self.validate(), "lr": self.opt_g.param_groups[0]["lr"],
-                      "seconds": round(time.monotonic() - epoch_start, 3)}
-            self._save(record)
-            if progress is not None:
+        except KeyboardInterrupt:
+            if not safe:  # a second Ctrl-C inside a step: the state may be half-updated
+                raise
+            self.step_in_epoch, self._epoch_sums = done, sums
+            self._epoch_seconds = time.monotonic() - epoch_start
+            self._stop()
+        step = done
+        self.step_in_epoch, self._epoch_sums, self._epoch_seconds = 0, {}, 0.0
+        self.sched_g.step()
+        if self.sched_d is not None:
+            self.sched_d.step()
+        self.epoch += 1
+        record = {"epoch": self.epoch, "steps": step,
+                  **{k: v / max(step, 1) for k, v in sums.items()},
+                  **self.validate(), "lr": self.opt_g.param_groups[0]["lr"],
+                  "seconds": round(time.monotonic() - epoch_start, 3)}
+        self._save(record)
+        if progress is not None:
+            try:
                 progress(TrainEvent("epoch", self.epoch, self.epochs, step, steps, record))
-            if stopped:
-                record["stopped_at_time_limit"] = True
-                break
-        return record
+            except KeyboardInterrupt:  # last.pt holds this very state
+                self._stop()
+        if stopped:
+            record["stopped_at_time_limit"] = True
+        return record, stopped
 
     def _step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         for critic in self.critics.values():
@@ -278,32 +381,73 @@ class Trainer:
             "opt_g": self.opt_g.state_dict(), "sched_g": self.sched_g.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "best_score": self.best_score,
+            "epoch_sums": dict(self._epoch_sums), "epoch_seconds": self._epoch_seconds,
         }
         if self.opt_d is not None:
             state["opt_d"] = self.opt_d.state_dict()
             state["sched_d"] = self.sched_d.state_dict()
         if hasattr(self.objective, "pools"):
             state["pools"] = {k: list(p.items) for k, p in self.objective.pools.items()}
+            state["pool_rng"] = {k: p.rng.getstate() for k, p in self.objective.pools.items()}
         return {
             "model": {"kind": self.model_kind, "kwargs": self.model_kwargs},
             "data": {**{k: data[k] for k in ("in_channels", "out_channels", "intensity",
                                              "window", "sr_factors", "sr_upsample")},
                      "channels": self.patches.channels},
             "patch_size": list(self.preset["patch"]["size"]),
-            "preset": self.preset, "epoch": self.epoch, "metrics": record, "state": state,
+            "preset": self.preset, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+            "metrics": record, "state": state,
         }
 
     def _save(self, record: dict[str, Any]) -> None:
+        """End of an epoch: the metrics line, then best.pt, then last.pt (the commit point: a
+        run killed before it redoes the epoch and ``_tidy_run_dir`` drops the early line)."""
         score = record.get(self.score_key)
         improved = score is None or score > self.best_score
         if score is not None and improved:
             self.best_score = score
         payload = self._payload(record)
-        save_checkpoint(self.run_dir / "last.pt", payload)
-        if improved:
-            save_checkpoint(self.run_dir / "best.pt", payload)
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as log:
             log.write(json.dumps(record) + "\n")
+        if improved:
+            save_checkpoint(self.run_dir / "best.pt", payload)
+        save_checkpoint(self.run_dir / "last.pt", payload)
+        self._saved_at = (self.epoch, 0)
+
+    def _stop(self) -> NoReturn:
+        """Save last.pt where the run stands (in the middle of an epoch, or at its start) unless
+        it holds this very state already, then raise ``TrainingInterrupted``."""
+        if self._saved_at != (self.epoch, self.step_in_epoch):
+            record = {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                      "interrupted": True}
+            save_checkpoint(self.run_dir / "last.pt", self._payload(record))
+            self._saved_at = (self.epoch, self.step_in_epoch)
+        raise TrainingInterrupted(self.run_dir / "last.pt", self.epoch + 1,
+                                  self.step_in_epoch) from None
+
+    def _tidy_run_dir(self) -> None:
+        """Remove what a killed run may leave: temporary files of its checkpoints and logs,
+        and ``metrics.jsonl`` lines (or a torn last line) beyond the epoch being continued."""
+        for name in ("last.pt", "best.pt", "preset.toml", "metrics.jsonl"):
+            for stale in self.run_dir.glob(f".{name}.tmp-*"):
+                with contextlib.suppress(FileNotFoundError):
+                    stale.unlink()
+        log = self.run_dir / "metrics.jsonl"
+        if not log.is_file():
+            return
+        lines = log.read_text(encoding="utf-8").splitlines(keepends=True)
+        keep = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if line.endswith("\n") and isinstance(entry, dict) and \
+                    entry.get("epoch", 0) <= self.epoch:
+                keep.append(line)
+        if keep != lines:
+            with atomic_path(log) as tmp:
+                tmp.write_text("".join(keep), encoding="utf-8")
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["state"]
@@ -318,6 +462,11 @@ class Trainer:
         if "pools" in state and hasattr(self.objective, "pools"):
             for key, items in state["pools"].items():
                 self.objective.pools[key].items = [t.to(self.device) for t in items]
+            for key, rng in state.get("pool_rng", {}).items():
+                self.objective.pools[key].rng.setstate(rng)
         torch.set_rng_state(state["torch_rng"])
         self.best_score = state["best_score"]
         self.epoch = checkpoint["epoch"]
+        self.step_in_epoch = int(checkpoint.get("step_in_epoch", 0))
+        self._epoch_sums = dict(state.get("epoch_sums", {}))
+        self._epoch_seconds = float(state.get("epoch_seconds", 0.0))

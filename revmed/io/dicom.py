@@ -27,6 +27,7 @@ from revmed.errors import InputError, RevmedWarning
 from revmed.io.messages import itk_reason
 from revmed.io.sitk_convert import volume_from_sitk
 from revmed.io.volume import Volume
+from revmed.memory import require_memory, voxel_bytes
 
 #: File suffixes read as single DICOM files (files without a suffix are sniffed instead).
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
@@ -128,6 +129,9 @@ def read_dicom_series(folder: Path, series: str | None = None) -> Volume:
             raise InputError(f"{where}: cannot read the DICOM header of {Path(name).name}")
         headers.append(header)
     _check_geometry(where, headers)
+    rows, columns = int(headers[0].get("Rows") or 0), int(headers[0].get("Columns") or 0)
+    require_memory(where, voxel_bytes((columns, rows, len(headers))),
+                   f"its voxels ({columns}x{rows}x{len(headers)})")
 
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(list(info.files))

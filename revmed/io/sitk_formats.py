@@ -16,6 +16,7 @@ from revmed.errors import InputError, OutputError
 from revmed.io.messages import itk_reason
 from revmed.io.sitk_convert import sitk_from_volume, volume_from_sitk
 from revmed.io.volume import Volume
+from revmed.memory import require_memory, voxel_bytes
 
 #: suffix -> (ITK ImageIO class, format name for messages; lower case in ``Volume.meta``)
 READ_FORMATS = {
@@ -37,6 +38,16 @@ def read_sitk_file(path: Path) -> Volume:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     reader.SetImageIO(io_name)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(
+            f"{path}: cannot read {fmt} file; it may be truncated or corrupt ({itk_reason(exc)})"
+        ) from exc
+    size = reader.GetSize()
+    require_memory(str(path), voxel_bytes(size, reader.GetNumberOfComponents()),
+                   f"its voxels ({'x'.join(map(str, size))}, "
+                   f"{reader.GetNumberOfComponents()} channel(s))")
     try:
         image = reader.Execute()
     except RuntimeError as exc:

@@ -166,3 +166,11 @@ def test_cli_patchify_json(sr_data, tmp_path, cli):
     assert json.loads(result.out)["patches"] == len(PatchDataset(tmp_path / "p"))
     missing = cli("patchify", tmp_path / "nowhere", tmp_path / "q", "--preset", "demo-sr")
     assert missing.code == 2 and "nowhere" in missing.err and not (tmp_path / "q").exists()
+
+
+def test_grid_patch_larger_than_the_volume_is_refused(sr_data, tmp_path, cli):
+    result = cli("patchify", sr_data, tmp_path / "p", "--preset", "demo-sr", "--set",
+                 "patch.sampler='grid'", "--set", "patch.size=[48,16,16]")
+    assert result.code == 2 and "Traceback" not in result.err
+    assert "32x32x24" in result.err and "48x16x16" in result.err and ".nii.gz" in result.err
+    assert not list((tmp_path / "p" / "shards").glob("*.npz"))

@@ -1,0 +1,171 @@
+"""`revmed infer` on bad input, in batches, and when killed: what a pipeline can rely on."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from revmed.engine.checkpoint import save_checkpoint
+from revmed.io import Volume, make_affine, read_volume, write_volume
+from revmed.models import build_model
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """An untrained 2x super-resolution RevGAN checkpoint (8^3 windows): fast to apply."""
+    kwargs = {"in_channels": 1, "out_channels": 1, "width": 4, "depth": 1, "residual": True}
+    data = {"in_channels": 1, "out_channels": 1, "intensity": "window",
+            "window": [-1150.0, 350.0], "sr_factors": [2, 2, 2], "sr_upsample": "bspline",
+            "channels": []}
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    return save_checkpoint(path, {
+        "model": {"kind": "revgan3d", "kwargs": kwargs}, "data": data, "patch_size": [8, 8, 8],
+        "preset": {"infer": {"overlap": 0.25, "blend": "gaussian", "sw_batch_size": 2}},
+        "state": {"generator": build_model("revgan3d", **kwargs).state_dict()}})
+
+
+def _volume(path, shape=(6, 7, 5), seed=0, value=None):
+    rng = np.random.default_rng(seed)
+    array = rng.uniform(-1000, 300, size=(1, *shape)).astype(np.float32)
+    if value is not None:
+        array.flat[3] = value
+    return write_volume(Volume(array, make_affine([1.0, 1.2, 2.0])), path)
+
+
+def _cases(folder, names):
+    folder.mkdir()
+    for i, name in enumerate(names):
+        _volume(folder / f"{name}.nii.gz", seed=i)
+    return folder
+
+
+def test_a_bad_case_in_a_batch_is_reported_and_the_others_are_written(cli, model, tmp_path):
+    folder = _cases(tmp_path / "in", ["a", "c", "e"])
+    good = (folder / "a.nii.gz").read_bytes()
+    (folder / "b.nii.gz").write_bytes(good[: len(good) // 2])  # truncated
+    _volume(folder / "d.nii.gz", value=np.nan)  # a NaN voxel
+    result = cli("infer", folder, "-o", tmp_path / "out", "--model", model, "--quiet")
+    assert result.code == 2
+    assert "Traceback" not in result.err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.nii.gz", "c.nii.gz",
+                                                                    "e.nii.gz"]
+    lines = [line for line in result.err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 3  # one per bad case, then the summary
+    assert "b.nii.gz" in lines[0] and "truncated" in lines[0]
+    assert "d.nii.gz" in lines[1] and "NaN" in lines[1]
+    assert "2 of 5 case(s) failed" in lines[2] and "other 3 were written" in lines[2]
+    assert result.out.count("wrote ") == 3
+
+
+def test_skip_existing_finishes_an_interrupted_batch(cli, model, tmp_path):
+    folder = _cases(tmp_path / "in", ["a", "b", "c"])
+    out = tmp_path / "out"
+    assert cli("infer", folder / "a.nii.gz", "-o", out / "a.nii.gz", "--model", model,
+               "--quiet").code == 0  # the output's folder is made for a single file
+    first = (out / "a.nii.gz").stat().st_mtime_ns
+    refused = cli("infer", folder, "-o", out, "--model", model, "--quiet")
+    assert refused.code == 2 and "--skip-existing" in refused.err
+    done = cli("infer", folder, "-o", out, "--model", model, "--skip-existing")
+    assert done.code == 0, done.err
+    assert "skipping 1 existing output" in done.err
+    assert done.out.count("wrote ") == 2 and "a.nii.gz" not in done.out
+    assert (out / "a.nii.gz").stat().st_mtime_ns == first
+    both = cli("infer", folder, "-o", out, "--model", model, "--overwrite", "--skip-existing")
+    assert both.code == 2 and "contradict" in both.err
+
+
+def test_unwritable_destination_is_refused_before_any_work(cli, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    source = _volume(tmp_path / "a.nii.gz")
+    # the model does not exist either: the destination is checked first, before loading it
+    result = cli("infer", source, "-o", blocker / "sr.nii.gz", "--model", tmp_path / "no.pt")
+    assert result.code == 2
+    assert "is not a folder" in result.err and "no.pt" not in result.err
+
+
+def test_a_volume_smaller_than_the_window_is_padded_not_refused(cli, model, tmp_path):
+    source = _volume(tmp_path / "small.nii.gz", shape=(2, 3, 2))
+    result = cli("infer", source, "-o", tmp_path / "sr.nii.gz", "--model", model, "--quiet")
+    assert result.code == 0, result.err
+    assert read_volume(tmp_path / "sr.nii.gz").shape == (4, 6, 4)
+
+
+def test_a_header_declaring_an_absurd_grid_is_refused_before_reading(cli, model, tmp_path):
+    """A 4000^3 float32 NIfTI header (238 GiB of voxels) with almost no data behind it."""
+    header = nib.Nifti1Header()
+    header.set_data_shape((4000, 4000, 4000))
+    header.set_data_dtype(np.float32)
+    header["vox_offset"] = 352
+    path = tmp_path / "huge.nii.gz"
+    with gzip.open(path, "wb") as handle:
+        handle.write(header.binaryblock + b"\0" * 4 + b"\0" * 1024)
+    result = cli("infer", path, "-o", tmp_path / "sr.nii.gz", "--model", model)
+    assert result.code == 2 and "Traceback" not in result.err
+    assert "huge.nii.gz" in result.err and "238 GiB" in result.err and "refused" in result.err
+    assert not (tmp_path / "sr.nii.gz").exists()
+
+
+def test_inference_too_large_for_memory_is_refused_with_the_estimate(cli, model, tmp_path,
+                                                                    monkeypatch):
+    import revmed.memory
+
+    source = _volume(tmp_path / "a.nii.gz", shape=(10, 10, 10))
+    # 20^3 output voxels x (1 input + 3 x 1 output + 2) channels x 4 bytes = 192000 bytes
+    monkeypatch.setattr(revmed.memory, "available_memory", lambda: 150_000)
+    result = cli("infer", source, "-o", tmp_path / "sr.nii.gz", "--model", model)
+    assert result.code == 2 and "a.nii.gz" in result.err
+    assert "188 KiB" in result.err and "146 KiB" in result.err
+    assert not (tmp_path / "sr.nii.gz").exists()
+    monkeypatch.setattr(revmed.memory, "available_memory", lambda: 200_000)
+    assert cli("infer", source, "-o", tmp_path / "sr.nii.gz", "--model", model).code == 0
+
+
+def test_killed_batch_leaves_only_whole_files_and_a_rerun_finishes(model, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    names = [f"case{i:02d}" for i in range(24)]
+    for i, name in enumerate(names):
+        _volume(folder / f"{name}.nii.gz", shape=(24, 24, 16), seed=i)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "revmed", "infer", str(folder), "-o", str(out), "--model",
+               str(model), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, cwd=tmp_path, env=env)
+    assert process.stdout.readline().startswith("wrote ")  # work is under way
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    written = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert 0 < len(written) < len(names), "the kill should land in the middle of the batch"
+    for name in written:  # every file under its real name is whole
+        assert read_volume(out / name).shape == (48, 48, 32)
+    rerun = subprocess.run(command + ["--skip-existing"], capture_output=True, text=True,
+                           cwd=tmp_path, env=env, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.count("wrote ") == len(names) - len(written)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == \
+        [f"{n}.nii.gz" for n in names]
+
+
+def test_parts_of_a_batch_cover_every_case_once(cli, model, tmp_path):
+    names = ["a", "b", "c", "d", "e"]
+    folder = _cases(tmp_path / "in", names)
+    seen = []
+    for part in range(3):
+        result = cli("infer", folder, "-o", tmp_path / "out", "--model", model, "--quiet",
+                     "--num-parts", 3, "--part-id", part)
+        assert result.code == 0, result.err
+        seen += [line.split("/")[-1] for line in result.out.splitlines()]
+    assert sorted(seen) == [f"{n}.nii.gz" for n in names]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(seen)
+    bad = cli("infer", folder, "-o", tmp_path / "o2", "--model", model, "--num-parts", 2,
+              "--part-id", 2)
+    assert bad.code == 2 and "--part-id 2" in bad.err
