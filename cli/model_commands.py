@@ -30,38 +30,54 @@ def train(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     seed: Optional[int] = typer.Option(  # noqa: UP007
         None, "--seed", help="Seed (default: the preset's train.seed)."),
+    precision: Optional[str] = typer.Option(  # noqa: UP007
+        None, "--precision", help="fp32, bf16 or fp16 autocast (default: the preset's "
+        "train.precision)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     json_: bool = typer.Option(False, "--json", help="Print the last epoch's metrics as JSON."),
 ) -> None:
     """Train the model a preset describes; checkpoints last.pt and best.pt in the run folder.
 
     The run folder also holds preset.toml (the resolved preset) and metrics.jsonl (one line per
-    epoch: losses, validation PSNR and SSIM, learning rate).
+    epoch: losses, validation PSNR and SSIM, learning rate). Under torchrun each process takes
+    an equal slice of every batch (DistributedDataParallel) and rank 0 writes the run folder.
 
     Example: revmed train --preset demo-sr --data data/demo-sr --out runs/demo
     """
     import shlex
 
+    from revmed.engine.distributed import Distributed
     from revmed.engine.trainer import Trainer, TrainingInterrupted, resolve_device
 
-    overrides = list(set_) + ([f"train.seed={seed}"] if seed is not None else [])
+    job = Distributed.from_env()
+    overrides = list(set_) + ([f"train.seed={seed}"] if seed is not None else []) + \
+        ([f"train.precision={precision!r}"] if precision is not None else [])
     resolved = config.load_preset(preset, overrides)
     data_dir = data if data is not None else Path(resolved["data_dir"])
     if out is None:
         if resume:
             raise InputError("--resume needs --out RUN_DIR (the run to continue)")
+        if job is not None:
+            raise InputError("under torchrun give --out RUN_DIR: every process must name the "
+                             "same run folder")
         out = Path("runs") / f"{resolved['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
     again = ["revmed", "train", "--preset", preset,
              *(["--data", str(data)] if data is not None else []), "--out", str(out),
              *[a for item in set_ for a in ("--set", item)],
              *(["--seed", str(seed)] if seed is not None else []),
+             *(["--precision", precision] if precision is not None else []),
              *(["--device", device] if device != "auto" else []), "--resume"]
     again_text = " ".join(shlex.quote(a) for a in again)
+    if job is not None:
+        again_text = f"torchrun --nproc-per-node {job.world_size} -m {again_text}"
+    silent = quiet or json_ or (job is not None and not job.is_main)
     try:
-        trainer = Trainer(resolved, data_dir, out, resolve_device(device), resume=resume)
-        output.note(f"training {resolved['name']} on {data_dir} ({trainer.device}); run folder "
-                    f"{out}", quiet or json_)
-        with output.progress("train", None, quiet or json_) as update:
+        trainer = Trainer(resolved, data_dir, out, resolve_device(device), resume=resume,
+                          job=job)
+        processes = f", {job.world_size} processes" if job is not None else ""
+        output.note(f"training {resolved['name']} on {data_dir} ({trainer.device}"
+                    f"{processes}); run folder {out}", silent)
+        with output.progress("train", None, silent) as update:
             def report(event) -> None:
                 if event.event == "step":
                     loss = event.logs.get("g_loss", event.logs.get("loss", 0.0))
@@ -70,7 +86,8 @@ def train(
             record = trainer.fit(progress=report)
     except TrainingInterrupted as stop:
         output.note(f"interrupted: saved {stop.checkpoint} at epoch {stop.epoch} step "
-                    f"{stop.step}; continue with: {again_text}")
+                    f"{stop.step}; continue with: {again_text}",
+                    job is not None and not job.is_main)
         raise typer.Exit(130) from None
     except KeyboardInterrupt:  # before training started, or a second Ctrl-C: nothing saved
         last = out / "last.pt"
@@ -78,6 +95,11 @@ def train(
                     f"{again_text}" if last.is_file() else
                     f"interrupted before the first checkpoint; nothing to resume in {out}")
         raise typer.Exit(130) from None
+    finally:
+        if job is not None:
+            job.leave()
+    if job is not None and not job.is_main:
+        return
     if json_:
         output.emit_json({"run": str(out), **record})
         return
@@ -146,6 +168,9 @@ def infer(
     overlap: Optional[float] = typer.Option(  # noqa: UP007
         None, "--overlap", min=0.0, max=0.95, help="Sliding-window overlap (default: the "
         "checkpoint preset's)."),
+    precision: Optional[str] = typer.Option(  # noqa: UP007
+        None, "--precision", help="fp32, bf16 or fp16 autocast (default: the checkpoint "
+        "preset's infer.precision)."),
     series: Optional[str] = typer.Option(  # noqa: UP007
         None, "--series", help="SeriesInstanceUID, for a DICOM folder with several series."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
@@ -171,6 +196,9 @@ def infer(
     from revmed.engine.trainer import resolve_device
     from revmed.inference import load_predictor
 
+    if precision is not None and precision not in config.PRECISIONS:
+        raise InputError(f"--precision {precision}: choose one of "
+                         f"{', '.join(config.PRECISIONS)}")
     if overwrite and skip_existing:
         raise InputError("--overwrite and --skip-existing contradict each other; give one")
     if part_id >= num_parts:
@@ -204,7 +232,7 @@ def infer(
     failures = []
     for sources, target in cases:
         try:
-            _infer_one(predictor, sources, target, reverse, overlap, series, quiet)
+            _infer_one(predictor, sources, target, reverse, overlap, series, quiet, precision)
         except RevmedError as exc:
             if not batch:
                 raise
@@ -217,7 +245,8 @@ def infer(
 
 
 def _infer_one(predictor, sources: list[Path], target: Path, reverse: bool,
-               overlap: Optional[float], series: Optional[str], quiet: bool) -> None:  # noqa: UP007
+               overlap: Optional[float], series: Optional[str], quiet: bool,  # noqa: UP007
+               precision: Optional[str]) -> None:  # noqa: UP007
     """Read one case, predict it and write ``target`` atomically."""
     from revmed.io import read_channels, read_volume, write_volume
 
@@ -225,7 +254,8 @@ def _infer_one(predictor, sources: list[Path], target: Path, reverse: bool,
               else read_volume(sources[0], series=series))
     with output.progress(f"infer {sources[0].name}", None, quiet) as update:
         result = predictor.predict(volume, reverse=reverse, overlap=overlap,
-                                   progress=lambda done, total: update(done, total))
+                                   progress=lambda done, total: update(done, total),
+                                   precision=precision)
     target.parent.mkdir(parents=True, exist_ok=True)
     write_volume(result, target, dtype=predictor.output_dtype)
     output.stdout().print(f"wrote {target}")

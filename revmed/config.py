@@ -120,6 +120,9 @@ class Key:
 TASKS = ("sr", "da", "seg")
 SYNTH_TASKS = ("chestct-sr", "chestct-da", "hcp-sr", "brats-seg")
 
+#: ``--precision`` values; see ``revmed.precision``.
+PRECISIONS = ("fp32", "bf16", "fp16")
+
 SCHEMA: dict[str, dict[str, Key] | Key] = {
     "name": Key(_text(), "", "preset name (defaults to the file name)"),
     "description": Key(_text(), "", "one line saying what the preset is for"),
@@ -177,11 +180,14 @@ SCHEMA: dict[str, dict[str, Key] | Key] = {
         "pool_size": Key(_integer(0), 50, "unpaired: generated volumes kept for the critics"),
         "seed": Key(_integer(0), 0, "seed of every random choice"),
         "time_limit": Key(_number(0.0), 0.0, "stop after this many seconds (0: no limit)"),
+        "precision": Key(_text(PRECISIONS), "fp32",
+                         "autocast dtype of the forward passes (fp16 adds a gradient scaler)"),
     },
     "infer": {
         "overlap": Key(_number(0.0, 1.0, open_max=True), 0.5, "sliding-window overlap"),
         "sw_batch_size": Key(_integer(1), 1, "windows per forward pass"),
         "blend": Key(_text(("gaussian", "constant")), "gaussian", "how windows are blended"),
+        "precision": Key(_text(PRECISIONS), "fp32", "autocast dtype of the network"),
     },
 }
 

@@ -26,6 +26,7 @@ from revmed.engine.checkpoint import load_checkpoint
 from revmed.errors import InputError
 from revmed.io import Volume, check_finite, zoom_affine
 from revmed.memory import require_memory, voxel_bytes
+from revmed.precision import autocast
 from revmed.models import build_model
 from revmed.resample import downsample, upsample
 from revmed.transforms import denormalise, normalise
@@ -44,17 +45,20 @@ def sliding_window_predict(net: Callable[[torch.Tensor], torch.Tensor], image: n
                            roi_size: Sequence[int], overlap: float = 0.5,
                            sw_batch_size: int = 1, device: str | torch.device = "cpu",
                            blend: str = "gaussian",
-                           progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                           progress: Callable[[int, int], None] | None = None,
+                           precision: str = "fp32") -> np.ndarray:
     """Run ``net`` over ``image`` ``(C, I, J, K)`` window by window; returns ``(C', I, J, K)``.
 
-    Windows run on ``device``; the image and the blended output stay on the CPU.
+    Windows run on ``device`` under ``precision``'s autocast (``revmed.precision``); the image
+    and the blended output stay on the CPU, in float32.
     """
     total = math.ceil(window_count(image.shape[1:], roi_size, overlap) / sw_batch_size)
     done = 0
 
     def predictor(batch: torch.Tensor) -> torch.Tensor:
         nonlocal done
-        out = net(batch)
+        with autocast(precision, batch.device):
+            out = net(batch).float()
         done += 1
         if progress is not None:
             progress(min(done, total), total)
@@ -104,6 +108,10 @@ class Translator:
         out = self.data["in_channels"] if reverse else self.data["out_channels"]
         return voxel_bytes(grid, volume.channels + 3 * out + 2)
 
+    def _precision(self, precision: str | None) -> str:
+        # checkpoints written before the precision key existed ran in fp32
+        return precision or self.infer.get("precision", "fp32")
+
     def _require_memory(self, volume: Volume, reverse: bool = False) -> None:
         require_memory(volume.source or "volume", self.working_bytes(volume, reverse),
                        f"inference on its {'x'.join(map(str, volume.shape))} grid and the "
@@ -114,10 +122,12 @@ class Translator:
 
     def translate(self, volume: Volume, reverse: bool = False, overlap: float | None = None,
                   sw_batch_size: int | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> Volume:
+                  progress: Callable[[int, int], None] | None = None,
+                  precision: str | None = None) -> Volume:
         """F (``reverse=False``) or G applied to ``volume``, in the volume's own units.
 
-        ``overlap`` and ``sw_batch_size`` default to the checkpoint preset's ``[infer]`` values.
+        ``overlap``, ``sw_batch_size`` and ``precision`` default to the checkpoint preset's
+        ``[infer]`` values.
         """
         overlap = self.infer["overlap"] if overlap is None else overlap
         sw_batch_size = self.infer["sw_batch_size"] if sw_batch_size is None else sw_batch_size
@@ -137,7 +147,8 @@ class Translator:
             affine = zoom_affine(volume.affine, factors)
         net = self.model.reverse if reverse else self.model
         out = sliding_window_predict(net, image, self.patch_size, overlap, sw_batch_size,
-                                     self.device, blend=self.infer["blend"], progress=progress)
+                                     self.device, blend=self.infer["blend"], progress=progress,
+                                     precision=self._precision(precision))
         if sr and reverse:
             out = downsample(out, factors)
             affine = zoom_affine(volume.affine, [1.0 / f for f in factors])
@@ -159,7 +170,8 @@ class Segmenter(Translator):
 
     def segment(self, volume: Volume, overlap: float | None = None,
                 sw_batch_size: int | None = None,
-                progress: Callable[[int, int], None] | None = None) -> Volume:
+                progress: Callable[[int, int], None] | None = None,
+                precision: str | None = None) -> Volume:
         """Label map ``(1, I, J, K)`` uint8 of ``volume`` ``(C, I, J, K)``, in its geometry."""
         from revmed.segmentation import regions_to_labels
 
@@ -173,7 +185,8 @@ class Segmenter(Translator):
             self.model, image, self.patch_size,
             self.infer["overlap"] if overlap is None else overlap,
             self.infer["sw_batch_size"] if sw_batch_size is None else sw_batch_size,
-            self.device, blend=self.infer["blend"], progress=progress)
+            self.device, blend=self.infer["blend"], progress=progress,
+            precision=self._precision(precision))
         labels = regions_to_labels(logits > 0.0)
         return Volume(labels.astype(np.float32), volume.affine, source=volume.source,
                       meta={"units": "label"})

@@ -40,17 +40,21 @@ from typing import Any, NoReturn
 
 import numpy as np
 import torch
+from torch import nn
 
 from revmed import config
 from revmed.atomic import atomic_path
 from revmed.data.samples import SampleSpec, load_sample
 from revmed.data.training_patches import TrainingPatches, validation_cases
 from revmed.engine.checkpoint import load_checkpoint, save_checkpoint
+from revmed.engine.distributed import Distributed, LossModule, wrap
 from revmed.engine.objectives import build_objective
 from revmed.errors import ConfigError, InputError, OutputError
 from revmed.inference import sliding_window_predict
 from revmed.metrics import dice, psnr, ssim3d
 from revmed.models import build_discriminators, build_model, model_spec
+from revmed.nn import invertibility_error
+from revmed.precision import autocast, grad_scaler
 from revmed.segmentation import REGIONS, labels_to_regions
 
 #: The data range of images inside the network ([-1, 1]), for validation PSNR and SSIM.
@@ -180,16 +184,28 @@ class Trainer:
         preset: a resolved preset (``revmed.config.load_preset``).
         data_dir: a dataset folder or a ``revmed patchify`` folder.
         run_dir: the run folder (made if missing).
-        device: a torch device.
+        device: a torch device (with ``job``, its type: each process takes its own GPU).
         resume: continue from ``run_dir/last.pt``.
+        job: this process's place in a ``torchrun`` job (``Distributed.from_env()``), or None
+            for a single process; see ``revmed.engine.distributed``.
     """
 
     def __init__(self, preset: dict[str, Any], data_dir: str | Path, run_dir: str | Path,
-                 device: torch.device, resume: bool = False) -> None:
+                 device: torch.device, resume: bool = False,
+                 job: Distributed | None = None) -> None:
         self.segmentation = preset["train"]["objective"] == "segmentation"
         if not self.segmentation and preset["data"]["intensity"] != "window":
             raise ConfigError(f"preset {preset['name']}: key 'data.intensity': RevGAN needs a "
                               "fixed 'window' so outputs map back to the input's units")
+        self.job = job
+        self.is_main = job is None or job.is_main
+        if job is not None:
+            device = job.device_for(device)
+            if preset["train"]["batch_size"] % job.world_size:
+                raise ConfigError(f"train.batch_size {preset['train']['batch_size']} must be a "
+                                  f"multiple of the {job.world_size} processes: each takes an "
+                                  "equal slice of every batch")
+            job.join(device)
         self.preset, self.device = preset, device
         self.run_dir = Path(run_dir)
         self.train_cfg = preset["train"]
@@ -205,10 +221,24 @@ class Trainer:
         kind, kwargs = model_spec(preset)
         self.model_kind, self.model_kwargs = kind, kwargs
         self.model = build_model(kind, **kwargs).to(device)
-        self.objective = build_objective(self.train_cfg)
+        # the unpaired objective's image pools draw differently on each process
+        rank = job.rank if job is not None else 0
+        self.objective = build_objective({**self.train_cfg,
+                                          "seed": self.train_cfg["seed"] + 1000 * rank})
         self.use_gan = not self.segmentation and self.train_cfg["lambda_gan"] > 0
         self.critics = ({k: d.to(device) for k, d in build_discriminators(preset).items()}
                         if self.use_gan else {})
+        # each step's losses as one module call, which DDP wraps when there are several
+        # processes (the model and critics themselves stay unwrapped for saving and validation)
+        # (the objective's methods are looked up at each call)
+        self._generator_loss = wrap(
+            LossModule(self.model, lambda *a: self.objective.generator_step(*a), self.critics),
+            device, job)
+        self._critic_loss = (wrap(LossModule(nn.ModuleDict(self.critics),
+                                             lambda *a: self.objective.critic_step(*a)),
+                                  device, job)
+                             if self.use_gan else None)
+        self.scaler = grad_scaler(self.train_cfg["precision"], device)
         betas = tuple(self.train_cfg["betas"])
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=self.train_cfg["lr"],
                                       betas=betas)
@@ -227,11 +257,12 @@ class Trainer:
         self._val_samples: list[dict[str, np.ndarray]] | None = None
         if resume:
             self._restore(load_checkpoint(last, kind=self.model_kind))
-        else:
+        elif self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             with atomic_path(self.run_dir / "preset.toml") as tmp:
                 tmp.write_text(config.to_toml(preset))
-        self._tidy_run_dir()
+        if self.is_main:
+            self._tidy_run_dir()
         #: ``(epoch, step_in_epoch)`` of the state in ``last.pt`` (None: no last.pt yet).
         self._saved_at = (self.epoch, self.step_in_epoch) if resume else None
 
@@ -263,6 +294,11 @@ class Trainer:
                 record, stopped = self._fit_epoch(progress, requested, start, limit)
                 if stopped:
                     break
+        if self.job is not None:
+            weights = [*self.model.parameters(),
+                       *(p for c in self.critics.values() for p in c.parameters())]
+            record = {**record, "processes": self.job.world_size,
+                      "rank_weight_spread": self.job.spread(weights)}
         return record
 
     def _fit_epoch(self, progress, requested, start: float, limit: float):
@@ -273,7 +309,7 @@ class Trainer:
         patches = self.patches.epoch_patches(self.epoch)
         steps = max(1, len(patches["X"]) // self.train_cfg["batch_size"])
         done, sums = self.step_in_epoch, dict(self._epoch_sums)
-        stopped = False
+        stopped, last_batch = False, None
         safe = True  # the state is "`done` steps of this epoch taken, their losses in `sums`"
         self.model.train()
         try:
@@ -281,19 +317,22 @@ class Trainer:
                                                   self.train_cfg["batch_size"],
                                                   self.train_cfg["seed"], self.epoch,
                                                   self.device, skip=done), start=done + 1):
-                if requested():
+                if self._agree(requested())[0]:
                     raise KeyboardInterrupt
                 safe = False
-                logs = self._step(batch)
+                last_batch = batch if self.job is None else self.job.shard(batch)
+                logs = self._step(last_batch)
                 for key, value in logs.items():
                     sums[key] = sums.get(key, 0.0) + value
                 done = step
                 safe = True
                 if progress is not None:
                     progress(TrainEvent("step", self.epoch + 1, self.epochs, step, steps, logs))
-                if requested():
+                interrupt, time_up = self._agree(
+                    requested(), bool(limit) and time.monotonic() - start > limit)
+                if interrupt:
                     raise KeyboardInterrupt
-                if limit and time.monotonic() - start > limit:
+                if time_up:
                     stopped = True
                     break
         except KeyboardInterrupt:
@@ -310,9 +349,13 @@ class Trainer:
         self.epoch += 1
         record = {"epoch": self.epoch, "steps": step,
                   **{k: v / max(step, 1) for k, v in sums.items()},
-                  **self.validate(), "lr": self.opt_g.param_groups[0]["lr"],
+                  **({"core_recon_error": self.core_reconstruction_error(last_batch["X"][:1])}
+                     if last_batch is not None else {}),
+                  **(self.validate() if self.is_main else {}),
+                  "lr": self.opt_g.param_groups[0]["lr"],
                   "seconds": round(time.monotonic() - epoch_start, 3)}
-        self._save(record)
+        if self.is_main:
+            self._save(record)
         if progress is not None:
             try:
                 progress(TrainEvent("epoch", self.epoch, self.epochs, step, steps, record))
@@ -322,22 +365,41 @@ class Trainer:
             record["stopped_at_time_limit"] = True
         return record, stopped
 
+    def _agree(self, *flags: bool) -> list[bool]:
+        """``flags`` OR-ed over the processes of a job (as they are for a single process)."""
+        return list(flags) if self.job is None else self.job.any(*flags)
+
     def _step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One optimisation step on ``batch`` (this process's slice in a job); the logs are
+        averaged over the processes. Losses are computed under the preset's autocast."""
         for critic in self.critics.values():
             critic.requires_grad_(False)
-        loss, logs, fakes = self.objective.generator_step(self.model, self.critics, batch)
+        with self._autocast():
+            loss, logs, fakes = self._generator_loss(batch)
         self.opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_g.step()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt_g)
         if self.use_gan:
             for critic in self.critics.values():
                 critic.requires_grad_(True)
-            d_loss, d_logs = self.objective.critic_step(self.critics, batch, fakes)
+            with self._autocast():
+                d_loss, d_logs = self._critic_loss(batch, fakes)
             self.opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            self.opt_d.step()
+            self.scaler.scale(d_loss).backward()
+            self.scaler.step(self.opt_d)
             logs.update(d_logs)
-        return logs
+        self.scaler.update()
+        return logs if self.job is None else self.job.mean(logs)
+
+    def _autocast(self):
+        return autocast(self.train_cfg["precision"], self.device)
+
+    def core_reconstruction_error(self, x: torch.Tensor) -> float:
+        """``max |C^-1(C(h)) - h|`` of the invertible core on the features ``h`` of the input
+        batch ``x``, under the training precision: how exact the memory-free backward's
+        rebuilt activations are."""
+        with torch.no_grad(), self._autocast():
+            return invertibility_error(self.model.core, self.model.core_input(x))
 
     def validate(self) -> dict[str, float]:
         """Scores on the validation volumes: mean PSNR and SSIM of F in the network's [-1, 1]
@@ -354,7 +416,8 @@ class Trainer:
         for sample in self._val_samples:
             pred = sliding_window_predict(self.model, sample["X"], self.preset["patch"]["size"],
                                           infer["overlap"], infer["sw_batch_size"], self.device,
-                                          infer["blend"])
+                                          infer["blend"],
+                                          precision=self.train_cfg["precision"])
             if self.segmentation:
                 found = pred > 0.0  # sigmoid(logit) > 1/2
                 truth = labels_to_regions(sample["label"]) > 0.5
@@ -382,6 +445,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "best_score": self.best_score,
             "epoch_sums": dict(self._epoch_sums), "epoch_seconds": self._epoch_seconds,
+            "scaler": self.scaler.state_dict(),
         }
         if self.opt_d is not None:
             state["opt_d"] = self.opt_d.state_dict()
@@ -417,7 +481,7 @@ class Trainer:
     def _stop(self) -> NoReturn:
         """Save last.pt where the run stands (in the middle of an epoch, or at its start) unless
         it holds this very state already, then raise ``TrainingInterrupted``."""
-        if self._saved_at != (self.epoch, self.step_in_epoch):
+        if self.is_main and self._saved_at != (self.epoch, self.step_in_epoch):
             record = {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                       "interrupted": True}
             save_checkpoint(self.run_dir / "last.pt", self._payload(record))
@@ -455,6 +519,8 @@ class Trainer:
         for key, critic in self.critics.items():
             critic.load_state_dict(state["critics"][key])
         self.opt_g.load_state_dict(state["opt_g"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.sched_g.load_state_dict(state["sched_g"])
         if self.opt_d is not None and "opt_d" in state:
             self.opt_d.load_state_dict(state["opt_d"])

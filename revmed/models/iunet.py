@@ -265,6 +265,13 @@ class IUNet3D(nn.Module):
         """The size the core runs at for an input of ``size``."""
         return tuple(n + a + b for n, (a, b) in zip(size, self.padding(size)))
 
+    def core_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the core sees for ``x``: padded and lifted, ``(B, channels, D', H', W')``."""
+        pads = self.padding(x.shape[2:])
+        if any(a or b for a, b in pads):
+            x = F.pad(x, [p for pair in reversed(pads) for p in pair], mode="replicate")
+        return self.pre(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected (B, {self.in_channels}, D, H, W), got {tuple(x.shape)}")

@@ -102,6 +102,10 @@ class RevGAN3D(nn.Module):
     def depth(self) -> int:
         return len(self.core.blocks)
 
+    def core_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the core sees for a domain-X input: ``Enc_X(x)``, ``(B, width, D, H, W)``."""
+        return self.enc_x(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """F: domain X -> domain Y."""
         y = self.dec_y(self.core(self.enc_x(x)))

@@ -206,3 +206,15 @@ def test_bundled_ct_slice_stacked_into_a_series_matches_pydicom_hu(tmp_path):
     row_spacing, column_spacing = map(float, original.PixelSpacing)
     np.testing.assert_allclose(volume.spacing, [column_spacing, row_spacing, 3.0], atol=1e-5)
     assert volume.meta["units"] == "HU"
+
+
+def test_non_image_files_beside_the_series_are_ignored(tmp_path, write_ct_series):
+    folder = tmp_path / "with_extras"
+    stored = stored_values(seed=4)
+    write_ct_series(folder, stored, IOP, PIXEL_SPACING, positions())
+    (folder / "README.txt").write_text("exported by the PACS")
+    (folder / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)  # no image in it
+    (folder / "thumbs.db").write_bytes(b"\x89PNG\r\n\x1a\n")
+    volume = read_volume(folder)
+    assert volume.shape == (stored.shape[2], stored.shape[1], stored.shape[0])
+    np.testing.assert_array_equal(volume.array[0], np.transpose(stored, (2, 1, 0)) * 2.0 - 1024)

@@ -1,0 +1,86 @@
+"""`--precision`: bf16 (and fp16) autocast in training and inference on the CPU."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from revmed import config
+from revmed.data.synth import synthesize
+from revmed.engine.checkpoint import load_checkpoint
+from revmed.engine.trainer import Trainer
+from revmed.inference import Translator
+from revmed.io import Volume, make_affine, read_volume, write_volume
+
+TINY = ["patch.size=[16,16,16]", "patch.per_volume=4", "model.width=8", "model.depth=2",
+        "model.disc_width=4", "model.disc_layers=2", "train.batch_size=2", "train.epochs=1",
+        "train.time_limit=0"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("precision") / "data"
+    synthesize("chestct-sr", root, cases=3, seed=4, shape=(24, 24, 16))
+    return root
+
+
+def _train(data, run_dir, precision):
+    preset = config.load_preset("demo-sr", [*TINY, f"train.precision='{precision}'"])
+    trainer = Trainer(preset, data, run_dir, torch.device("cpu"))
+    return trainer, trainer.fit()
+
+
+def test_bf16_training_logs_a_larger_core_reconstruction_error(data, tmp_path):
+    _, fp32 = _train(data, tmp_path / "fp32", "fp32")
+    trainer, bf16 = _train(data, tmp_path / "bf16", "bf16")
+    for record in (fp32, bf16):
+        assert np.isfinite(record["g_loss"]) and np.isfinite(record["val_psnr"])
+    # float32 rebuilds the core's input to rounding; bfloat16 (8-bit mantissa) does not
+    assert fp32["core_recon_error"] < 1e-5
+    assert 1e-4 < bf16["core_recon_error"] < 0.5
+    logged = json.loads((tmp_path / "bf16" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert logged["core_recon_error"] == bf16["core_recon_error"]
+    # weights and the checkpoint stay float32; the preset records the precision
+    checkpoint = load_checkpoint(tmp_path / "bf16" / "last.pt")
+    assert all(v.dtype == torch.float32 for v in checkpoint["state"]["generator"].values()
+               if v.is_floating_point())
+    assert checkpoint["preset"]["train"]["precision"] == "bf16"
+    # the two runs really differ: autocast was on
+    a = load_checkpoint(tmp_path / "fp32" / "last.pt")["state"]["generator"]
+    b = checkpoint["state"]["generator"]
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fp16_training_uses_a_gradient_scaler_that_resume_restores(data, tmp_path):
+    trainer, record = _train(data, tmp_path / "fp16", "fp16")
+    assert trainer.scaler.is_enabled() and np.isfinite(record["g_loss"])
+    saved = load_checkpoint(tmp_path / "fp16" / "last.pt")["state"]["scaler"]
+    assert saved["scale"] > 0
+    preset = config.load_preset("demo-sr", [*TINY, "train.precision='fp16'", "train.epochs=2"])
+    resumed = Trainer(preset, data, tmp_path / "fp16", torch.device("cpu"), resume=True)
+    assert resumed.scaler.get_scale() == saved["scale"]
+
+
+def test_bf16_inference_is_close_to_fp32_and_not_identical(data, tmp_path, cli):
+    _train(data, tmp_path / "run", "fp32")
+    rng = np.random.default_rng(0)
+    volume = Volume(rng.uniform(-1000, 300, (1, 12, 12, 5)).astype(np.float32),
+                    make_affine([1.0, 1.0, 4.0]))
+    path = write_volume(volume, tmp_path / "lr.nii.gz")
+    model = tmp_path / "run" / "best.pt"
+    outputs = {}
+    for precision in ("fp32", "bf16"):
+        result = cli("infer", path, "-o", tmp_path / f"{precision}.nii.gz", "--model", model,
+                     "--precision", precision, "--quiet")
+        assert result.code == 0, result.err
+        outputs[precision] = read_volume(tmp_path / f"{precision}.nii.gz").array
+    direct = Translator.load(model).translate(read_volume(path), precision="bf16").array
+    np.testing.assert_array_equal(direct, outputs["bf16"])
+    difference = np.abs(outputs["bf16"] - outputs["fp32"])
+    assert 0 < difference.max() < 60.0  # HU, in a 1500 HU window
+    bad = cli("infer", path, "-o", tmp_path / "x.nii.gz", "--model", model, "--precision",
+              "fp8")
+    assert bad.code == 2 and "fp8" in bad.err
