@@ -46,6 +46,7 @@ from revmed.cli import (  # noqa: E402,F401
     demo_command,
     eval_command,
     model_commands,
+    plan_command,
     preset_commands,
 )
 

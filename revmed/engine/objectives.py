@@ -43,7 +43,7 @@ class ImagePool:
             return volumes
         out = []
         for volume in volumes.detach():
-            volume = volume[None]
+            volume = volume[None].clone()  # its own storage, not a view of the batch
             if len(self.items) < self.size:
                 self.items.append(volume)
                 out.append(volume)

@@ -155,3 +155,10 @@ def test_foreign_newer_and_other_kind_checkpoints(tmp_path):
         load_checkpoint(tmp_path / "new.pt", kind="iunet3d")
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_checkpoint(tmp_path / "absent.pt")
+
+
+def test_image_pool_items_do_not_keep_their_whole_batch_alive():
+    pool = ImagePool(4)
+    pool.query(torch.zeros(4, 1, 8, 8, 8))
+    for item in pool.items:
+        assert item.untyped_storage().nbytes() == item.numel() * item.element_size()
