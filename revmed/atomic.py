@@ -2,6 +2,8 @@
 
 A process killed half-way leaves at most a ``.NAME.tmp-*`` file behind, never a truncated file
 under the real name, because ``os.replace`` is atomic on POSIX and Windows within one folder.
+The data is flushed to disk (``fsync``) before the rename and the folder after it, so the same
+holds after a power loss.
 """
 
 from __future__ import annotations
@@ -25,6 +27,21 @@ def full_suffix(path: Path) -> str:
         if name.endswith(suffix):
             return path.name[-len(suffix):]
     return path.suffix
+
+
+def _sync(path: Path) -> None:
+    """Flush ``path`` (a file, or a folder's entries) to disk, so that a rename that survives a
+    power loss names complete data. Where a system cannot sync a folder, that part is skipped."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def check_output_folder(folder: str | os.PathLike) -> Path:
@@ -70,7 +87,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        _sync(tmp)
         os.replace(tmp, target)
+        _sync(folder)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

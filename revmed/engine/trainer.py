@@ -177,6 +177,33 @@ def _batches(patches: dict[str, np.ndarray], kind: str, batch_size: int, seed: i
         yield {k: v.to(device) for k, v in batch.items()}
 
 
+#: Preset keys a resumed run may change: how long it trains, and what does not shape training.
+RESUMABLE_KEYS = ("name", "base", "description", "data_dir", "synth", "train.epochs",
+                  "train.epochs_decay", "train.time_limit", "infer.")
+
+
+def _flatten(preset: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in preset.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _check_same_run(saved: dict[str, Any], preset: dict[str, Any], last: Path) -> None:
+    """Raise ``ConfigError`` when ``preset`` would train a different run than the one saved
+    in ``last``: another model, data mapping, patch sampling or optimisation."""
+    old, new = _flatten(saved), _flatten(preset)
+    for key in sorted(set(old) | set(new)):
+        if key.startswith(RESUMABLE_KEYS) or old.get(key) == new.get(key):
+            continue
+        raise ConfigError(f"{last}: the run was trained with {key} = {old.get(key)!r}, not "
+                          f"{new.get(key)!r}; resume with the same preset and --set values "
+                          f"(see {last.parent / 'preset.toml'})")
+
+
 class Trainer:
     """Trains the model a preset describes; see the module doc for the run folder.
 
@@ -256,7 +283,9 @@ class Trainer:
         self.val_kind, self.val_cases = validation_cases(self.patches.dataset_root)
         self._val_samples: list[dict[str, np.ndarray]] | None = None
         if resume:
-            self._restore(load_checkpoint(last, kind=self.model_kind))
+            checkpoint = load_checkpoint(last, kind=self.model_kind)
+            _check_same_run(checkpoint["preset"], preset, last)
+            self._restore(checkpoint)
         elif self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             with atomic_path(self.run_dir / "preset.toml") as tmp:

@@ -173,3 +173,18 @@ def test_each_revgan_preset_trains_and_infers_on_its_synthetic_data(cli, tmp_pat
     factor = 2 if task == "hcp-sr" else 1
     assert result_volume.channels == source.channels
     assert result_volume.shape == tuple(s * factor for s in source.shape)
+
+
+def test_resume_refuses_a_different_run_but_may_train_longer(cli, sr_data, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", "--preset", "demo-sr", "--data", sr_data, "--out", run, "--quiet",
+               *_set()).code == 0
+    before = (run / "last.pt").read_bytes()
+    other = cli("train", "--preset", "demo-sr", "--data", sr_data, "--out", run, "--resume",
+                "--quiet", *_set("model.width=6", "train.epochs=2"))
+    assert other.code == 2 and "model.width = 4, not 6" in other.err
+    assert "preset.toml" in other.err and (run / "last.pt").read_bytes() == before
+    longer = cli("train", "--preset", "demo-sr", "--data", sr_data, "--out", run, "--resume",
+                 "--quiet", *_set("train.epochs=2", "train.time_limit=600"))
+    assert longer.code == 0, longer.err
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2
