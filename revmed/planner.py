@@ -48,6 +48,7 @@ from typing import Any
 
 import torch
 
+from revmed.engine.step import TrainingStep, uses_critics
 from revmed.errors import ConfigError, InputError
 from revmed.memory import format_bytes
 
@@ -103,10 +104,6 @@ def with_depth(preset: dict[str, Any], depth: int) -> dict[str, Any]:
     changed = copy.deepcopy(preset)
     changed["model"][depth_key(preset)] = int(depth)
     return changed
-
-
-def uses_critics(preset: dict[str, Any]) -> bool:
-    return preset["train"]["objective"] != "segmentation" and preset["train"]["lambda_gan"] > 0
 
 
 def patch_multiple(preset: dict[str, Any]) -> int:
@@ -173,48 +170,14 @@ def synthetic_batch(preset: dict[str, Any], patch: Sequence[int], batch: int,
     return {k: v.to(device) for k, v in out.items()}
 
 
-class _Step:
-    """The model, critics, optimisers and objective of a preset, built as ``Trainer`` builds
-    them, and ``step(batch)``: one training step as ``Trainer._step`` takes it (one process)."""
+class _Step(TrainingStep):
+    """The trainer's own step (``revmed.engine.step``), seeded as the trainer seeds it, with
+    what the measurement needs to know of the tensors it holds."""
 
     def __init__(self, preset: dict[str, Any], device: torch.device) -> None:
-        from revmed.engine.objectives import build_objective
-        from revmed.models import build_discriminators, build_model, model_spec
-        from revmed.precision import autocast, grad_scaler
-
-        train = preset["train"]
-        torch.manual_seed(train["seed"])
-        kind, kwargs = model_spec(preset)
-        self.model = build_model(kind, **kwargs).to(device)
-        self.objective = build_objective(train)
-        self.critics = ({k: d.to(device) for k, d in build_discriminators(preset).items()}
-                        if uses_critics(preset) else {})
-        self.scaler = grad_scaler(train["precision"], device)
-        self.autocast = lambda: autocast(train["precision"], device)
-        betas = tuple(train["betas"])
-        self.opt_g = torch.optim.Adam(self.model.parameters(), lr=train["lr"], betas=betas)
-        critic_params = [p for d in self.critics.values() for p in d.parameters()]
-        self.opt_d = (torch.optim.Adam(critic_params, lr=train["lr"], betas=betas)
-                      if critic_params else None)
+        torch.manual_seed(preset["train"]["seed"])
+        super().__init__(preset, device)
         self.model.train()
-
-    def step(self, batch: dict[str, torch.Tensor]) -> None:
-        for critic in self.critics.values():
-            critic.requires_grad_(False)
-        with self.autocast():
-            loss, _, fakes = self.objective.generator_step(self.model, self.critics, batch)
-        self.opt_g.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.opt_g)
-        if self.opt_d is not None:
-            for critic in self.critics.values():
-                critic.requires_grad_(True)
-            with self.autocast():
-                d_loss, _ = self.objective.critic_step(self.critics, batch, fakes)
-            self.opt_d.zero_grad(set_to_none=True)
-            self.scaler.scale(d_loss).backward()
-            self.scaler.step(self.opt_d)
-        self.scaler.update()
 
     def pool_tensors(self) -> list[torch.Tensor]:
         pools = getattr(self.objective, "pools", {})

@@ -40,21 +40,18 @@ from typing import Any, NoReturn
 
 import numpy as np
 import torch
-from torch import nn
 
 from revmed import config
 from revmed.atomic import atomic_path
 from revmed.data.samples import SampleSpec, load_sample
 from revmed.data.training_patches import TrainingPatches, validation_cases
 from revmed.engine.checkpoint import load_checkpoint, save_checkpoint
-from revmed.engine.distributed import Distributed, LossModule, wrap
-from revmed.engine.objectives import build_objective
+from revmed.engine.distributed import Distributed
+from revmed.engine.step import TrainingStep
 from revmed.errors import ConfigError, InputError, OutputError
 from revmed.inference import sliding_window_predict
 from revmed.metrics import dice, psnr, ssim3d
-from revmed.models import build_discriminators, build_model, model_spec
 from revmed.nn import invertibility_error
-from revmed.precision import autocast, grad_scaler
 from revmed.segmentation import REGIONS, labels_to_regions
 
 #: The data range of images inside the network ([-1, 1]), for validation PSNR and SSIM.
@@ -245,33 +242,13 @@ class Trainer:
         _seed_everything(self.train_cfg["seed"])
         self.patches = TrainingPatches(data_dir, preset)
         self._check_kind(self.patches.kind)
-        kind, kwargs = model_spec(preset)
-        self.model_kind, self.model_kwargs = kind, kwargs
-        self.model = build_model(kind, **kwargs).to(device)
-        # the unpaired objective's image pools draw differently on each process
-        rank = job.rank if job is not None else 0
-        self.objective = build_objective({**self.train_cfg,
-                                          "seed": self.train_cfg["seed"] + 1000 * rank})
-        self.use_gan = not self.segmentation and self.train_cfg["lambda_gan"] > 0
-        self.critics = ({k: d.to(device) for k, d in build_discriminators(preset).items()}
-                        if self.use_gan else {})
-        # each step's losses as one module call, which DDP wraps when there are several
-        # processes (the model and critics themselves stay unwrapped for saving and validation)
-        # (the objective's methods are looked up at each call)
-        self._generator_loss = wrap(
-            LossModule(self.model, lambda *a: self.objective.generator_step(*a), self.critics),
-            device, job)
-        self._critic_loss = (wrap(LossModule(nn.ModuleDict(self.critics),
-                                             lambda *a: self.objective.critic_step(*a)),
-                                  device, job)
-                             if self.use_gan else None)
-        self.scaler = grad_scaler(self.train_cfg["precision"], device)
-        betas = tuple(self.train_cfg["betas"])
-        self.opt_g = torch.optim.Adam(self.model.parameters(), lr=self.train_cfg["lr"],
-                                      betas=betas)
-        critic_params = [p for d in self.critics.values() for p in d.parameters()]
-        self.opt_d = (torch.optim.Adam(critic_params, lr=self.train_cfg["lr"], betas=betas)
-                      if critic_params else None)
+        self.training = TrainingStep(preset, device, job)
+        # the parts, by their names (checkpoints, validation and tests use them)
+        self.model_kind, self.model_kwargs = self.training.model_kind, self.training.model_kwargs
+        self.model, self.critics = self.training.model, self.training.critics
+        self.objective, self.use_gan = self.training.objective, self.training.use_gan
+        self.opt_g, self.opt_d, self.scaler = (self.training.opt_g, self.training.opt_d,
+                                               self.training.scaler)
         decay = linear_decay(self.train_cfg["epochs"], self.train_cfg["epochs_decay"])
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, decay)
         self.sched_d = (torch.optim.lr_scheduler.LambdaLR(self.opt_d, decay)
@@ -350,7 +327,7 @@ class Trainer:
                     raise KeyboardInterrupt
                 safe = False
                 last_batch = batch if self.job is None else self.job.shard(batch)
-                logs = self._step(last_batch)
+                logs = self.training.step(last_batch)
                 for key, value in logs.items():
                     sums[key] = sums.get(key, 0.0) + value
                 done = step
@@ -379,7 +356,7 @@ class Trainer:
         record = {"epoch": self.epoch, "steps": step,
                   **{k: v / max(step, 1) for k, v in sums.items()},
                   **({"core_recon_error": self.core_reconstruction_error(last_batch["X"][:1])}
-                     if last_batch is not None else {}),
+                     if last_batch is not None and self.is_main else {}),
                   **(self.validate() if self.is_main else {}),
                   "lr": self.opt_g.param_groups[0]["lr"],
                   "seconds": round(time.monotonic() - epoch_start, 3)}
@@ -398,36 +375,11 @@ class Trainer:
         """``flags`` OR-ed over the processes of a job (as they are for a single process)."""
         return list(flags) if self.job is None else self.job.any(*flags)
 
-    def _step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """One optimisation step on ``batch`` (this process's slice in a job); the logs are
-        averaged over the processes. Losses are computed under the preset's autocast."""
-        for critic in self.critics.values():
-            critic.requires_grad_(False)
-        with self._autocast():
-            loss, logs, fakes = self._generator_loss(batch)
-        self.opt_g.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.opt_g)
-        if self.use_gan:
-            for critic in self.critics.values():
-                critic.requires_grad_(True)
-            with self._autocast():
-                d_loss, d_logs = self._critic_loss(batch, fakes)
-            self.opt_d.zero_grad(set_to_none=True)
-            self.scaler.scale(d_loss).backward()
-            self.scaler.step(self.opt_d)
-            logs.update(d_logs)
-        self.scaler.update()
-        return logs if self.job is None else self.job.mean(logs)
-
-    def _autocast(self):
-        return autocast(self.train_cfg["precision"], self.device)
-
     def core_reconstruction_error(self, x: torch.Tensor) -> float:
         """``max |C^-1(C(h)) - h|`` of the invertible core on the features ``h`` of the input
         batch ``x``, under the training precision: how exact the memory-free backward's
         rebuilt activations are."""
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad(), self.training.autocast():
             return invertibility_error(self.model.core, self.model.core_input(x))
 
     def validate(self) -> dict[str, float]:
