@@ -39,16 +39,10 @@ def read_sitk_file(path: Path) -> Volume:
     reader.SetFileName(str(path))
     reader.SetImageIO(io_name)
     try:
-        reader.ReadImageInformation()
-    except RuntimeError as exc:
-        raise InputError(
-            f"{path}: cannot read {fmt} file; it may be truncated or corrupt ({itk_reason(exc)})"
-        ) from exc
-    size = reader.GetSize()
-    require_memory(str(path), voxel_bytes(size, reader.GetNumberOfComponents()),
-                   f"its voxels ({'x'.join(map(str, size))}, "
-                   f"{reader.GetNumberOfComponents()} channel(s))")
-    try:
+        reader.ReadImageInformation()  # the header: refuse what cannot fit before reading voxels
+        size, channels = reader.GetSize(), reader.GetNumberOfComponents()
+        require_memory(str(path), voxel_bytes(size, channels),
+                       f"its voxels ({'x'.join(map(str, size))}, {channels} channel(s))")
         image = reader.Execute()
     except RuntimeError as exc:
         raise InputError(
