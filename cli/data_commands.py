@@ -18,6 +18,7 @@ from revmed.cli import output
 from revmed.cli.app import app
 from revmed.config import SYNTH_TASKS
 from revmed.errors import ConfigError
+from revmed.shapes import shape_text
 
 
 def _shape(text: Optional[str]) -> Optional[tuple[int, int, int]]:  # noqa: UP007
@@ -141,5 +142,5 @@ def patchify(
         output.emit_json(manifest)
     else:
         output.stdout().print(f"wrote {manifest['patches']} patches of "
-                              f"{'x'.join(map(str, manifest['patch_size']))} from "
+                              f"{shape_text(manifest['patch_size'])} from "
                               f"{len(manifest['shards'])} cases to {out_dir}")

@@ -33,6 +33,12 @@ def train(
     precision: Optional[str] = typer.Option(  # noqa: UP007
         None, "--precision", help="fp32, bf16 or fp16 autocast (default: the preset's "
         "train.precision)."),
+    compile_: Optional[bool] = typer.Option(  # noqa: UP007
+        None, "--compile/--no-compile", help="torch.compile the networks' plain sub-networks "
+        "(default: the preset's train.compile)."),
+    channels_last: Optional[bool] = typer.Option(  # noqa: UP007
+        None, "--channels-last/--no-channels-last", help="Weights and batches in "
+        "channels-last-3d order (default: the preset's train.channels_last)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     json_: bool = typer.Option(False, "--json", help="Print the last epoch's metrics as JSON."),
 ) -> None:
@@ -51,7 +57,8 @@ def train(
 
     job = Distributed.from_env()
     overrides = list(set_) + ([f"train.seed={seed}"] if seed is not None else []) + \
-        ([f"train.precision={precision!r}"] if precision is not None else [])
+        ([f"train.precision={precision!r}"] if precision is not None else []) + \
+        _flag_overrides("train", compile_, channels_last)
     resolved = config.load_preset(preset, overrides)
     data_dir = data if data is not None else Path(resolved["data_dir"])
     if out is None:
@@ -66,6 +73,7 @@ def train(
              *[a for item in set_ for a in ("--set", item)],
              *(["--seed", str(seed)] if seed is not None else []),
              *(["--precision", precision] if precision is not None else []),
+             *_flag_arguments(compile_, channels_last),
              *(["--device", device] if device != "auto" else []), "--resume"]
     again_text = " ".join(shlex.quote(a) for a in again)
     if job is not None:
@@ -107,6 +115,22 @@ def train(
                        if k.startswith("val_") and isinstance(v, float))
     output.stdout().print(f"trained {record.get('epoch', trainer.epoch)} epoch(s); "
                           f"{scores or 'no validation split'}; checkpoints in {out}")
+
+
+def _flag_overrides(section: str, compile_: Optional[bool],  # noqa: UP007
+                    channels_last: Optional[bool]) -> list[str]:  # noqa: UP007
+    """``--set`` items for the ``--compile`` and ``--channels-last`` choices that were given."""
+    given = {"compile": compile_, "channels_last": channels_last}
+    return [f"{section}.{key}={str(value).lower()}" for key, value in given.items()
+            if value is not None]
+
+
+def _flag_arguments(compile_: Optional[bool],  # noqa: UP007
+                    channels_last: Optional[bool]) -> list[str]:  # noqa: UP007
+    """The command-line flags that repeat the ``--compile`` and ``--channels-last`` choices."""
+    given = {"compile": compile_, "channels-last": channels_last}
+    return [f"--{'' if value else 'no-'}{flag}" for flag, value in given.items()
+            if value is not None]
 
 
 def _pick_model(model: Optional[Path]) -> Path:  # noqa: UP007
@@ -171,6 +195,12 @@ def infer(
     precision: Optional[str] = typer.Option(  # noqa: UP007
         None, "--precision", help="fp32, bf16 or fp16 autocast (default: the checkpoint "
         "preset's infer.precision)."),
+    compile_: Optional[bool] = typer.Option(  # noqa: UP007
+        None, "--compile/--no-compile", help="torch.compile the network's plain sub-networks "
+        "(default: the checkpoint preset's infer.compile)."),
+    channels_last: Optional[bool] = typer.Option(  # noqa: UP007
+        None, "--channels-last/--no-channels-last", help="Weights and windows in "
+        "channels-last-3d order (default: the checkpoint preset's infer.channels_last)."),
     series: Optional[str] = typer.Option(  # noqa: UP007
         None, "--series", help="SeriesInstanceUID, for a DICOM folder with several series."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
@@ -206,7 +236,8 @@ def infer(
     # an unwritable destination is reported before the model is loaded or any work is done
     check_output_folder(output_path if output_path.is_dir() else output_path.parent)
     checkpoint = _pick_model(model)
-    predictor = load_predictor(checkpoint, resolve_device(device))
+    predictor = load_predictor(checkpoint, resolve_device(device), compile=compile_,
+                               channels_last=channels_last)
     cases, batch = _cases(inputs, output_path, predictor.data.get("channels", []))
     if batch and output_path.exists() and not output_path.is_dir():
         raise OutputError(f"{output_path}: INPUT is a folder of cases, so the output must be "

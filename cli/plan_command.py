@@ -10,6 +10,7 @@ from rich.table import Table
 from revmed import config
 from revmed.cli import output
 from revmed.cli.app import app
+from revmed.shapes import shape_text
 
 
 @app.command("plan")
@@ -58,11 +59,8 @@ def plan(
 def _table(result) -> Table:
     from revmed.memory import format_bytes
 
-    def patch_text(patch) -> str:
-        return "x".join(str(n) for n in patch)
-
     model = result.model
-    sizes = ", ".join(f"{patch_text(m['patch'])} x {m['batch']}" for m in result.measurements)
+    sizes = ", ".join(f"{shape_text(m['patch'])} x {m['batch']}" for m in result.measurements)
     caption = [f"model: peak = {format_bytes(model['fixed'])} + 16 B x parameters + "
                f"{model['per_voxel']:.0f} B x batch x voxels"
                + (f" + image pool ({format_bytes(model['pool_bytes_at_preset'])} "
@@ -76,23 +74,23 @@ def _table(result) -> Table:
         table.add_column(name, justify="left" if name == "" else "right", no_wrap=True)
     now = result.preset_peak
     fits = "" if now["fits"] else " (does not fit)"
-    table.add_row("preset as it is", patch_text(now["patch"]), str(now["batch"]),
+    table.add_row("preset as it is", shape_text(now["patch"]), str(now["batch"]),
                   str(now["depth"]), f"{now['parameters']:,}",
                   format_bytes(now["peak"]) + fits)
     big = result.largest_patch
-    table.add_row("largest patch", patch_text(big["patch"]), str(now["batch"]),
+    table.add_row("largest patch", shape_text(big["patch"]), str(now["batch"]),
                   str(now["depth"]), f"{now['parameters']:,}", format_bytes(big["peak"]))
     b = result.largest_batch
-    table.add_row("largest batch", patch_text(now["patch"]),
+    table.add_row("largest batch", shape_text(now["patch"]),
                   str(b["batch"]) if b["batch"] else "none fits", str(now["depth"]),
                   f"{now['parameters']:,}", format_bytes(b["peak"]) if b["peak"] else "-")
     d = result.largest_depth
     if d is None:
-        table.add_row("largest depth", patch_text(now["patch"]), str(now["batch"]),
+        table.add_row("largest depth", shape_text(now["patch"]), str(now["batch"]),
                       "not predicted" if any("memory_saving" in n for n in result.notes)
                       else "none fits", "-", "-")
     else:
-        table.add_row("largest depth", patch_text(now["patch"]), str(now["batch"]),
+        table.add_row("largest depth", shape_text(now["patch"]), str(now["batch"]),
                       f"more than {d['depth']}" if d["capped"] else str(d["depth"]),
                       f"{d['parameters']:,}", format_bytes(d["peak"]))
     return table

@@ -182,12 +182,16 @@ SCHEMA: dict[str, dict[str, Key] | Key] = {
         "time_limit": Key(_number(0.0), 0.0, "stop after this many seconds (0: no limit)"),
         "precision": Key(_text(PRECISIONS), "fp32",
                          "autocast dtype of the forward passes (fp16 adds a gradient scaler)"),
+        "compile": Key(_flag, False, "torch.compile the networks' plain sub-networks"),
+        "channels_last": Key(_flag, False, "weights and batches in channels-last-3d order"),
     },
     "infer": {
         "overlap": Key(_number(0.0, 1.0, open_max=True), 0.5, "sliding-window overlap"),
         "sw_batch_size": Key(_integer(1), 1, "windows per forward pass"),
         "blend": Key(_text(("gaussian", "constant")), "gaussian", "how windows are blended"),
         "precision": Key(_text(PRECISIONS), "fp32", "autocast dtype of the network"),
+        "compile": Key(_flag, False, "torch.compile the network's plain sub-networks"),
+        "channels_last": Key(_flag, False, "weights and windows in channels-last-3d order"),
     },
 }
 

@@ -25,6 +25,7 @@ from revmed import metrics
 from revmed.atomic import atomic_path
 from revmed.data.layout import DICOM_SUFFIXES, case_name, volume_suffix
 from revmed.errors import ConfigError, InputError, OutputError
+from revmed.shapes import shape_text
 
 #: Baseline name -> ``revmed.resample.upsample`` mode ("tricubic" is the cubic B-spline).
 BASELINES = {"trilinear": "trilinear", "tricubic": "bspline"}
@@ -270,7 +271,7 @@ def match_cases(prediction: str | os.PathLike, reference: str | os.PathLike,
 
 def _shape_text(array: np.ndarray) -> str:
     c, *spatial = array.shape
-    return "x".join(map(str, spatial)) + (f" with {c} channels" if c > 1 else "")
+    return shape_text(spatial) + (f" with {c} channels" if c > 1 else "")
 
 
 def _spacing_text(spacing: np.ndarray) -> str:
@@ -314,10 +315,10 @@ def baseline_factors(low_res, ref) -> tuple[int, int, int]:
                          f"{_spacing_text(ref.spacing)}")
     expected = coarse_shape(ref.shape, factors)
     if tuple(low_res.shape) != expected:
-        raise InputError(f"{low_res.source}: input shape {'x'.join(map(str, low_res.shape))} "
-                         f"refined by {'x'.join(map(str, factors))} does not cover the reference "
-                         f"{ref.source} of shape {'x'.join(map(str, ref.shape))}; expected an "
-                         f"input of shape {'x'.join(map(str, expected))}")
+        raise InputError(f"{low_res.source}: input shape {shape_text(low_res.shape)} "
+                         f"refined by {shape_text(factors)} does not cover the reference "
+                         f"{ref.source} of shape {shape_text(ref.shape)}; expected an "
+                         f"input of shape {shape_text(expected)}")
     if low_res.channels != ref.channels:
         raise InputError(f"{low_res.source}: input has {low_res.channels} channels, the "
                          f"reference {ref.source} has {ref.channels}")

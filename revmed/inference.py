@@ -22,13 +22,16 @@ import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
+from revmed.compilation import check_compiler, compile_plain_parts
 from revmed.engine.checkpoint import load_checkpoint
 from revmed.errors import InputError
 from revmed.io import Volume, check_finite, zoom_affine
 from revmed.memory import require_memory, voxel_bytes
-from revmed.precision import autocast
+from revmed.memory_format import as_channels_last, to_channels_last
 from revmed.models import build_model
+from revmed.precision import autocast
 from revmed.resample import downsample, upsample
+from revmed.shapes import shape_text
 from revmed.transforms import denormalise, normalise
 
 
@@ -46,17 +49,20 @@ def sliding_window_predict(net: Callable[[torch.Tensor], torch.Tensor], image: n
                            sw_batch_size: int = 1, device: str | torch.device = "cpu",
                            blend: str = "gaussian",
                            progress: Callable[[int, int], None] | None = None,
-                           precision: str = "fp32") -> np.ndarray:
+                           precision: str = "fp32", channels_last: bool = False) -> np.ndarray:
     """Run ``net`` over ``image`` ``(C, I, J, K)`` window by window; returns ``(C', I, J, K)``.
 
-    Windows run on ``device`` under ``precision``'s autocast (``revmed.precision``); the image
-    and the blended output stay on the CPU, in float32.
+    Windows run on ``device`` under ``precision``'s autocast (``revmed.precision``), in
+    channels-last order with ``channels_last`` (``revmed.memory_format``); the image and the
+    blended output stay on the CPU, in float32.
     """
     total = math.ceil(window_count(image.shape[1:], roi_size, overlap) / sw_batch_size)
     done = 0
 
     def predictor(batch: torch.Tensor) -> torch.Tensor:
         nonlocal done
+        if channels_last:
+            batch = as_channels_last(batch)
         with autocast(precision, batch.device):
             out = net(batch).float()
         done += 1
@@ -82,19 +88,37 @@ class Translator:
     infer: dict[str, Any]
     source: str
     device: torch.device
+    channels_last: bool = False
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu"):
-        return cls.from_checkpoint(load_checkpoint(path, kind="revgan3d"), path, device)
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
+             compile: bool | None = None, channels_last: bool | None = None):
+        return cls.from_checkpoint(load_checkpoint(path, kind="revgan3d"), path, device,
+                                   compile=compile, channels_last=channels_last)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict[str, Any], path: str | os.PathLike,
-                        device: str | torch.device = "cpu"):
+                        device: str | torch.device = "cpu", compile: bool | None = None,
+                        channels_last: bool | None = None):
+        """The predictor of a loaded checkpoint on ``device``. ``compile`` and
+        ``channels_last`` (None: the checkpoint preset's ``[infer]`` values, off in
+        checkpoints older than those keys) compile the network's plain parts
+        (``revmed.compilation``) and run it in channels-last order."""
         model = build_model(checkpoint["model"]["kind"], **checkpoint["model"]["kwargs"])
         model.load_state_dict(checkpoint["state"]["generator"])
         device = torch.device(device)
-        return cls(model.to(device).eval(), checkpoint["data"], checkpoint["patch_size"],
-                   checkpoint["preset"]["infer"], str(path), device)
+        infer = checkpoint["preset"]["infer"]
+        compile = infer.get("compile", False) if compile is None else compile
+        channels_last = infer.get("channels_last", False) if channels_last is None \
+            else channels_last
+        model = model.to(device).eval()
+        if channels_last:
+            to_channels_last(model)
+        if compile:
+            check_compiler(device)
+            compile_plain_parts(model)
+        return cls(model, checkpoint["data"], checkpoint["patch_size"], infer, str(path),
+                   device, channels_last)
 
     output_dtype = np.float32
 
@@ -108,14 +132,34 @@ class Translator:
         out = self.data["in_channels"] if reverse else self.data["out_channels"]
         return voxel_bytes(grid, volume.channels + 3 * out + 2)
 
-    def _precision(self, precision: str | None) -> str:
-        # checkpoints written before the precision key existed ran in fp32
-        return precision or self.infer.get("precision", "fp32")
-
-    def _require_memory(self, volume: Volume, reverse: bool = False) -> None:
+    def _checked_input(self, volume: Volume, reverse: bool = False) -> np.ndarray:
+        """``volume``'s array in the network's range, after the checks every prediction
+        makes: the channel count the model expects (its input, or its output for
+        ``reverse``), memory for the whole inference, finite voxels."""
+        expected = self.data["out_channels"] if reverse else self.data["in_channels"]
+        if volume.channels != expected:
+            raise InputError(f"{volume.source}: has {volume.channels} channel(s); the model "
+                             f"({self.source}) expects {expected}")
         require_memory(volume.source or "volume", self.working_bytes(volume, reverse),
-                       f"inference on its {'x'.join(map(str, volume.shape))} grid and the "
+                       f"inference on its {shape_text(volume.shape)} grid and the "
                        "result")
+        check_finite(volume)
+        return normalise(volume.array, self.data["intensity"], self.data["window"])
+
+    def _windows(self, net: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray,
+                 overlap: float | None, sw_batch_size: int | None,
+                 progress: Callable[[int, int], None] | None,
+                 precision: str | None) -> np.ndarray:
+        """``sliding_window_predict`` of ``net`` on ``image`` with this predictor's device and
+        memory format; options left at None take the checkpoint preset's ``[infer]`` values
+        (fp32 for checkpoints older than the precision key)."""
+        infer = self.infer
+        return sliding_window_predict(
+            net, image, self.patch_size, infer["overlap"] if overlap is None else overlap,
+            infer["sw_batch_size"] if sw_batch_size is None else sw_batch_size, self.device,
+            blend=infer["blend"], progress=progress,
+            precision=precision or infer.get("precision", "fp32"),
+            channels_last=self.channels_last)
 
     def predict(self, volume: Volume, reverse: bool = False, **options) -> Volume:
         return self.translate(volume, reverse=reverse, **options)
@@ -129,16 +173,8 @@ class Translator:
         ``overlap``, ``sw_batch_size`` and ``precision`` default to the checkpoint preset's
         ``[infer]`` values.
         """
-        overlap = self.infer["overlap"] if overlap is None else overlap
-        sw_batch_size = self.infer["sw_batch_size"] if sw_batch_size is None else sw_batch_size
         data = self.data
-        expected = data["out_channels"] if reverse else data["in_channels"]
-        if volume.channels != expected:
-            raise InputError(f"{volume.source}: has {volume.channels} channel(s); the model "
-                             f"({self.source}) expects {expected}")
-        self._require_memory(volume, reverse)
-        check_finite(volume)
-        image = normalise(volume.array, data["intensity"], data["window"])
+        image = self._checked_input(volume, reverse)
         factors = list(data["sr_factors"])
         sr = factors != [1, 1, 1]
         affine = volume.affine
@@ -146,9 +182,7 @@ class Translator:
             image = upsample(image, factors, data["sr_upsample"])
             affine = zoom_affine(volume.affine, factors)
         net = self.model.reverse if reverse else self.model
-        out = sliding_window_predict(net, image, self.patch_size, overlap, sw_batch_size,
-                                     self.device, blend=self.infer["blend"], progress=progress,
-                                     precision=self._precision(precision))
+        out = self._windows(net, image, overlap, sw_batch_size, progress, precision)
         if sr and reverse:
             out = downsample(out, factors)
             affine = zoom_affine(volume.affine, [1.0 / f for f in factors])
@@ -175,18 +209,8 @@ class Segmenter(Translator):
         """Label map ``(1, I, J, K)`` uint8 of ``volume`` ``(C, I, J, K)``, in its geometry."""
         from revmed.segmentation import regions_to_labels
 
-        if volume.channels != self.data["in_channels"]:
-            raise InputError(f"{volume.source}: has {volume.channels} channel(s); the model "
-                             f"({self.source}) expects {self.data['in_channels']}")
-        self._require_memory(volume)
-        check_finite(volume)
-        image = normalise(volume.array, self.data["intensity"], self.data["window"])
-        logits = sliding_window_predict(
-            self.model, image, self.patch_size,
-            self.infer["overlap"] if overlap is None else overlap,
-            self.infer["sw_batch_size"] if sw_batch_size is None else sw_batch_size,
-            self.device, blend=self.infer["blend"], progress=progress,
-            precision=self._precision(precision))
+        image = self._checked_input(volume)
+        logits = self._windows(self.model, image, overlap, sw_batch_size, progress, precision)
         labels = regions_to_labels(logits > 0.0)
         return Volume(labels.astype(np.float32), volume.affine, source=volume.source,
                       meta={"units": "label"})
@@ -195,13 +219,16 @@ class Segmenter(Translator):
 PREDICTORS = {"revgan3d": Translator, "iunet3d": Segmenter}
 
 
-def load_predictor(path: str | os.PathLike, device: str | torch.device = "cpu") -> Translator:
-    """The ``Translator`` or ``Segmenter`` for the checkpoint at ``path``."""
+def load_predictor(path: str | os.PathLike, device: str | torch.device = "cpu",
+                   compile: bool | None = None, channels_last: bool | None = None) -> Translator:
+    """The ``Translator`` or ``Segmenter`` for the checkpoint at ``path`` (``compile`` and
+    ``channels_last``: see ``Translator.from_checkpoint``)."""
     checkpoint = load_checkpoint(path)
     kind = checkpoint["model"]["kind"]
     if kind not in PREDICTORS:
         raise InputError(f"{path}: no inference for {kind} models")
-    return PREDICTORS[kind].from_checkpoint(checkpoint, path, device)
+    return PREDICTORS[kind].from_checkpoint(checkpoint, path, device, compile=compile,
+                                            channels_last=channels_last)
 
 
 def newest_checkpoint(runs_dir: str | os.PathLike = "runs") -> Path | None:

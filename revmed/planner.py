@@ -51,6 +51,7 @@ import torch
 from revmed.engine.step import TrainingStep, uses_critics
 from revmed.errors import ConfigError, InputError
 from revmed.memory import format_bytes
+from revmed.shapes import shape_text
 
 #: Bytes one float32 parameter costs while training with Adam: weight, gradient, two moments.
 BYTES_PER_PARAMETER = 16
@@ -285,7 +286,7 @@ def measure_step(preset: dict[str, Any], patch: Sequence[int], batch: int,
                           capture_output=True, text=True, env=env, cwd=home)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
-        raise RuntimeError(f"measuring {preset['name']} at {_patch_text(patch)} x {batch} "
+        raise RuntimeError(f"measuring {preset['name']} at {shape_text(patch)} x {batch} "
                            f"failed: {tail}")
     return Measurement(**json.loads(done.stdout.strip().splitlines()[-1]))
 
@@ -348,10 +349,6 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _patch_text(patch: Sequence[int]) -> str:
-    return "x".join(str(n) for n in patch)
 
 
 def fit_edges(preset: dict[str, Any], count: int = 3) -> list[int]:

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from revmed.errors import InputError
+from revmed.shapes import shape_text
 
 try:  # Python >= 3.11
     import tomllib
@@ -408,7 +409,7 @@ class Geometry:
     channels: int
 
     def describe(self) -> str:
-        return (f"shape {'x'.join(str(s) for s in self.shape)}, spacing "
+        return (f"shape {shape_text(self.shape)}, spacing "
                 f"{'x'.join(f'{s:g}' for s in self.spacing)} mm")
 
     def same_grid(self, other: Geometry) -> bool:

@@ -23,6 +23,7 @@ from revmed.atomic import atomic_path
 from revmed.data.layout import load_dataset
 from revmed.data.samples import SampleSpec, load_sample
 from revmed.errors import InputError, OutputError
+from revmed.shapes import shape_text
 
 MANIFEST = "manifest.json"
 FORMAT = "revmed-patches"
@@ -126,8 +127,8 @@ def _check_grid_fits(case, sample: dict[str, np.ndarray], patch: dict[str, Any])
     if any(p > s for p, s in zip(patch["size"], shape)):
         source = (case.inputs or [case.target])[0]
         raise InputError(
-            f"{source}: the volume on the training grid is {'x'.join(map(str, shape))}, smaller "
-            f"than patch.size {'x'.join(map(str, patch['size']))} of the grid sampler; use a "
+            f"{source}: the volume on the training grid is {shape_text(shape)}, smaller "
+            f"than patch.size {shape_text(patch['size'])} of the grid sampler; use a "
             "smaller patch.size or patch.sampler='random' (which pads)")
 
 

@@ -28,6 +28,7 @@ from revmed.data.phantom_ct import chest_ct_kernels, chest_ct_sr
 from revmed.data.phantom_fields import centred_affine
 from revmed.errors import InputError, OutputError
 from revmed.io import Volume, write_volume
+from revmed.shapes import shape_text
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ def _check_args(task: str, cases: int, seed: int, shape) -> tuple[SynthTask, tup
 def _manifest_text(spec: SynthTask, seed: int, cases: int, shape) -> str:
     """``dataset.toml`` contents (JSON strings are valid TOML basic strings for ASCII text)."""
     description = (f"{spec.description}; written by `revmed synth {spec.name}` "
-                   f"(seed {seed}, {cases} cases, grid {'x'.join(map(str, shape))})")
+                   f"(seed {seed}, {cases} cases, grid {shape_text(shape)})")
     channels = ", ".join(json.dumps(c) for c in spec.channels)
     return (f"kind = {json.dumps(spec.kind)}\n"
             f"channels = [{channels}]\n"

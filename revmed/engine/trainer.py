@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import signal
 import threading
 import time
@@ -48,7 +49,7 @@ from revmed.data.training_patches import TrainingPatches, validation_cases
 from revmed.engine.checkpoint import load_checkpoint, save_checkpoint
 from revmed.engine.distributed import Distributed
 from revmed.engine.step import TrainingStep
-from revmed.errors import ConfigError, InputError, OutputError
+from revmed.errors import ConfigError, InputError, OutputError, RevmedError
 from revmed.inference import sliding_window_predict
 from revmed.metrics import dice, psnr, ssim3d
 from revmed.nn import invertibility_error
@@ -72,6 +73,11 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, checkpoint: Path, epoch: int, step: int) -> None:
         super().__init__(f"training interrupted: saved {checkpoint} at epoch {epoch} step {step}")
         self.checkpoint, self.epoch, self.step = checkpoint, epoch, step
+
+
+class TrainingDiverged(RevmedError):
+    """A training step gave a NaN or infinite loss. The state after it is not saved; the run
+    folder keeps its last checkpoint, whose losses were finite."""
 
 
 @contextlib.contextmanager
@@ -176,7 +182,8 @@ def _batches(patches: dict[str, np.ndarray], kind: str, batch_size: int, seed: i
 
 #: Preset keys a resumed run may change: how long it trains, and what does not shape training.
 RESUMABLE_KEYS = ("name", "base", "description", "data_dir", "synth", "train.epochs",
-                  "train.epochs_decay", "train.time_limit", "infer.")
+                  "train.epochs_decay", "train.time_limit", "train.compile",
+                  "train.channels_last", "infer.")
 
 
 def _flatten(preset: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -328,6 +335,8 @@ class Trainer:
                 safe = False
                 last_batch = batch if self.job is None else self.job.shard(batch)
                 logs = self.training.step(last_batch)
+                if not all(math.isfinite(v) for v in logs.values()):
+                    self._diverged(logs, step)
                 for key, value in logs.items():
                     sums[key] = sums.get(key, 0.0) + value
                 done = step
@@ -371,6 +380,23 @@ class Trainer:
             record["stopped_at_time_limit"] = True
         return record, stopped
 
+    def _diverged(self, logs: dict[str, float], step: int) -> NoReturn:
+        """Raise ``TrainingDiverged`` for the non-finite ``logs`` of ``step`` (the processes of
+        a job all see the same averaged losses, so they all stop here)."""
+        bad = ", ".join(f"{k} = {v}" for k, v in logs.items() if not math.isfinite(v))
+        last = self.run_dir / "last.pt"
+        if self._saved_at is None:
+            kept = "nothing was saved yet"
+        elif self._saved_at[1] == 0:
+            kept = f"{last} keeps the state after epoch {self._saved_at[0]}"
+        else:
+            kept = f"{last} keeps epoch {self._saved_at[0] + 1} up to step {self._saved_at[1]}"
+        precision = self.train_cfg["precision"]
+        hint = "" if precision == "fp32" else f" or --precision fp32 (it was {precision})"
+        raise TrainingDiverged(
+            f"{self.run_dir}: training diverged at epoch {self.epoch + 1} step {step}: {bad}; "
+            f"{kept}; try a lower train.lr{hint}")
+
     def _agree(self, *flags: bool) -> list[bool]:
         """``flags`` OR-ed over the processes of a job (as they are for a single process)."""
         return list(flags) if self.job is None else self.job.any(*flags)
@@ -398,7 +424,8 @@ class Trainer:
             pred = sliding_window_predict(self.model, sample["X"], self.preset["patch"]["size"],
                                           infer["overlap"], infer["sw_batch_size"], self.device,
                                           infer["blend"],
-                                          precision=self.train_cfg["precision"])
+                                          precision=self.train_cfg["precision"],
+                                          channels_last=self.train_cfg["channels_last"])
             if self.segmentation:
                 found = pred > 0.0  # sigmoid(logit) > 1/2
                 truth = labels_to_regions(sample["label"]) > 0.5

@@ -19,6 +19,7 @@ from revmed.io.checks import cast_for_writing, check_spatial_shape
 from revmed.io.messages import exception_reason
 from revmed.io.volume import Volume
 from revmed.memory import require_memory, voxel_bytes
+from revmed.shapes import shape_text
 
 
 def read_nifti(path: Path) -> Volume:
@@ -50,7 +51,7 @@ def read_nifti(path: Path) -> Volume:
     if np.dtype(image.get_data_dtype()).kind not in "biuf":
         raise InputError(f"{path}: unsupported NIfTI voxel type {image.get_data_dtype()}")
     require_memory(str(path), voxel_bytes(spatial, channels),
-                   f"its voxels ({'x'.join(map(str, spatial))}, {channels} channel(s))")
+                   f"its voxels ({shape_text(spatial)}, {channels} channel(s))")
     try:
         # nibabel loads lazily: reading the voxels here makes a truncated or corrupt file fail
         # now, with its name, rather than somewhere inside training.

@@ -17,6 +17,7 @@ from revmed.io.messages import itk_reason
 from revmed.io.sitk_convert import sitk_from_volume, volume_from_sitk
 from revmed.io.volume import Volume
 from revmed.memory import require_memory, voxel_bytes
+from revmed.shapes import shape_text
 
 #: suffix -> (ITK ImageIO class, format name for messages; lower case in ``Volume.meta``)
 READ_FORMATS = {
@@ -42,7 +43,7 @@ def read_sitk_file(path: Path) -> Volume:
         reader.ReadImageInformation()  # the header: refuse what cannot fit before reading voxels
         size, channels = reader.GetSize(), reader.GetNumberOfComponents()
         require_memory(str(path), voxel_bytes(size, channels),
-                       f"its voxels ({'x'.join(map(str, size))}, {channels} channel(s))")
+                       f"its voxels ({shape_text(size)}, {channels} channel(s))")
         image = reader.Execute()
     except RuntimeError as exc:
         raise InputError(

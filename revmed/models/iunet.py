@@ -57,6 +57,7 @@ from torch import nn
 
 from revmed.nn import (AdditiveCoupling, Inverted, OrthogonalResampling3d, ReversibleSequence,
                        concat_channels, split_channels)
+from revmed.shapes import shape_text
 
 #: Fraction of the channels that is downsampled at each split (3D, Remark 7 of the paper).
 SPLIT_FRACTION = 4  # one in four
@@ -87,10 +88,6 @@ def coupling(channels: int) -> AdditiveCoupling:
     first = channels - channels // 2  # AdditiveCoupling gives the odd channel to x1
     return AdditiveCoupling(coupling_subnet(channels // 2, first),
                             coupling_subnet(first, channels // 2))
-
-
-def _shape(size: Sequence[int]) -> str:
-    return "x".join(str(n) for n in size)
 
 
 class IUNetCore(nn.Module):
@@ -168,7 +165,7 @@ class IUNetCore(nn.Module):
         if x.dim() != 5 or x.shape[1] != self.channels:
             raise ValueError(f"expected (B, {self.channels}, D, H, W), got {tuple(x.shape)}")
         if any(n % self.multiple for n in x.shape[2:]):
-            raise ValueError(f"spatial size {_shape(x.shape[2:])} is not a multiple of "
+            raise ValueError(f"spatial size {shape_text(x.shape[2:])} is not a multiple of "
                              f"{self.multiple} per axis ({self.scales} scales); pad it first")
 
     @staticmethod
@@ -319,14 +316,14 @@ class IUNet3D(nn.Module):
                  f"per scale and side, memory saving {saving}"]
         if size is not None:
             padded = self.padded_size(size)
-            note = (f" (padded to {_shape(padded)}, a multiple of {self.core.multiple})"
+            note = (f" (padded to {shape_text(padded)}, a multiple of {self.core.multiple})"
                     if tuple(padded) != tuple(size) else "")
-            lines.append(f"input {_shape(size)}{note}")
-            lines.append("scales: " + " -> ".join(f"{r['channels']}@{_shape(r['size'])}"
+            lines.append(f"input {shape_text(size)}{note}")
+            lines.append("scales: " + " -> ".join(f"{r['channels']}@{shape_text(r['size'])}"
                                                   for r in rows))
         lines.append("scale  channels  resolution        skip  downsampled")
         for r in rows:
-            res = _shape(r["size"]) if r["size"] is not None else f"1/{2 ** r['scale']}"
+            res = shape_text(r["size"]) if r["size"] is not None else f"1/{2 ** r['scale']}"
             skip = str(r["skip"]) if r["skip"] else "-"
             down = (f"{r['downsampled']} -> {2 * r['channels']}" if r["downsampled"] else "-")
             lines.append(f"{r['scale']:>5}  {r['channels']:>8}  {res:<16}  {skip:>4}  {down}")

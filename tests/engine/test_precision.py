@@ -9,33 +9,21 @@ import pytest
 import torch
 
 from revmed import config
-from revmed.data.synth import synthesize
 from revmed.engine.checkpoint import load_checkpoint
 from revmed.engine.trainer import Trainer
 from revmed.inference import Translator
-from revmed.io import Volume, make_affine, read_volume, write_volume
+from revmed.io import read_volume
 
-TINY = ["patch.size=[16,16,16]", "patch.per_volume=4", "model.width=8", "model.depth=2",
-        "model.disc_width=4", "model.disc_layers=2", "train.batch_size=2", "train.epochs=1",
-        "train.time_limit=0"]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("precision") / "data"
-    synthesize("chestct-sr", root, cases=3, seed=4, shape=(24, 24, 16))
-    return root
-
-
-def _train(data, run_dir, precision):
-    preset = config.load_preset("demo-sr", [*TINY, f"train.precision='{precision}'"])
+def _train(data, tiny, run_dir, precision):
+    preset = config.load_preset("demo-sr", [*tiny, f"train.precision='{precision}'"])
     trainer = Trainer(preset, data, run_dir, torch.device("cpu"))
     return trainer, trainer.fit()
 
 
-def test_bf16_training_logs_a_larger_core_reconstruction_error(data, tmp_path):
-    _, fp32 = _train(data, tmp_path / "fp32", "fp32")
-    trainer, bf16 = _train(data, tmp_path / "bf16", "bf16")
+def test_bf16_training_logs_a_larger_core_reconstruction_error(sr_data, tiny_sr,
+                                                               tmp_path):
+    _, fp32 = _train(sr_data, tiny_sr, tmp_path / "fp32", "fp32")
+    trainer, bf16 = _train(sr_data, tiny_sr, tmp_path / "bf16", "bf16")
     for record in (fp32, bf16):
         assert np.isfinite(record["g_loss"]) and np.isfinite(record["val_psnr"])
     # float32 rebuilds the core's input to rounding; bfloat16 (8-bit mantissa) does not
@@ -54,23 +42,21 @@ def test_bf16_training_logs_a_larger_core_reconstruction_error(data, tmp_path):
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
-def test_fp16_training_uses_a_gradient_scaler_that_resume_restores(data, tmp_path):
-    trainer, record = _train(data, tmp_path / "fp16", "fp16")
+def test_fp16_training_uses_a_gradient_scaler_that_resume_restores(sr_data, tiny_sr,
+                                                                  tmp_path):
+    trainer, record = _train(sr_data, tiny_sr, tmp_path / "fp16", "fp16")
     assert trainer.scaler.is_enabled() and np.isfinite(record["g_loss"])
     saved = load_checkpoint(tmp_path / "fp16" / "last.pt")["state"]["scaler"]
     assert saved["scale"] > 0
-    preset = config.load_preset("demo-sr", [*TINY, "train.precision='fp16'", "train.epochs=2"])
-    resumed = Trainer(preset, data, tmp_path / "fp16", torch.device("cpu"), resume=True)
+    preset = config.load_preset("demo-sr", [*tiny_sr, "train.precision='fp16'",
+                                            "train.epochs=2"])
+    resumed = Trainer(preset, sr_data, tmp_path / "fp16", torch.device("cpu"), resume=True)
     assert resumed.scaler.get_scale() == saved["scale"]
 
 
-def test_bf16_inference_is_close_to_fp32_and_not_identical(data, tmp_path, cli):
-    _train(data, tmp_path / "run", "fp32")
-    rng = np.random.default_rng(0)
-    volume = Volume(rng.uniform(-1000, 300, (1, 12, 12, 5)).astype(np.float32),
-                    make_affine([1.0, 1.0, 4.0]))
-    path = write_volume(volume, tmp_path / "lr.nii.gz")
-    model = tmp_path / "run" / "best.pt"
+def test_bf16_inference_is_close_to_fp32_and_not_identical(sr_model, lr_scan, tmp_path,
+                                                           cli):
+    path, model = lr_scan, sr_model
     outputs = {}
     for precision in ("fp32", "bf16"):
         result = cli("infer", path, "-o", tmp_path / f"{precision}.nii.gz", "--model", model,
@@ -84,3 +70,22 @@ def test_bf16_inference_is_close_to_fp32_and_not_identical(data, tmp_path, cli):
     bad = cli("infer", path, "-o", tmp_path / "x.nii.gz", "--model", model, "--precision",
               "fp8")
     assert bad.code == 2 and "fp8" in bad.err
+
+
+def test_bf16_on_the_cpu_refuses_an_iunet_scale_two_voxels_deep():
+    """PyTorch's CPU bf16 convolution gives wrong weight gradients on grids 2 voxels deep;
+    such an iUNet run is refused up front, and the grids around it are not."""
+    from revmed.engine.step import TrainingStep
+    from revmed.errors import ConfigError
+
+    def step(patch, precision):
+        preset = config.load_preset("brats-seg", [
+            f"patch.size={patch}", "model.width=8", f"train.precision='{precision}'"])
+        return TrainingStep(preset, torch.device("cpu"))
+
+    # 5 scales: 32 -> 16, 8, 4, 2, 1 and 16 (padded to 16) -> 16, 8, 4, 2, 1
+    for patch in ("[32,48,48]", "[16,64,64]"):
+        with pytest.raises(ConfigError, match="2 voxels deep.*at least 48 deep"):
+            step(patch, "bf16")
+    step("[48,32,32]", "bf16")  # 48, 24, 12, 6, 3; the other axes are not affected
+    step("[32,48,48]", "fp32")
