@@ -22,8 +22,17 @@ FORMAT = torch.channels_last_3d
 
 def to_channels_last(module: nn.Module) -> nn.Module:
     """``module`` with its 5D parameters and buffers (convolution weights) in channels-last
-    order, in place; returns it."""
-    return module.to(memory_format=FORMAT)
+    order, in place; returns it.
+
+    A tensor already contiguous in that order is left alone, even when its strides differ
+    from what ``module.to(memory_format=...)`` would give it: for a weight such as
+    ``(1, C, 1, 1, 1)`` both orders hold the same bytes, and restriding it would only make
+    its strides differ from those of its gradient, which DistributedDataParallel warns about.
+    """
+    for tensor in (*module.parameters(), *module.buffers()):
+        if tensor.dim() == 5 and not tensor.is_contiguous(memory_format=FORMAT):
+            tensor.data = tensor.data.contiguous(memory_format=FORMAT)
+    return module
 
 
 def as_channels_last(x: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -358,9 +359,14 @@ class Trainer:
             self._stop()
         step = done
         self.step_in_epoch, self._epoch_sums, self._epoch_seconds = 0, {}, 0.0
-        self.sched_g.step()
-        if self.sched_d is not None:
-            self.sched_d.step()
+        with warnings.catch_warnings():
+            # fp16's gradient scaler may have skipped every optimiser step of an epoch while it
+            # finds its scale; PyTorch then warns that the schedule steps first. The epoch ran
+            # at its own rate all the same, and the schedule counts epochs, not steps.
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler")
+            self.sched_g.step()
+            if self.sched_d is not None:
+                self.sched_d.step()
         self.epoch += 1
         record = {"epoch": self.epoch, "steps": step,
                   **{k: v / max(step, 1) for k, v in sums.items()},

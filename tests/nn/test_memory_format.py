@@ -68,3 +68,15 @@ def test_iunet_in_channels_last_matches_the_default_layout(assert_grads_close):
         loss = model(inputs).square().mean()
         grads.append(torch.autograd.grad(loss, [inputs, *model.parameters()]))
     assert_grads_close(grads[0], grads[1])
+
+
+def test_gradients_keep_the_strides_of_their_parameters():
+    """DistributedDataParallel expects every gradient laid out like its parameter; a
+    ``(1, C, 1, 1, 1)`` decoder weight, whose two layouts hold the same bytes, is left as it
+    was, so its gradient matches it too."""
+    model = to_channels_last(RevGAN3D(width=8, depth=1))
+    assert model.dec_y.weight.stride() == (8, 1, 1, 1, 1)  # not restrided to (8, 1, 8, 8, 8)
+    x = as_channels_last(torch.randn(2, 1, 8, 8, 8))
+    (model(x).square().mean() + model.reverse(x).abs().mean()).backward()
+    for name, p in model.named_parameters():
+        assert p.grad.stride() == p.stride(), name
