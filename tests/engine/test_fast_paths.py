@@ -41,7 +41,7 @@ def _train(cli, data, tiny, run_dir, *flags):
 
 def test_compiled_channels_last_training_matches_a_plain_run(sr_data, tiny_sr, tmp_path,
                                                              cli, compiled_graphs):
-    plain = _train(cli, sr_data, tiny_sr, tmp_path / "plain")
+    plain = _train(cli, sr_data, tiny_sr, tmp_path / "plain", "--no-channels-last")
     assert compiled_graphs() == 0
     fast = _train(cli, sr_data, tiny_sr, tmp_path / "fast", "--compile", "--channels-last")
     assert compiled_graphs() >= 6  # generator and critic parts, training and validation
@@ -52,10 +52,12 @@ def test_compiled_channels_last_training_matches_a_plain_run(sr_data, tiny_sr, t
     saved = load_checkpoint(tmp_path / "fast" / "last.pt")
     reference = load_checkpoint(tmp_path / "plain" / "last.pt")
     assert saved["preset"]["train"]["compile"] and saved["preset"]["train"]["channels_last"]
+    assert not reference["preset"]["train"]["channels_last"]
     for part in ("generator", "critics"):  # same names, so either loads into a plain model
         assert list(saved["state"][part]) == list(reference["state"][part])
     # how the networks run may change on resume; what they compute may not
-    preset = config.load_preset("demo-sr", [*tiny_sr, "train.epochs=2", "train.compile=false"])
+    preset = config.load_preset("demo-sr", [*tiny_sr, "train.epochs=2", "train.compile=false",
+                                            "train.channels_last=false"])
     resumed = Trainer(preset, sr_data, tmp_path / "fast", torch.device("cpu"), resume=True)
     assert resumed.epoch == 1 and resumed.training.channels_last is False
     record = resumed.fit()
