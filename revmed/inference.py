@@ -93,7 +93,7 @@ class Translator:
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
              compile: bool | None = None, channels_last: bool | None = None):
-        return cls.from_checkpoint(load_checkpoint(path, kind="revgan3d"), path, device,
+        return cls.from_checkpoint(load_checkpoint(path, kind=cls.model_kind), path, device,
                                    compile=compile, channels_last=channels_last)
 
     @classmethod
@@ -120,6 +120,8 @@ class Translator:
         return cls(model, checkpoint["data"], checkpoint["patch_size"], infer, str(path),
                    device, channels_last)
 
+    #: The model family of the checkpoints this predictor runs.
+    model_kind = "revgan3d"
     output_dtype = np.float32
 
     def working_bytes(self, volume: Volume, reverse: bool = False) -> int:
@@ -195,6 +197,7 @@ class Translator:
 class Segmenter(Translator):
     """A trained segmentation network: volume in, BraTS label map out (same grid)."""
 
+    model_kind = "iunet3d"
     output_dtype = np.uint8
 
     def predict(self, volume: Volume, reverse: bool = False, **options) -> Volume:
@@ -216,7 +219,7 @@ class Segmenter(Translator):
                       meta={"units": "label"})
 
 
-PREDICTORS = {"revgan3d": Translator, "iunet3d": Segmenter}
+PREDICTORS = {cls.model_kind: cls for cls in (Translator, Segmenter)}
 
 
 def load_predictor(path: str | os.PathLike, device: str | torch.device = "cpu",

@@ -92,3 +92,21 @@ def test_eval_regions_by_hand(cli, tmp_path):
     bad = cli("eval", tmp_path / "pred.nii.gz", tmp_path / "ref.nii.gz", "--regions", "brats",
               "--data-range", "3")
     assert bad.code == 2 and "--regions" in bad.err
+
+
+def test_library_loaders_take_their_own_model_family(cli, seg_run, tmp_path):
+    """``Segmenter.load`` runs a segmentation checkpoint as ``revmed infer`` does;
+    ``Translator.load`` refuses it, naming the file."""
+    from revmed.errors import CheckpointError
+    from revmed.inference import Segmenter, Translator
+    from revmed.io import read_channels
+
+    case = sorted((seg_run / "data" / "test" / "images").iterdir())[0]
+    files = [case / f"{c}.nii.gz" for c in ("t1", "t1ce", "t2", "flair")]
+    model = seg_run / "run" / "best.pt"
+    assert cli("infer", *files, "-o", tmp_path / "cli.nii.gz", "--model", model,
+               "--quiet").code == 0
+    labels = Segmenter.load(model).segment(read_channels(files))
+    np.testing.assert_array_equal(labels.array, read_volume(tmp_path / "cli.nii.gz").array)
+    with pytest.raises(CheckpointError, match=str(model)):
+        Translator.load(model)
