@@ -1,4 +1,5 @@
-"""The model, the engines and the training step that benchmarks/memory.py and speed.py share.
+"""The model, the engines and the training step that benchmarks/memory.py and speed.py share,
+and the memory and CPU-time readings the benchmarks' worker processes take.
 
 The model has the shape of the RevGAN core used in the chest-CT abstract (Table 1): a lifting
 convolution (1 -> width channels), ``depth`` additive couplings, a projection back to one
@@ -12,10 +13,12 @@ channel. Every engine wraps the *same* coupling modules with the same weights:
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 import os
 import platform
+import resource
 import time
 import warnings
 from pathlib import Path
@@ -25,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from revmed.nn import AdditiveCoupling, ReversibleSequence
+from revmed.nn import AdditiveCoupling, ReversibleSequence, SavedTensorMeter
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -102,6 +105,76 @@ def train_step(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> float
 
 def model_mib(model: nn.Module) -> float:
     return sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+
+
+# --- a worker process's memory and CPU time (Linux: /proc/self) -------------------------------
+
+def status_kib(field: str) -> int | None:
+    """Field ``field`` of /proc/self/status in kiB ("VmRSS": resident now, "VmHWM": its
+    high-water mark); None where the file or the field is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Set VmHWM to the current VmRSS; True if done, False where the kernel does not allow it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def cpu_seconds() -> float:
+    """User plus system CPU time of this process so far, in seconds."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _required_kib(field: str) -> int:
+    kib = status_kib(field)
+    if kib is None:
+        raise RuntimeError(f"{field} not in /proc/self/status")
+    return kib
+
+
+def _memory_baseline(device: str) -> int:
+    """Reset ``device``'s peak-memory counter; return bytes allocated (CUDA) or VmRSS kiB (CPU)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated()
+    base = _required_kib("VmRSS")
+    if not reset_peak_rss():
+        raise RuntimeError("cannot reset VmHWM through /proc/self/clear_refs")
+    return base
+
+
+def _peak_above_mib(device: str, base: int) -> float:
+    """The peak since ``_memory_baseline(device)`` returned ``base``, above ``base``, in MiB."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    return (_required_kib("VmHWM") - base) / 1024
+
+
+def step_memory_mib(model: nn.Module, loss_fn, x: torch.Tensor, target: torch.Tensor,
+                    device: str) -> tuple[float, float]:
+    """Run one training step (forward, ``loss_fn(model(x), target)``, backward) and return, in
+    MiB, its peak memory above what the process already held (torch.cuda.max_memory_allocated
+    on CUDA, the resident high-water mark VmHWM on CPU) and the bytes autograd saved for
+    backward during the forward pass, parameters excluded."""
+    gc.collect()
+    base = _memory_baseline(device)
+    with SavedTensorMeter(exclude=model.parameters()) as meter:
+        loss = loss_fn(model(x), target)
+    loss.backward()
+    return _peak_above_mib(device, base), meter.bytes / 2**20
 
 
 def cpu_name() -> str:

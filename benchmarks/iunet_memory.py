@@ -17,7 +17,6 @@ is the bytes autograd saves for backward during the forward pass (parameters exc
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import subprocess
@@ -29,13 +28,6 @@ import torch
 import _common
 
 
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def _step(model, x, target) -> None:
     loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), target)
     loss.backward()
@@ -44,7 +36,6 @@ def _step(model, x, target) -> None:
 def worker(width: int, blocks: int, saving: bool, scales: int, patch: int,
            device: str) -> dict:
     from revmed.models import IUNet3D
-    from revmed.nn import SavedTensorMeter
 
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(1, 4, patch, patch, patch, generator=gen).to(device)
@@ -57,25 +48,10 @@ def worker(width: int, blocks: int, saving: bool, scales: int, patch: int,
 
     _step(build(1), x, target)
     model = build(blocks)
-    gc.collect()
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = _status_kib("VmRSS")
-        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-    with SavedTensorMeter(exclude=model.parameters()) as meter:
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), target)
-    loss.backward()
-    if device == "cuda":
-        torch.cuda.synchronize()
-        step = (torch.cuda.max_memory_allocated() - base) / 2**20
-    else:
-        step = (_status_kib("VmHWM") - base) / 1024
+    step, saved = _common.step_memory_mib(
+        model, torch.nn.functional.binary_cross_entropy_with_logits, x, target, device)
     return {"width": width, "blocks": blocks, "memory_saving": saving,
-            "model_mib": _common.model_mib(model), "step_mib": step,
-            "saved_mib": meter.bytes / 2**20}
+            "model_mib": _common.model_mib(model), "step_mib": step, "saved_mib": saved}
 
 
 def run_worker_process(args, width: int, blocks: int, saving: bool) -> dict:

@@ -15,7 +15,6 @@ figure is recorded too: the bytes autograd saves for backward during the forward
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import subprocess
@@ -29,42 +28,17 @@ import _common
 DEPTHS = [0, 1, 2, 4, 8, 16, 32]
 
 
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def worker(mode: str, depth: int, width: int, patch: int, batch: int, device: str) -> dict:
-    from revmed.nn import SavedTensorMeter
-
     x, target = _common.make_batch(batch, patch, device)
     # Warm-up on a one-block model of the same kind: the blocks are identical, so this sets up
     # everything done once per layer shape (oneDNN primitives, CUDA kernels) at little cost.
     _common.train_step(_common.build_model(mode, min(depth, 1), width).to(device), x, target)
     model = _common.build_model(mode, depth, width).to(device)
-    gc.collect()
-
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = _status_kib("VmRSS")
-        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-    # The measured step; the meter only counts what autograd saves (memcnn keeps its tensors
-    # as attributes of its autograd context, which the hooks never see).
-    with SavedTensorMeter(exclude=model.parameters()) as meter:
-        loss = torch.nn.functional.l1_loss(model(x), target)
-    loss.backward()
-    if device == "cuda":
-        torch.cuda.synchronize()
-        step = (torch.cuda.max_memory_allocated() - base) / 2**20
-    else:
-        step = (_status_kib("VmHWM") - base) / 1024
+    step, saved = _common.step_memory_mib(model, torch.nn.functional.l1_loss, x, target, device)
+    # memcnn keeps its tensors as attributes of its autograd context, which the saved-tensor
+    # hooks never see.
     return {"mode": mode, "depth": depth, "model_mib": _common.model_mib(model), "step_mib": step,
-            "saved_mib": None if mode == "memcnn" else meter.bytes / 2**20}
+            "saved_mib": None if mode == "memcnn" else saved}
 
 
 def run_worker_process(args, mode: str, depth: int) -> dict:

@@ -163,30 +163,6 @@ def baseline_rows(task: str, info: dict, root: Path) -> dict[str, dict]:
 
 # --- one trained configuration (a fresh process) ---------------------------------------------
 
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak() -> bool:
-    """Set VmHWM to the current VmRSS; False where the kernel does not allow it."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def worker(spec: dict) -> dict:
     """Train one configuration, measure it, translate and score the test volumes."""
     import torch
@@ -204,13 +180,13 @@ def worker(spec: dict) -> dict:
     generator = sum(p.numel() for p in trainer.model.parameters())
     critics = sum(p.numel() for d in trainer.critics.values() for p in d.parameters())
     gc.collect()
-    base_kib = _status_kib("VmRSS")
-    reset = _reset_peak()
-    start, cpu_start = time.monotonic(), _cpu_seconds()
+    base_kib = _common.status_kib("VmRSS")
+    reset = _common.reset_peak_rss()
+    start, cpu_start = time.monotonic(), _common.cpu_seconds()
     trainer.fit()
-    train_s, cpu_s = time.monotonic() - start, _cpu_seconds() - cpu_start
+    train_s, cpu_s = time.monotonic() - start, _common.cpu_seconds() - cpu_start
     if reset and base_kib is not None:
-        peak_kib, peak_from = _status_kib("VmHWM"), "VmHWM reset after data loading"
+        peak_kib, peak_from = _common.status_kib("VmHWM"), "VmHWM reset after data loading"
     else:  # ru_maxrss: the peak since the process started (kiB on Linux)
         peak_kib, peak_from = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "ru_maxrss"
     epochs = [json.loads(line) for line in

@@ -57,7 +57,6 @@ import gc
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -148,30 +147,6 @@ def build_network(cfg: Config, preset: dict):
 
 # --- one configuration (a fresh process) -----------------------------------------------------
 
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak() -> bool:
-    """VmHWM := VmRSS; False where the kernel does not allow it."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def worker(spec: dict) -> dict:
     """Train one configuration for ``spec["steps"]`` steps, measure memory, score the test set."""
     import numpy as np
@@ -213,19 +188,19 @@ def worker(spec: dict) -> dict:
 
     steps = spec["steps"]
     gc.collect()
-    base_kib = _status_kib("VmRSS")
-    reset = _reset_peak()
+    base_kib = _common.status_kib("VmRSS")
+    reset = _common.reset_peak_rss()
     losses: list[float] = []
     step_mib = saved_mib = None
     peak_before_last = 0
-    start, cpu_start = time.monotonic(), _cpu_seconds()
+    start, cpu_start = time.monotonic(), _common.cpu_seconds()
     for step, batch in enumerate(batches(), start=1):
         last = step == steps
         if last and reset:  # the last step on its own: its peak above what it starts from
-            peak_before_last = _status_kib("VmHWM") or 0
+            peak_before_last = _common.status_kib("VmHWM") or 0
             gc.collect()
-            step_base = _status_kib("VmRSS") or 0
-            _reset_peak()
+            step_base = _common.status_kib("VmRSS") or 0
+            _common.reset_peak_rss()
         meter = SavedTensorMeter(exclude=model.parameters()) if last else None
         if meter is not None:
             with meter:
@@ -239,10 +214,10 @@ def worker(spec: dict) -> dict:
         if last:
             saved_mib = meter.bytes / 2**20
             if reset:
-                step_mib = ((_status_kib("VmHWM") or 0) - step_base) / 1024
+                step_mib = ((_common.status_kib("VmHWM") or 0) - step_base) / 1024
             break
-    train_s, cpu_s = time.monotonic() - start, _cpu_seconds() - cpu_start
-    peak_kib = max(peak_before_last, _status_kib("VmHWM") or 0) if reset else None
+    train_s, cpu_s = time.monotonic() - start, _common.cpu_seconds() - cpu_start
+    peak_kib = max(peak_before_last, _common.status_kib("VmHWM") or 0) if reset else None
     result = {
         "key": cfg.key, "label": cfg.label, "params": params, "steps": len(losses),
         "base_rss_mib": base_kib / 1024 if base_kib else None,

@@ -24,6 +24,7 @@ floating-point summation order.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -129,5 +130,11 @@ def wrap(module: nn.Module, device: torch.device, job: Distributed | None) -> nn
         return module
     from torch.nn.parallel import DistributedDataParallel
 
+    # A weight with a dimension of size 1 (a (C, 1, k, k, k) or (1, C, 1, 1, 1) convolution
+    # weight) has two valid strides for that dimension, and in channels-last order the
+    # convolution may hand back a gradient with the other one. DDP then warns that the
+    # gradient's strides differ from its bucket's and copies it: correct, and only for those
+    # few small weights, so the warning says nothing the user can act on.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(module, device_ids=ids)
