@@ -4,12 +4,20 @@ A process killed half-way leaves at most a ``.NAME.tmp-*`` file behind, never a 
 under the real name, because ``os.replace`` is atomic on POSIX and Windows within one folder.
 The data is flushed to disk (``fsync``) before the rename and the folder after it, so the same
 holds after a power loss.
+
+The temporary name records the host and process that write it
+(``.NAME.tmp-HOST-PID-RANDOM``). The next write of the same target removes the leftovers of
+processes of this host that no longer run, so re-running a killed job tidies up behind it;
+files of running processes and of other hosts (a shared folder) are left alone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,6 +74,39 @@ def check_output_folder(folder: str | os.PathLike) -> Path:
     return folder
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+
+
+def _temporary_prefix(target: Path) -> str:
+    """``.NAME.tmp-HOST-PID-``: the start of this process's temporary names for ``target``."""
+    return f".{target.name}.tmp-{_host()}-{os.getpid()}-"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, as another user
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Remove the temporary files that killed processes of this host left beside ``target``;
+    returns them."""
+    prefix = f".{target.name}.tmp-{_host()}-"
+    removed = []
+    for leftover in target.parent.glob(glob.escape(prefix) + "*"):
+        pid = leftover.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+                removed.append(leftover)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
@@ -80,8 +121,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise OutputError(f"{target}: output folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
         raise OutputError(f"{target}: output folder {folder} is not writable")
+    remove_stale_temporaries(target)
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.tmp-", suffix=full_suffix(target), dir=folder
+        prefix=_temporary_prefix(target), suffix=full_suffix(target), dir=folder
     )
     os.close(fd)
     tmp = Path(tmp_name)
