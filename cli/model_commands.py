@@ -79,6 +79,7 @@ def train(
     if job is not None:
         again_text = f"torchrun --nproc-per-node {job.world_size} -m {again_text}"
     silent = quiet or json_ or (job is not None and not job.is_main)
+    finished = False
     try:
         trainer = Trainer(resolved, data_dir, out, resolve_device(device), resume=resume,
                           job=job)
@@ -92,6 +93,7 @@ def train(
                     update(event.step, event.steps,
                            f"epoch {event.epoch}/{event.epochs} loss {loss:.3f}")
             record = trainer.fit(progress=report)
+        finished = True
     except TrainingInterrupted as stop:
         output.note(f"interrupted: saved {stop.checkpoint} at epoch {stop.epoch} step "
                     f"{stop.step}; continue with: {again_text}",
@@ -105,7 +107,7 @@ def train(
         raise typer.Exit(130) from None
     finally:
         if job is not None:
-            job.leave()
+            job.leave(wait_for_others=finished)
     if job is not None and not job.is_main:
         return
     if json_:

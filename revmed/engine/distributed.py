@@ -74,9 +74,22 @@ class Distributed:
         dist.init_process_group(backend, rank=self.rank, world_size=self.world_size,
                                 timeout=timedelta(seconds=timeout_s))
 
-    def leave(self) -> None:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    def leave(self, wait_for_others: bool = False) -> None:
+        """Leave the process group. With ``wait_for_others`` (a run that ended normally),
+        first wait until every process has got here, so that none closes its connections
+        while another still uses them; gloo waits at most a minute (a process that failed
+        does not keep the others), NCCL for the job's timeout."""
+        if not dist.is_initialized():
+            return
+        if wait_for_others:
+            try:
+                if dist.get_backend() == "gloo":
+                    dist.monitored_barrier(timeout=timedelta(seconds=60))
+                else:
+                    dist.barrier()
+            except RuntimeError:  # another process failed or left first: leave all the same
+                pass
+        dist.destroy_process_group()
 
     def shard(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """This process's slice of a global batch: ``(B, ...) -> (B / world_size, ...)``."""

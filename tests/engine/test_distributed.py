@@ -55,6 +55,15 @@ def _torchrun(tmp_path, *args, processes=2):
                           timeout=600)
 
 
+def _failure(done: subprocess.CompletedProcess) -> str:
+    """What a failed torchrun said: its output's start (a rank's own error comes first) and
+    end (torchrun's summary), and whether rank 0 got as far as printing its record."""
+    err = done.stderr
+    middle = "\n...\n" if len(err) > 6000 else ""
+    return (f"stdout: {len(done.stdout)} characters\n{err[:3000]}{middle}"
+            f"{err[-3000:] if middle else err[3000:]}")
+
+
 def test_two_processes_train_what_one_trains_and_write_one_run(data, tmp_path, cli):
     one = tmp_path / "one"
     single = cli("train", "--preset", "demo-sr", "--data", data, "--out", one, "--quiet",
@@ -64,7 +73,7 @@ def test_two_processes_train_what_one_trains_and_write_one_run(data, tmp_path, c
     two = tmp_path / "two"
     done = _torchrun(tmp_path, "--preset", "demo-sr", "--data", data, "--out", two, "--json",
                      "--device", "cpu", *_set())
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, _failure(done)
     record = json.loads(done.stdout)  # rank 0 alone prints, so stdout is one JSON document
     assert record["processes"] == 2 and record["epoch"] == 2
     assert record["rank_weight_spread"] == 0.0  # both ranks hold identical weights
