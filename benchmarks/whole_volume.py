@@ -32,24 +32,22 @@ import _common
 
 def build_translator(preset: dict, device: torch.device, channels_last: bool,
                      compile_: bool):
-    """A ``Translator`` for ``preset``'s untrained generator (seeded) on ``device``."""
-    from revmed.compilation import check_compiler, compile_plain_parts
+    """A ``Translator`` for ``preset``'s untrained generator (seeded) on ``device``, made the
+    way ``revmed infer`` makes one from a checkpoint."""
     from revmed.inference import Translator
-    from revmed.memory_format import to_channels_last
     from revmed.models import build_model, model_spec
 
     torch.manual_seed(preset["train"]["seed"])
     kind, kwargs = model_spec(preset)
-    model = build_model(kind, **kwargs).to(device).eval()
-    if channels_last:
-        to_channels_last(model)
-    if compile_:
-        check_compiler(device)
-        compile_plain_parts(model)
-    data = {k: preset["data"][k] for k in ("in_channels", "out_channels", "intensity",
-                                           "window", "sr_factors", "sr_upsample")}
-    return Translator(model, data, list(preset["patch"]["size"]), dict(preset["infer"]),
-                      f"untrained {preset['name']}", device, channels_last)
+    checkpoint = {
+        "model": {"kind": kind, "kwargs": kwargs},
+        "state": {"generator": build_model(kind, **kwargs).state_dict()},
+        "data": {k: preset["data"][k] for k in ("in_channels", "out_channels", "intensity",
+                                                "window", "sr_factors", "sr_upsample")},
+        "patch_size": list(preset["patch"]["size"]), "preset": preset,
+    }
+    return Translator.from_checkpoint(checkpoint, f"untrained {preset['name']}", device,
+                                      compile=compile_, channels_last=channels_last)
 
 
 def noise_volume(shape: list[int], spacing: list[float], seed: int = 0):
