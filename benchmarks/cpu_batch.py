@@ -19,15 +19,15 @@ import torch
 
 from revmed import config
 from revmed.engine.objectives import build_objective
-from revmed.models import build_discriminators, build_model, model_spec
+from revmed.models import build_critics, build_model, model_spec
 
 
-def step_seconds(batch: int, preset: dict) -> float:
+def step_seconds(batch: int, preset) -> float:
     torch.manual_seed(0)
     kind, kwargs = model_spec(preset)
-    model, critics = build_model(kind, **kwargs), build_discriminators(preset)
-    objective = build_objective(preset["train"])
-    size = preset["patch"]["size"]
+    model, critics = build_model(kind, **kwargs), build_critics(preset)
+    objective = build_objective(preset.train)
+    size = preset.patch.size
     data = {k: torch.randn(batch, 1, *size) for k in ("X", "Y")}
     start = time.perf_counter()
     loss, _, fakes = objective.generator_step(model, critics, data)
@@ -51,7 +51,7 @@ def main() -> None:
         for batch in args.sizes:
             times[batch].append(step_seconds(batch, preset))
     rows = []
-    print(f"preset {args.preset}, patch {preset['patch']['size']}, {torch.get_num_threads()} "
+    print(f"preset {args.preset}, patch {list(preset.patch.size)}, {torch.get_num_threads()} "
           f"threads, median of {args.rounds}\n")
     print("| batch | s per step | s per patch | per patch vs batch 1 |\n|---|---|---|---|")
     base = statistics.median(times[args.sizes[0]]) / args.sizes[0]

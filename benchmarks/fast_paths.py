@@ -59,23 +59,23 @@ def _timed(fn, device: str) -> tuple[float, float]:
     return time.process_time() - cpu, time.perf_counter() - wall
 
 
-def _batch(preset: dict, device: torch.device, seed: int) -> dict[str, torch.Tensor]:
+def _batch(preset, device: torch.device, seed: int) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    size, b = preset["patch"]["size"], preset["train"]["batch_size"]
-    data = preset["data"]
-    x = torch.rand(b, data["in_channels"], *size, generator=gen) * 2 - 1
-    if preset["train"]["objective"] == "segmentation":
+    size, b = preset.patch.size, preset.train.batch_size
+    data = preset.data
+    x = torch.rand(b, data.in_channels, *size, generator=gen) * 2 - 1
+    if preset.train.objective == "segmentation":
         label = torch.randint(0, 5, (b, 1, *size), generator=gen).float()
         label[label == 3] = 0  # BraTS labels 0, 1, 2, 4
         return {"X": x.to(device), "label": label.to(device)}
-    y = torch.rand(b, data["out_channels"], *size, generator=gen) * 2 - 1
+    y = torch.rand(b, data.out_channels, *size, generator=gen) * 2 - 1
     return {"X": x.to(device), "Y": y.to(device)}
 
 
 def worker(name: str, precision: str, args: argparse.Namespace) -> dict:
     from revmed import config
     from revmed.engine.step import TrainingStep
-    from revmed.inference import sliding_window_predict
+    from revmed.windows import sliding_window_predict
 
     counter = _FallbackCounter()
     logging.getLogger("torch._dynamo").addHandler(counter)
@@ -94,7 +94,7 @@ def worker(name: str, precision: str, args: argparse.Namespace) -> dict:
         first[variant] = _timed(lambda: steps[variant].step(batch), args.device)[1]
     side = edge + edge // 2  # 2 x 2 x 2 windows at overlap 0.25
     volume = np.random.default_rng(2).uniform(
-        -1, 1, (preset["data"]["in_channels"], side, side, side)).astype(np.float32)
+        -1, 1, (preset.data.in_channels, side, side, side)).astype(np.float32)
 
     def infer(variant: str) -> np.ndarray:
         step = steps[variant]

@@ -27,7 +27,7 @@ import torch
 import _common
 from revmed.models import build_model
 from revmed.nn import invertibility_error
-from revmed.precision import DTYPES, autocast
+from revmed.runtime import DTYPES, autocast
 
 MODELS = {
     "RevGAN core, depth 2": ("revgan3d", {"width": 16, "depth": 2}),

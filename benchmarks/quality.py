@@ -93,9 +93,9 @@ def log(text: str) -> None:
 def prepare_task(task: str, root: Path, cases: int, seed: int) -> dict:
     """Synthesise the dataset; for SR also degrade the test volumes to low resolution."""
     from revmed import config
-    from revmed.data.synth import synthesize
+    from revmed.data.synthetic import synthesize
     from revmed.io import read_volume, write_volume, zoom_affine
-    from revmed.resample import downsample
+    from revmed.transforms import downsample
 
     data = root / "data"
     dataset = synthesize(TASK_SYNTH[task], data, cases=cases, seed=seed, shape=SHAPE)
@@ -105,7 +105,7 @@ def prepare_task(task: str, root: Path, cases: int, seed: int) -> dict:
             "splits": {k: len(v) for k, v in dataset.splits.items()},
             "test_cases": [c.name for c in test]}
     if task == "sr":
-        factors = config.load_preset(TASK_PRESET[task])["data"]["sr_factors"]
+        factors = config.load_preset(TASK_PRESET[task]).data.sr_factors
         low_dir = root / "low_res"
         low_dir.mkdir(parents=True, exist_ok=True)
         for case in test:
@@ -131,7 +131,7 @@ def baseline_rows(task: str, info: dict, root: Path) -> dict[str, dict]:
     """Rows of the untrained baselines, scored exactly like the trained models."""
     from revmed.evaluation import evaluate
     from revmed.io import read_volume, write_volume, zoom_affine
-    from revmed.resample import upsample
+    from revmed.transforms import upsample
 
     if task == "da":
         report = evaluate(info["input"], info["reference"], mask=info["mask"],
@@ -178,7 +178,7 @@ def worker(spec: dict) -> dict:
     preset = config.load_preset(spec["preset"], spec["overrides"])
     trainer = Trainer(preset, spec["data"], run_dir, torch.device("cpu"))
     generator = sum(p.numel() for p in trainer.model.parameters())
-    critics = sum(p.numel() for d in trainer.critics.values() for p in d.parameters())
+    critics = sum(p.numel() for d in trainer.training.critics.values() for p in d.parameters())
     gc.collect()
     base_kib = _common.status_kib("VmRSS")
     reset = _common.reset_peak_rss()

@@ -8,7 +8,7 @@ exactly the same data in the same order:
 
 * patches: ``revmed.data.training_patches.TrainingPatches`` with the ``demo-seg`` preset (random
   crops, new ones every epoch, z-scored inside the brain), batches and random flips by the
-  trainer's own batching (``revmed.engine.trainer._batches``);
+  trainer's own batching (``revmed.data.batches.epoch_batches``);
 * loss: ``revmed.engine.objectives.SegmentationObjective`` (soft Dice + BCE per region);
 * Adam with the preset's learning rate and betas, no schedule;
 * ``--steps`` optimisation steps of ``--batch`` patches, whatever the time it takes, so the
@@ -125,7 +125,7 @@ def preset_overrides(spec: dict) -> list[str]:
             f"model.blocks_per_scale={spec['blocks']}"]
 
 
-def build_network(cfg: Config, preset: dict):
+def build_network(cfg: Config, preset):
     """The network of ``cfg``: (B, 4, D, H, W) -> (B, 3, D, H, W) logits."""
     if cfg.kind == "iunet":
         from revmed.models import build_model, model_spec
@@ -135,13 +135,13 @@ def build_network(cfg: Config, preset: dict):
     from monai.networks.nets import UNet
 
     c = cfg.width
-    data = preset["data"]
+    data = preset.data
     if cfg.full_res:
         channels, strides = (c, 2 * c, 4 * c, 4 * c), (1, 2, 2)
     else:
         channels, strides = (c, 2 * c, 4 * c), (2, 2)
-    return UNet(spatial_dims=3, in_channels=data["in_channels"],
-                out_channels=data["out_channels"], channels=channels, strides=strides,
+    return UNet(spatial_dims=3, in_channels=data.in_channels,
+                out_channels=data.out_channels, channels=channels, strides=strides,
                 num_res_units=2)
 
 
@@ -154,36 +154,36 @@ def worker(spec: dict) -> dict:
 
     from revmed import config
     from revmed.data.layout import load_dataset
-    from revmed.data.samples import SampleSpec, load_sample
+    from revmed.data.batches import epoch_batches
+    from revmed.data.samples import load_sample
     from revmed.data.training_patches import TrainingPatches
     from revmed.engine.objectives import SegmentationObjective
-    from revmed.engine.trainer import _batches
-    from revmed.inference import sliding_window_predict
     from revmed.metrics import dice
     from revmed.nn import SavedTensorMeter
-    from revmed.segmentation import labels_to_regions
+    from revmed.regions import labels_to_regions
+    from revmed.windows import sliding_window_predict
 
     torch.set_num_threads(spec["threads"])
     cfg = Config(**spec["config"])
     preset = config.load_preset(PRESET, preset_overrides({**spec, "width": cfg.width,
                                                           "blocks": cfg.blocks}))
-    train = preset["train"]
-    torch.manual_seed(train["seed"])
-    np.random.seed(train["seed"])
+    train = preset.train
+    torch.manual_seed(train.seed)
+    np.random.seed(train.seed)
     patches = TrainingPatches(spec["data"], preset)
-    torch.manual_seed(train["seed"])  # the same initial draw for every model of a kind
+    torch.manual_seed(train.seed)  # the same initial draw for every model of a kind
     model = build_network(cfg, preset)
     model.train()
     objective = SegmentationObjective()
-    optimiser = torch.optim.Adam(model.parameters(), lr=train["lr"], betas=tuple(train["betas"]))
+    optimiser = torch.optim.Adam(model.parameters(), lr=train.lr, betas=tuple(train.betas))
     params = sum(p.numel() for p in model.parameters())
     device = torch.device("cpu")
 
     def batches():
         epoch = 0
         while True:
-            yield from _batches(patches.epoch_patches(epoch), patches.kind, train["batch_size"],
-                                train["seed"], epoch, device)
+            yield from epoch_batches(patches.epoch_patches(epoch), patches.kind,
+                                     train.batch_size, train.seed, epoch, device)
             epoch += 1
 
     steps = spec["steps"]
@@ -230,15 +230,13 @@ def worker(spec: dict) -> dict:
         return result
 
     model.eval()
-    spec_sample = SampleSpec.from_preset(preset)
-    infer = preset["infer"]
+    infer = preset.infer
     cases = {}
     score_start = time.monotonic()
     for case in load_dataset(spec["data"]).splits["test"]:
-        sample = load_sample(case, "segmentation", spec_sample)
-        logits = sliding_window_predict(model, sample["X"], preset["patch"]["size"],
-                                        infer["overlap"], infer["sw_batch_size"], device,
-                                        infer["blend"])
+        sample = load_sample(case, "segmentation", preset.data)
+        logits = sliding_window_predict(model, sample["X"], preset.patch.size, infer.overlap,
+                                        infer.sw_batch_size, device, infer.blend)
         found = logits > 0.0
         truth = labels_to_regions(sample["label"]) > 0.5
         brain = sample["mask"][0] > 0
@@ -460,7 +458,7 @@ def main() -> None:
     import torch
 
     from revmed import config
-    from revmed.data.synth import synthesize
+    from revmed.data.synthetic import synthesize
 
     started = time.monotonic()
     machine = _common.machine("cpu")
@@ -489,7 +487,7 @@ def main() -> None:
             "test_cases": [c.name for c in dataset.splits["test"]],
             "memory_only": sorted(memory_only & set(keys)),
             "mmap_threshold": MMAP_THRESHOLD,
-            "lr": config.load_preset(PRESET)["train"]["lr"],
+            "lr": config.load_preset(PRESET).train.lr,
         }
         log(f"sweep: {len(keys)} configs, {steps} steps of {args.batch} x {patch}^3, "
             f"{splits} cases, {args.jobs} job(s) x {args.threads} thread(s)")

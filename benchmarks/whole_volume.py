@@ -30,23 +30,16 @@ import torch
 import _common
 
 
-def build_translator(preset: dict, device: torch.device, channels_last: bool,
-                     compile_: bool):
+def build_translator(preset, device: torch.device, channels_last: bool, compile_: bool):
     """A ``Translator`` for ``preset``'s untrained generator (seeded) on ``device``, made the
     way ``revmed infer`` makes one from a checkpoint."""
+    from revmed.checkpoint import Checkpoint, ModelCard
     from revmed.inference import Translator
-    from revmed.models import build_model, model_spec
 
-    torch.manual_seed(preset["train"]["seed"])
-    kind, kwargs = model_spec(preset)
-    checkpoint = {
-        "model": {"kind": kind, "kwargs": kwargs},
-        "state": {"generator": build_model(kind, **kwargs).state_dict()},
-        "data": {k: preset["data"][k] for k in ("in_channels", "out_channels", "intensity",
-                                                "window", "sr_factors", "sr_upsample")},
-        "patch_size": list(preset["patch"]["size"]), "preset": preset,
-    }
-    return Translator.from_checkpoint(checkpoint, f"untrained {preset['name']}", device,
+    torch.manual_seed(preset.train.seed)
+    card = ModelCard.of(preset)
+    checkpoint = Checkpoint(card, preset, {"generator": card.build().state_dict()})
+    return Translator.from_checkpoint(checkpoint, f"untrained {preset.name}", device,
                                       compile=compile_, channels_last=channels_last)
 
 
@@ -77,19 +70,19 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from revmed import config
-    from revmed.inference import window_count
+    from revmed.windows import window_count
 
     preset = config.load_preset(args.preset)
     device = torch.device(args.device)
     out_shape = [int(n) for n in args.shape.split(",")]
-    factors = list(preset["data"]["sr_factors"])
+    factors = list(preset.data.sr_factors)
     if any(n % f for n, f in zip(out_shape, factors)):
         raise SystemExit(f"--shape {args.shape} is not divisible by the factors {factors}")
     in_shape = [n // f for n, f in zip(out_shape, factors)]
-    overlap = 0.25 if args.quick else preset["infer"]["overlap"]
-    sw_batch = args.sw_batch_size or preset["infer"]["sw_batch_size"]
+    overlap = 0.25 if args.quick else preset.infer.overlap
+    sw_batch = args.sw_batch_size or preset.infer.sw_batch_size
     translator = build_translator(preset, device, args.channels_last, args.compile)
-    patch = translator.patch_size
+    patch = translator.card.patch_size
     volume = noise_volume(in_shape, [0.7 * f for f in factors])
 
     warm = noise_volume([max(1, p // f) for p, f in zip(patch, factors)], [1.0, 1.0, 1.0], 1)

@@ -1,4 +1,4 @@
-"""The Typer application and the process entry point.
+"""The process entry point: every command registered on the Typer app, and exit codes.
 
 Exit codes: 0 success; 2 bad input or usage (one red line naming the file and the problem);
 1 unexpected failure (a bug: the traceback is kept); 130 interrupted.
@@ -8,47 +8,20 @@ from __future__ import annotations
 
 import sys
 
-import typer
-
-import revmed
+# Each module registers its commands on `app`; `revmed --help` lists them in this order, the
+# order of the work: data, training, inference, evaluation, planning, the demo, the presets.
+from revmed.cli import data_commands  # noqa: F401, I001
+from revmed.cli import train_command  # noqa: F401
+from revmed.cli import infer_command  # noqa: F401
+from revmed.cli import eval_command  # noqa: F401
+from revmed.cli import plan_command  # noqa: F401
+from revmed.cli import demo_command  # noqa: F401
+from revmed.cli import preset_commands  # noqa: F401
 from revmed.cli import output
+from revmed.cli.root import app
 from revmed.errors import RevmedError
 
-app = typer.Typer(
-    name="revmed",
-    help="Memory-efficient reversible 3D networks for CT and MRI volumes.\n\n"
-         "Example: revmed synth chestct-sr data/demo-sr && "
-         "revmed patchify data/demo-sr patches/demo-sr --preset demo-sr",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
-)
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"revmed {revmed.__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
-) -> None:
-    """Memory-efficient reversible 3D networks for CT and MRI volumes."""
-
-
-# Commands register themselves on `app` when their module is imported.
-from revmed.cli import (  # noqa: E402,F401
-    data_commands,
-    demo_command,
-    eval_command,
-    model_commands,
-    plan_command,
-    preset_commands,
-)
+__all__ = ["app", "main", "run"]
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -63,7 +36,7 @@ def run(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except RevmedError as exc:
-        output.error(str(exc))
+        output.error(output.describe(exc))
         return 2
     return 0
 

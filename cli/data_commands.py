@@ -15,10 +15,10 @@ from rich.table import Table
 
 from revmed import config
 from revmed.cli import output
-from revmed.cli.app import app
-from revmed.config import SYNTH_TASKS
+from revmed.cli.root import app
+from revmed.preset import SYNTH_TASKS
 from revmed.errors import ConfigError
-from revmed.shapes import shape_text
+from revmed.sizes import shape_text
 
 
 def _shape(text: Optional[str]) -> Optional[tuple[int, int, int]]:  # noqa: UP007
@@ -93,7 +93,7 @@ def synth(
 
     Example: revmed synth chestct-sr data/demo-sr --cases 6
     """
-    from revmed.data.synth import synthesize
+    from revmed.data.synthetic import synthesize
 
     if task not in SYNTH_TASKS:
         raise ConfigError(f"unknown synth task {task!r}; choose one of {', '.join(SYNTH_TASKS)}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from revmed.cli import output
-from revmed.cli.app import app
+from revmed.cli.root import app
 from revmed.cli.eval_command import _print_wide, _table
 from revmed.errors import OutputError
 
@@ -32,7 +32,7 @@ def demo(
     Example: revmed demo --out demo
     """
     from revmed.demo import run_demo
-    from revmed.engine.trainer import resolve_device
+    from revmed.runtime import resolve_device
 
     if out.exists():
         raise OutputError(f"{out}: exists; choose another --out (the demo writes a new folder)")

@@ -17,7 +17,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from revmed.cli import output
-from revmed.cli.app import app
+from revmed.cli.root import app
 from revmed.errors import ConfigError
 
 #: Digits shown per metric in the table (the JSON and CSV keep full precision).
@@ -130,6 +130,9 @@ def eval_(
     if regions and (mask or input_ or baseline or png or data_range is not None):
         raise ConfigError("--regions scores label maps: --mask, --input, --baseline, --png and "
                           "--data-range do not apply")
+    for path, option in ((csv_, "--csv"), (png, "--png")):
+        if path is not None and str(path) == "-":
+            raise ConfigError(f"{option} -: only --json can print on stdout; give a file name")
     to_stdout = json_ == "-"
     json_path = None if json_ is None or to_stdout else Path(json_)
     several = len(match_cases(prediction, reference, mask=mask, input=input_)) > 1

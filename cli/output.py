@@ -26,6 +26,38 @@ def stderr() -> Console:
     return Console(file=sys.stderr, highlight=False, soft_wrap=True)
 
 
+#: What to type to fix a problem, by the library argument a ``RevmedError`` names as its ``fix``.
+FIXES = {
+    "compile": "run without --compile",
+    "overwrite": "use --overwrite to replace it, or choose another folder",
+    "precision": "--precision fp32 runs in full precision",
+    "resume": "use --resume to continue it or choose another --out",
+    "data_range": "pass --data-range",
+    "input": "pass --input",
+    "series": "choose one with --series",
+}
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a library argument: ``data_range`` -> ``--data-range``."""
+    return "--" + name.replace("_", "-")
+
+
+def describe(exc: BaseException) -> str:
+    """The one line a ``RevmedError`` prints as: the library's message with the argument it is
+    about (``option``) shown as its flag (in place of the argument's name when the message
+    starts with it, else in brackets at the end), and what to type appended (``fix``)."""
+    message = str(exc)
+    option, fix = getattr(exc, "option", None), getattr(exc, "fix", None)
+    if option and (message.startswith(option + " ") or message.startswith(option + ":")):
+        message = flag(option) + message[len(option):]
+    elif option:
+        message = f"{message} ({flag(option)})"
+    if fix:
+        message = f"{message}; {FIXES.get(fix, 'see ' + flag(fix))}"
+    return message
+
+
 def error(message: str) -> None:
     """Print one red error line on stderr."""
     stderr().print(f"[bold red]error:[/] [red]{escape(message)}[/]")

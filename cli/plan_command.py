@@ -9,8 +9,8 @@ from rich.table import Table
 
 from revmed import config
 from revmed.cli import output
-from revmed.cli.app import app
-from revmed.shapes import shape_text
+from revmed.cli.root import app
+from revmed.sizes import shape_text
 
 
 @app.command("plan")
@@ -35,14 +35,14 @@ def plan(
 
     Example: revmed plan --preset chestct-sr --memory 24GiB --device cuda
     """
-    from revmed.engine.trainer import resolve_device
+    from revmed.runtime import resolve_device
     from revmed.planner import parse_memory
     from revmed.planner import plan as make_plan
 
     budget = parse_memory(memory)
     resolved = config.load_preset(preset, set_)
     where = resolve_device(device)
-    with output.progress(f"measure {resolved['name']}", None, quiet or json_) as update:
+    with output.progress(f"measure {resolved.name}", None, quiet or json_) as update:
         result = make_plan(resolved, budget, where,
                            progress=lambda done, total, text: update(done, total, text))
     if json_:
@@ -57,7 +57,7 @@ def plan(
 
 
 def _table(result) -> Table:
-    from revmed.memory import format_bytes
+    from revmed.sizes import format_bytes
 
     model = result.model
     sizes = ", ".join(f"{shape_text(m['patch'])} x {m['batch']}" for m in result.measurements)

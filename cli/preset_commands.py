@@ -9,7 +9,7 @@ from rich.table import Table
 
 from revmed import config
 from revmed.cli import output
-from revmed.cli.app import app
+from revmed.cli.root import app
 
 
 @app.command("presets")
@@ -27,8 +27,8 @@ def presets(
         rows = []
         for preset_name in config.preset_names():
             preset = config.load_preset(preset_name)
-            rows.append({"name": preset_name, "task": preset["task"],
-                         "model": preset["model"]["kind"], "description": preset["description"]})
+            rows.append({"name": preset_name, "task": preset.task,
+                         "model": preset.model.kind, "description": preset.description})
         if json_:
             output.emit_json(rows)
             return
@@ -39,12 +39,13 @@ def presets(
         return
     preset = config.load_preset(name, set_)
     if json_:
-        output.emit_json(preset)
+        output.emit_json(preset.to_dict())
         return
     output.stdout().out(config.to_toml(preset), end="")
-    if preset["model"]["kind"] == "iunet3d":  # the network's shape, as TOML comments
-        from revmed.models import build_model, model_spec
+    from revmed.models import build_model, model_spec
 
-        kind, kwargs = model_spec(preset)
-        layout = build_model(kind, **kwargs).describe(tuple(preset["patch"]["size"]))
+    kind, kwargs = model_spec(preset)
+    network = build_model(kind, **kwargs)
+    if hasattr(network, "describe"):  # the network's shape, as TOML comments (iUNet)
+        layout = network.describe(tuple(preset.patch.size))
         output.stdout().out("\n" + "\n".join(f"# {line}" for line in layout.splitlines()))

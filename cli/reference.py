@@ -79,7 +79,7 @@ def render() -> str:
 
 
 def _schema_keys():
-    for name, spec in config.SCHEMA.items():
+    for name, spec in config.schema().items():
         if isinstance(spec, dict):
             for key, value in spec.items():
                 yield f"{name}.{key}", value

@@ -24,17 +24,18 @@ from pathlib import Path
 
 from revmed.errors import OutputError
 
-#: Multi-part suffixes kept on the temporary name so format-sniffing writers still see them.
-_COMPOUND_SUFFIXES = (".nii.gz", ".tar.gz")
+#: Suffixes of compression, kept on a temporary name together with the suffix before them.
+_COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
 
 
-def full_suffix(path: Path) -> str:
-    """Return the file-format suffix of ``path``, e.g. ``.nii.gz`` or ``.pt``."""
-    name = path.name.lower()
-    for suffix in _COMPOUND_SUFFIXES:
-        if name.endswith(suffix):
-            return path.name[-len(suffix):]
-    return path.suffix
+def _kept_suffix(target: Path) -> str:
+    """The end of ``target``'s name that its temporary name keeps, so writers that choose a
+    format from the suffix (nibabel: ``.nii.gz``) behave the same: the last suffix, and the one
+    before it when the last is a compression suffix."""
+    suffixes = target.suffixes
+    if len(suffixes) >= 2 and suffixes[-1].lower() in _COMPRESSION_SUFFIXES:
+        return "".join(suffixes[-2:])
+    return target.suffix
 
 
 def _sync(path: Path) -> None:
@@ -72,6 +73,20 @@ def check_output_folder(folder: str | os.PathLike) -> Path:
     os.close(fd)
     os.unlink(name)
     return folder
+
+
+def check_output_file(path: str | os.PathLike, option: str | None = None) -> Path:
+    """Raise ``OutputError`` now if a file cannot be written at ``path`` later: it names a
+    folder, its folder does not exist, or files cannot be created there. ``option`` names the
+    setting the path came from, for the error's ``option``."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; give a file name", option=option)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"{path}: output folder {folder} does not exist", option=option)
+    check_output_folder(folder)
+    return path
 
 
 def _host() -> str:
@@ -119,12 +134,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         raise OutputError(f"{target}: output folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise OutputError(f"{target}: output folder {folder} is not writable")
     remove_stale_temporaries(target)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=_temporary_prefix(target), suffix=full_suffix(target), dir=folder
-    )
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=_temporary_prefix(target), suffix=_kept_suffix(target), dir=folder
+        )
+    except OSError as exc:
+        raise OutputError(f"{target}: cannot write in {folder} ({exc.strerror or exc})") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -15,19 +15,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from revmed import config
-from revmed.data.synth import synthesize
+from revmed.data.synthetic import synthesize
 from revmed.engine.trainer import TrainEvent, Trainer
 from revmed.evaluation import Report, evaluate, write_outputs
 from revmed.inference import Translator
 from revmed.io import read_volume, write_volume, zoom_affine
-from revmed.resample import downsample
+from revmed.transforms import downsample
 
 DEMO_PRESET = "demo-sr"
 DEMO_CASES = 6
@@ -52,16 +52,16 @@ def run_demo(out_dir: str | Path, time_limit: float | None = None, device: str =
     say = on_stage or (lambda text: None)
     preset = config.load_preset(DEMO_PRESET, overrides or [])
     if time_limit is not None:
-        preset["train"]["time_limit"] = time_limit
+        preset = replace(preset, train=replace(preset.train, time_limit=float(time_limit)))
     say(f"synthesising {cases} chest-CT phantoms into {out_dir / 'data'}")
     dataset = synthesize("chestct-sr", out_dir / "data", cases=cases,
-                         seed=preset["train"]["seed"], shape=shape)
-    say(f"training {DEMO_PRESET} for at most {preset['train']['time_limit']:.0f} s "
+                         seed=preset.train.seed, shape=shape)
+    say(f"training {DEMO_PRESET} for at most {preset.train.time_limit:.0f} s "
         f"into {out_dir / 'run'}")
     trainer = Trainer(preset, out_dir / "data", out_dir / "run", torch.device(device))
     training = trainer.fit(progress=on_train)
     checkpoint = out_dir / "run" / "best.pt"
-    factors = preset["data"]["sr_factors"]
+    factors = preset.data.sr_factors
     translator = Translator.load(checkpoint, device)
     for folder in ("low_res", "sr"):
         (out_dir / folder).mkdir(exist_ok=True)
@@ -75,7 +75,7 @@ def run_demo(out_dir: str | Path, time_limit: float | None = None, device: str =
         write_volume(sr, out_dir / "sr" / f"{case.name}.nii.gz")
     say("evaluating against trilinear and tricubic upsampling")
     test_dir = out_dir / "data" / "test"
-    window = preset["data"]["window"]
+    window = preset.data.window
     report = evaluate(out_dir / "sr", test_dir / "Y", mask=test_dir / "masks",
                       input=out_dir / "low_res", baselines=("trilinear", "tricubic"),
                       data_range=window[1] - window[0], preview=True)

@@ -1,7 +1,7 @@
 """Image-quality and segmentation metrics on numpy volumes.
 
-Every function takes numpy arrays and returns a Python ``float`` (or, for ``interior`` and
-``brats_regions``, boolean masks). Shapes follow revmed's conventions:
+Every function takes numpy arrays and returns a Python ``float`` (or, for ``interior``, a
+boolean mask). Shapes follow revmed's conventions:
 
 * images are ``(C, I, J, K)`` (channels first, as in ``Volume.array``) or ``(I, J, K)`` for one
   channel; ``pred`` and ``ref`` must have the same shape;
@@ -38,8 +38,6 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
-#: BraTS label values: necrotic / non-enhancing core, peritumoural oedema, enhancing tumour.
-BRATS_LABELS = {"NCR": 1, "ED": 2, "ET": 4}
 #: Window of MONAI's (and Wang et al.'s) SSIM: an 11-voxel Gaussian with sigma 1.5 per axis.
 SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
 #: SSIM needs at least this many voxels along every axis (the window shrinks to fit, down to 3).
@@ -110,18 +108,6 @@ def mae(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> fl
 
     p, r = _flat(pred, ref, mask)
     return float(MAEMetric(reduction="mean")(p, r).item())
-
-
-def mse(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """Mean squared error ``mean((pred - ref)^2)`` over all channels and (masked) voxels.
-
-    ``pred``, ``ref``: ``(C, I, J, K)`` or ``(I, J, K)``; ``mask``: ``(I, J, K)``, optional.
-    Uses ``monai.metrics.MSEMetric`` (float64).
-    """
-    from monai.metrics import MSEMetric
-
-    p, r = _flat(pred, ref, mask)
-    return float(MSEMetric(reduction="mean")(p, r).item())
 
 
 def rmse(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> float:
@@ -334,27 +320,3 @@ def hd95(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] = (1.0, 1.0
     p_to_r = _distance_to(sr, spacing)[sp]
     r_to_p = _distance_to(sp, spacing)[sr]
     return float(max(np.percentile(p_to_r, 95), np.percentile(r_to_p, 95)))
-
-
-def brats_regions(label_map: np.ndarray) -> dict[str, np.ndarray]:
-    """The three nested BraTS evaluation regions of a label map.
-
-    ``label_map``: ``(I, J, K)`` (or ``(1, I, J, K)``) with BraTS labels 0 background,
-    1 necrotic / non-enhancing core (NCR), 2 oedema (ED), 4 enhancing tumour (ET); float arrays
-    holding whole numbers are accepted. Returns boolean ``(I, J, K)`` masks
-    ``{"ET": 4, "TC": 1 | 4, "WT": 1 | 2 | 4}`` (enhancing tumour, tumour core, whole tumour).
-    Any other label (e.g. 3, the ET label of BraTS 2023) raises ``ValueError``.
-    """
-    labels = np.asarray(label_map)
-    if labels.ndim == 4 and labels.shape[0] == 1:
-        labels = labels[0]
-    if labels.ndim != 3:
-        raise ValueError(f"expected an (I, J, K) label map, got shape {labels.shape}")
-    values = np.unique(labels)
-    unexpected = [v for v in values.tolist() if v not in (0, 1, 2, 4)]
-    if unexpected:
-        shown = ", ".join(f"{v:g}" for v in unexpected[:8])
-        raise ValueError(f"label map holds values other than the BraTS labels 0, 1, 2, 4: "
-                         f"{shown}")
-    ncr, ed, et = (labels == BRATS_LABELS[k] for k in ("NCR", "ED", "ET"))
-    return {"ET": et, "TC": ncr | et, "WT": ncr | ed | et}

@@ -33,7 +33,6 @@ written the high-water mark since the process started (``ru_maxrss``) stands in 
 
 from __future__ import annotations
 
-import copy
 import gc
 import json
 import math
@@ -42,16 +41,18 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from revmed.engine.step import TrainingStep, uses_critics
+from revmed.config import preset_from_dict
+from revmed.engine.step import TrainingStep
 from revmed.errors import ConfigError, InputError
-from revmed.memory import format_bytes
-from revmed.shapes import shape_text
+from revmed.models import build_critics, build_model, get_family, model_spec
+from revmed.preset import Preset
+from revmed.sizes import format_bytes, shape_text
 
 #: Bytes one float32 parameter costs while training with Adam: weight, gradient, two moments.
 BYTES_PER_PARAMETER = 16
@@ -78,96 +79,96 @@ def parse_memory(text: str) -> int:
     match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(i?)(b?)\s*", str(text),
                          re.IGNORECASE)
     if not match:
-        raise InputError(f"--memory {text}: expected a size such as 24GiB, 500MiB, 1.5TiB or "
-                         "a number of bytes")
+        raise InputError(f"memory {text}: expected a size such as 24GiB, 500MiB, 1.5TiB or "
+                         "a number of bytes", option="memory")
     number, prefix, binary, unit_b = match.groups()
     prefix = prefix.lower()
     if binary and not prefix:
-        raise InputError(f"--memory {text}: expected a size such as 24GiB, 500MiB, 1.5TiB or "
-                         "a number of bytes")
+        raise InputError(f"memory {text}: expected a size such as 24GiB, 500MiB, 1.5TiB or "
+                         "a number of bytes", option="memory")
     # "G", "GiB" and "Gi" are binary; "GB" is decimal
     key = prefix + ("b" if unit_b and prefix and not binary else "")
     value = int(float(number) * _UNITS[key])
     if value <= 0:
-        raise InputError(f"--memory {text}: must be more than zero bytes")
+        raise InputError(f"memory {text}: must be more than zero bytes", option="memory")
     return value
 
 
 # --- the preset's pieces ------------------------------------------------------------------------
 
-def depth_key(preset: dict[str, Any]) -> str:
-    """The model key that sets the reversible depth: ``depth`` or ``blocks_per_scale``."""
-    return "blocks_per_scale" if preset["model"]["kind"] == "iunet3d" else "depth"
+def depth_key(preset: Preset) -> str:
+    """The model key that sets the reversible depth (``depth``, ``blocks_per_scale``)."""
+    return get_family(preset.model.kind).depth_key
 
 
-def with_depth(preset: dict[str, Any], depth: int) -> dict[str, Any]:
-    """A copy of ``preset`` with the reversible depth set to ``depth``."""
-    changed = copy.deepcopy(preset)
-    changed["model"][depth_key(preset)] = int(depth)
-    return changed
+def depth_of(preset: Preset) -> int:
+    """The preset's reversible depth."""
+    return int(getattr(preset.model, depth_key(preset)))
 
 
-def patch_multiple(preset: dict[str, Any]) -> int:
+def with_depth(preset: Preset, depth: int) -> Preset:
+    """``preset`` with the reversible depth set to ``depth``."""
+    return replace(preset, model=replace(preset.model, **{depth_key(preset): int(depth)}))
+
+
+def patch_multiple(preset: Preset) -> int:
     """Patch sizes the model runs at unpadded are multiples of this (iUNet: 2**(scales-1))."""
-    model = preset["model"]
-    return 2 ** (model["scales"] - 1) if model["kind"] == "iunet3d" else 1
+    return get_family(preset.model.kind).patch_multiple(preset.model)
 
 
-def smallest_edge(preset: dict[str, Any]) -> int:
+def smallest_edge(preset: Preset) -> int:
     """The smallest cubic patch edge the preset can train on (the critic's need, the model's
     multiple)."""
-    need = 3 * 2 ** preset["model"]["disc_layers"] if uses_critics(preset) else 1
+    need = 3 * 2 ** preset.model.disc_layers if preset.train.uses_critics else 1
     m = patch_multiple(preset)
     return max(m, -(-need // m) * m)
 
 
-def _padded(preset: dict[str, Any], patch: Sequence[int]) -> list[int]:
+def _padded(preset: Preset, patch: Sequence[int]) -> list[int]:
     m = patch_multiple(preset)
     return [-(-int(n) // m) * m for n in patch]
 
 
-def voxels(preset: dict[str, Any], patch: Sequence[int]) -> int:
+def voxels(preset: Preset, patch: Sequence[int]) -> int:
     """Voxels the network works on for a patch (iUNet: after padding to its multiple)."""
     return math.prod(_padded(preset, patch))
 
 
-def count_parameters(preset: dict[str, Any]) -> int:
+def count_parameters(preset: Preset) -> int:
     """Parameters trained: the generator's and, when the objective uses them, the critics'."""
-    from revmed.models import build_discriminators, build_model, model_spec
-
     kind, kwargs = model_spec(preset)
     with torch.device("meta"):
         modules = [build_model(kind, **kwargs)]
-        if uses_critics(preset):
+        if preset.train.uses_critics:
             smallest = smallest_edge(preset)  # the critic's size does not depend on the patch
-            sized = copy.deepcopy(preset)
-            sized["patch"]["size"] = [max(n, smallest) for n in preset["patch"]["size"]]
-            modules += list(build_discriminators(sized).values())
+            sized = replace(preset, patch=replace(
+                preset.patch, size=tuple(max(n, smallest) for n in preset.patch.size)))
+            modules += list(build_critics(sized).values())
     return sum(p.numel() for m in modules for p in m.parameters())
 
 
-def pool_bytes(preset: dict[str, Any], patch: Sequence[int], batch: int) -> int:
+def pool_bytes(preset: Preset, patch: Sequence[int], batch: int) -> int:
     """Bytes of the CycleGAN image pools once full (0 for other objectives)."""
-    train, data = preset["train"], preset["data"]
-    if train["objective"] != "unpaired" or not uses_critics(preset):
+    train, data = preset.train, preset.data
+    if train.objective != "unpaired" or not train.uses_critics:
         return 0
-    return (train["pool_size"] * (data["in_channels"] + data["out_channels"])
+    return (train.pool_size * (data.in_channels + data.out_channels)
             * math.prod(patch) * FLOAT32)
 
 
-def synthetic_batch(preset: dict[str, Any], patch: Sequence[int], batch: int,
+def synthetic_batch(preset: Preset, patch: Sequence[int], batch: int,
                     device: torch.device, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random tensors shaped like a training batch: ``X`` ``(B, in_channels, *patch)`` in
     [-1, 1], and ``Y`` ``(B, out_channels, *patch)`` or, for segmentation, an integer
     ``label`` ``(B, 1, *patch)`` with values in {0, 1, 2, 4}."""
     g = torch.Generator().manual_seed(seed)
-    data, shape = preset["data"], tuple(int(n) for n in patch)
-    out = {"X": torch.rand(batch, data["in_channels"], *shape, generator=g) * 2 - 1}
-    if preset["train"]["objective"] == "segmentation":
+    data, shape = preset.data, tuple(int(n) for n in patch)
+    out = {"X": torch.rand(batch, data.in_channels, *shape, generator=g) * 2 - 1}
+    if preset.train.objective == "segmentation":
         codes = torch.tensor([0, 1, 2, 4], dtype=torch.uint8)
         out["label"] = codes[torch.randint(0, 4, (batch, 1, *shape), generator=g)]
     else:
-        out["Y"] = torch.rand(batch, data["out_channels"], *shape, generator=g) * 2 - 1
+        out["Y"] = torch.rand(batch, data.out_channels, *shape, generator=g) * 2 - 1
     return {k: v.to(device) for k, v in out.items()}
 
 
@@ -175,8 +176,8 @@ class _Step(TrainingStep):
     """The trainer's own step (``revmed.engine.step``), seeded as the trainer seeds it, with
     what the measurement needs to know of the tensors it holds."""
 
-    def __init__(self, preset: dict[str, Any], device: torch.device) -> None:
-        torch.manual_seed(preset["train"]["seed"])
+    def __init__(self, preset: Preset, device: torch.device) -> None:
+        torch.manual_seed(preset.train.seed)
         super().__init__(preset, device)
         self.model.train()
 
@@ -232,7 +233,7 @@ def _status_kib(key: str) -> int:
     raise OSError(f"{key} not in /proc/self/status")
 
 
-def _measure_here(preset: dict[str, Any], patch: Sequence[int], batch: int,
+def _measure_here(preset: Preset, patch: Sequence[int], batch: int,
                   device: torch.device) -> Measurement:
     """Measure in this process: the second of two steps on the same batch."""
     cuda = device.type == "cuda"
@@ -262,12 +263,12 @@ def _measure_here(preset: dict[str, Any], patch: Sequence[int], batch: int,
         runner.step(data)
         peak = held + max(0, high() - base) * 1024
     return Measurement(patch=[int(n) for n in patch], batch=int(batch),
-                       depth=int(preset["model"][depth_key(preset)]),
+                       depth=depth_of(preset),
                        parameters=count_parameters(preset), peak=int(peak),
                        pool=tensor_bytes(runner.pool_tensors()), device=device.type)
 
 
-def measure_step(preset: dict[str, Any], patch: Sequence[int], batch: int,
+def measure_step(preset: Preset, patch: Sequence[int], batch: int,
                  device: torch.device | str = "cpu") -> Measurement:
     """The peak memory of one training step of ``preset`` at ``patch`` x ``batch``.
 
@@ -277,7 +278,7 @@ def measure_step(preset: dict[str, Any], patch: Sequence[int], batch: int,
     if device.type == "cuda":
         gc.collect()
         return _measure_here(preset, patch, batch, device)
-    request = json.dumps({"preset": preset, "patch": list(patch), "batch": batch})
+    request = json.dumps({"preset": preset.to_dict(), "patch": list(patch), "batch": batch})
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD), "OMP_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1"}
     # run where `python -m` finds this very revmed (not a `revmed` folder in the working one)
@@ -286,7 +287,7 @@ def measure_step(preset: dict[str, Any], patch: Sequence[int], batch: int,
                           capture_output=True, text=True, env=env, cwd=home)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
-        raise RuntimeError(f"measuring {preset['name']} at {shape_text(patch)} x {batch} "
+        raise RuntimeError(f"measuring {preset.name} at {shape_text(patch)} x {batch} "
                            f"failed: {tail}")
     return Measurement(**json.loads(done.stdout.strip().splitlines()[-1]))
 
@@ -300,7 +301,7 @@ class PeakModel:
     fixed: float
     per_voxel: float
 
-    def peak(self, preset: dict[str, Any], patch: Sequence[int], batch: int,
+    def peak(self, preset: Preset, patch: Sequence[int], batch: int,
              parameters: int) -> int:
         """Predicted peak bytes of one training step of ``preset`` at these sizes."""
         return int(self.fixed + BYTES_PER_PARAMETER * parameters
@@ -308,7 +309,7 @@ class PeakModel:
                    + pool_bytes(preset, _padded(preset, patch), batch))
 
 
-def fit(preset: dict[str, Any], measurements: Sequence[Measurement]) -> PeakModel:
+def fit(preset: Preset, measurements: Sequence[Measurement]) -> PeakModel:
     """Least-squares ``fixed`` and ``per_voxel`` from measurements at two or more sizes."""
     xs = [m.batch * voxels(preset, m.patch) for m in measurements]
     ys = [m.peak - m.pool - BYTES_PER_PARAMETER * m.parameters for m in measurements]
@@ -351,7 +352,7 @@ class Plan:
         return asdict(self)
 
 
-def fit_edges(preset: dict[str, Any], count: int = 3) -> list[int]:
+def fit_edges(preset: Preset, count: int = 3) -> list[int]:
     """Cubic patch edges of the fit: small, valid for the model, 8 (or its multiple) apart."""
     step = max(8, patch_multiple(preset))
     first = max(smallest_edge(preset), 16)
@@ -359,7 +360,7 @@ def fit_edges(preset: dict[str, Any], count: int = 3) -> list[int]:
     return [first + i * step for i in range(count)]
 
 
-def measure_fit(preset: dict[str, Any], device: torch.device | str = "cpu",
+def measure_fit(preset: Preset, device: torch.device | str = "cpu",
                 edges: Sequence[int] | None = None, batch: int = FIT_BATCH,
                 progress=None) -> tuple[PeakModel, list[Measurement]]:
     """Measure at small cubic patches (``fit_edges``) of batch ``FIT_BATCH`` and fit.
@@ -367,7 +368,7 @@ def measure_fit(preset: dict[str, Any], device: torch.device | str = "cpu",
     A RevGAN with ``depth = 0`` is measured at depth 1 (a core adds working memory that does
     not grow with further blocks), so its own prediction errs on the high side.
     """
-    measured = with_depth(preset, max(preset["model"][depth_key(preset)], 1))
+    measured = with_depth(preset, max(depth_of(preset), 1))
     edges = list(edges or fit_edges(preset))
     results = []
     for i, edge in enumerate(edges):
@@ -399,26 +400,10 @@ def _largest(peak_of, start: int, step: int, memory: int, limit: int | None = No
     return min(value, limit) if limit is not None else value
 
 
-def make_plan(preset: dict[str, Any], memory: int, model: PeakModel,
-              measurements: Sequence[Measurement], device: str) -> Plan:
-    """Solve ``model`` for ``memory`` bytes (see ``Plan``); raises ``InputError`` when not
-    even the smallest patch fits at the preset's batch and depth."""
-    key = depth_key(preset)
-    patch, batch = list(preset["patch"]["size"]), preset["train"]["batch_size"]
-    depth = preset["model"][key]
-    params = count_parameters(preset)
-    # parameters are linear in the depth: params(d) = params(depth) + (d - depth) x per_block
-    per_block = count_parameters(with_depth(preset, depth + 1)) - params
-
-    def at_depth(d: int) -> int:
-        return params + (d - depth) * per_block
-
-    trained = "generator and critics" if uses_critics(preset) else "the model"
-    notes = [f"the prediction is for one training step ({trained}, with Adam's state); "
-             "validation and inference windows use less"]
-    if device == "cuda":
-        notes.append("CUDA: memory the caching allocator hands out; the CUDA context and "
-                     "fragmentation take some hundreds of MiB more")
+def _largest_patch(preset: Preset, model: PeakModel, memory: int, params: int) -> dict:
+    """The largest cubic patch at the preset's batch and depth; ``InputError`` when even the
+    smallest does not fit."""
+    batch = preset.train.batch_size
     step = max(8, patch_multiple(preset))
     smallest = -(-smallest_edge(preset) // step) * step
 
@@ -427,36 +412,62 @@ def make_plan(preset: dict[str, Any], memory: int, model: PeakModel,
 
     edge = _largest(edge_peak, smallest, step, memory)
     if edge is None:
-        raise InputError(f"--memory {format_bytes(memory)}: too small for preset "
-                         f"{preset['name']}: its smallest patch ({smallest}^3, batch {batch}) "
-                         f"needs about {format_bytes(edge_peak(smallest))} for one training step")
-    largest_patch = dict(edge=edge, patch=[edge] * 3, edge_step=step, peak=edge_peak(edge),
-                         next_peak=edge_peak(edge + step))
+        raise InputError(f"memory {format_bytes(memory)}: too small for preset "
+                         f"{preset.name}: its smallest patch ({smallest}^3, batch {batch}) "
+                         f"needs about {format_bytes(edge_peak(smallest))} for one training step",
+                         option="memory")
+    return dict(edge=edge, patch=[edge] * 3, edge_step=step, peak=edge_peak(edge),
+                next_peak=edge_peak(edge + step))
+
+
+def _largest_depth(preset: Preset, model: PeakModel, memory: int, params: int) -> dict | None:
+    """The largest reversible depth at the preset's patch and batch (None: none fits)."""
+    depth = depth_of(preset)
+    # parameters are linear in the depth: params(d) = params(depth) + (d - depth) x per_block
+    per_block = count_parameters(with_depth(preset, depth + 1)) - params
+
+    def depth_peak(d: int) -> int:
+        return model.peak(preset, preset.patch.size, preset.train.batch_size,
+                          params + (d - depth) * per_block)
+
+    least = get_family(preset.model.kind).min_depth
+    d = _largest(depth_peak, least, 1, memory, limit=MAX_DEPTH)
+    if d is None:
+        return None
+    capped = d >= MAX_DEPTH and depth_peak(MAX_DEPTH + 1) <= memory
+    return dict(depth=d, capped=capped, parameters=params + (d - depth) * per_block,
+                peak=depth_peak(d), next_peak=depth_peak(d + 1))
+
+
+def make_plan(preset: Preset, memory: int, model: PeakModel,
+              measurements: Sequence[Measurement], device: str) -> Plan:
+    """Solve ``model`` for ``memory`` bytes (see ``Plan``); raises ``InputError`` when not
+    even the smallest patch fits at the preset's batch and depth."""
+    patch, batch = list(preset.patch.size), preset.train.batch_size
+    params = count_parameters(preset)
+    trained = "generator and critics" if preset.train.uses_critics else "the model"
+    notes = [f"the prediction is for one training step ({trained}, with Adam's state); "
+             "validation and inference windows use less"]
+    if device == "cuda":
+        notes.append("CUDA: memory the caching allocator hands out; the CUDA context and "
+                     "fragmentation take some hundreds of MiB more")
+    largest_patch = _largest_patch(preset, model, memory, params)
 
     def batch_peak(b: int) -> int:
         return model.peak(preset, patch, b, params)
 
     b = _largest(batch_peak, 1, 1, memory) or 0
     largest_batch = dict(batch=b, peak=batch_peak(b) if b else None, next_peak=batch_peak(b + 1))
-
     largest_depth = None
-    if not preset["model"]["memory_saving"]:
+    if not preset.model.memory_saving:
         notes.append("model.memory_saving is false: activations grow with depth, so no depth "
                      "is predicted")
     else:
-        def depth_peak(d: int) -> int:
-            return model.peak(preset, patch, batch, at_depth(d))
-
-        least = 1 if key == "blocks_per_scale" else 0
-        d = _largest(depth_peak, least, 1, memory, limit=MAX_DEPTH)
-        if d is not None:
-            capped = d >= MAX_DEPTH and depth_peak(MAX_DEPTH + 1) <= memory
-            largest_depth = dict(depth=d, capped=capped, parameters=at_depth(d),
-                                 peak=depth_peak(d), next_peak=depth_peak(d + 1))
-    fits = batch_peak(batch) <= memory
-    preset_peak = dict(patch=patch, batch=batch, depth=depth, parameters=params,
-                       peak=batch_peak(batch), fits=fits)
-    return Plan(preset=preset["name"], device=device, memory=memory, depth_key=f"model.{key}",
+        largest_depth = _largest_depth(preset, model, memory, params)
+    preset_peak = dict(patch=patch, batch=batch, depth=depth_of(preset), parameters=params,
+                       peak=batch_peak(batch), fits=batch_peak(batch) <= memory)
+    return Plan(preset=preset.name, device=device, memory=memory,
+                depth_key=f"model.{depth_key(preset)}",
                 model={"fixed": model.fixed, "per_voxel": model.per_voxel,
                        "bytes_per_parameter": BYTES_PER_PARAMETER,
                        "pool_bytes_at_preset": pool_bytes(preset, _padded(preset, patch), batch)},
@@ -465,12 +476,13 @@ def make_plan(preset: dict[str, Any], memory: int, model: PeakModel,
                 largest_depth=largest_depth, notes=notes)
 
 
-def plan(preset: dict[str, Any], memory: int, device: torch.device | str = "cpu",
+def plan(preset: Preset, memory: int, device: torch.device | str = "cpu",
          progress=None) -> Plan:
     """Measure ``preset`` at small sizes on ``device`` and plan for ``memory`` bytes."""
     device = torch.device(device)
     if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {device}: the planner measures on cpu or cuda only")
+        raise ConfigError(f"device {device}: the planner measures on cpu or cuda only",
+                          option="device")
     model, measurements = measure_fit(preset, device, progress=progress)
     return make_plan(preset, memory, model, measurements, device.type)
 
@@ -479,8 +491,8 @@ def _worker() -> None:
     """``python -m revmed.planner``: one CPU measurement; the request is JSON on stdin."""
     request = json.loads(sys.stdin.read())
     torch.set_num_threads(1)
-    result = _measure_here(request["preset"], request["patch"], request["batch"],
-                           torch.device("cpu"))
+    preset = preset_from_dict(request["preset"], "the planner's request")
+    result = _measure_here(preset, request["patch"], request["batch"], torch.device("cpu"))
     print(json.dumps(asdict(result)))
 
 

@@ -30,10 +30,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from revmed.errors import InputError
-from revmed.shapes import shape_text
+from revmed.io.cases import folder_entries, scan_folder
+from revmed.io.formats import DICOM_SUFFIXES, VOLUME_SUFFIXES, case_name, volume_suffix
+from revmed.io.geometry import Geometry, read_geometry
 
 try:  # Python >= 3.11
     import tomllib
@@ -46,13 +46,6 @@ MANIFEST = "dataset.toml"
 #: Keys ``dataset.toml`` may hold (anything else is an error, to catch typos).
 MANIFEST_KEYS = ("kind", "channels", "units", "description")
 DEFAULT_CHANNELS = ("image",)
-#: File suffixes of single-file volumes (a folder without such files is read as DICOM).
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-#: DICOM files belong in one folder per case, never loose beside other cases.
-DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
-#: Files that may sit beside volumes and are skipped (sidecars, notes, detached data files).
-IGNORED_SUFFIXES = (".json", ".txt", ".md", ".csv", ".tsv", ".raw", ".raw.gz", ".zraw", ".db",
-                    ".ini")
 #: Sub-folders of a split per kind (masks/ is always optional).
 FOLDERS = {
     "paired": ("X", "Y", "masks"),
@@ -61,8 +54,6 @@ FOLDERS = {
     "segmentation": ("images", "labels", "masks"),
 }
 _CHANNEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+\-]*$")
-#: Spacings closer than this (mm, absolute and relative) count as equal.
-_SPACING_ATOL, _SPACING_RTOL = 1e-3, 1e-4
 
 
 @dataclass
@@ -122,14 +113,6 @@ class Dataset:
             raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
         return self.splits.get(split, [])
 
-    def sources(self, split: str) -> list[Path]:
-        """The X (or images) files of ``split``: the first input of every case that has one."""
-        return [c.inputs[0] for c in self.cases(split) if c.inputs]
-
-    def targets(self, split: str) -> list[Path]:
-        """The Y files of ``split``."""
-        return [c.target for c in self.cases(split) if c.target is not None]
-
     def counts(self) -> dict[str, int]:
         """Number of cases per split."""
         return {s: len(self.cases(s)) for s in SPLITS}
@@ -183,32 +166,6 @@ def _read_manifest(root: Path) -> dict:
 # Folder scanning
 
 
-def volume_suffix(path: Path) -> str | None:
-    """The volume-format suffix of a file name (e.g. ``.nii.gz``), or None if not a volume."""
-    name = path.name.lower()
-    for suffix in VOLUME_SUFFIXES:
-        if name.endswith(suffix) and len(name) > len(suffix):
-            return path.name[-len(suffix):]
-    return None
-
-
-def case_name(path: Path) -> str:
-    """The case name of a volume file or DICOM folder: its name without the format suffix."""
-    suffix = volume_suffix(path) if not path.is_dir() else None
-    return path.name[: -len(suffix)] if suffix else path.name
-
-
-def _skipped(entry: Path) -> bool:
-    return entry.name.startswith(".") or entry.name.lower().endswith(IGNORED_SUFFIXES)
-
-
-def _entries(folder: Path) -> list[Path]:
-    try:
-        return sorted(e for e in folder.iterdir() if not _skipped(e))
-    except OSError as exc:
-        raise InputError(f"{folder}: cannot list folder ({exc})") from exc
-
-
 def _not_a_volume(entry: Path) -> str:
     if entry.name.lower().endswith(DICOM_SUFFIXES):
         return (f"{entry}: a loose DICOM file; put each DICOM series in its own folder, "
@@ -217,23 +174,18 @@ def _not_a_volume(entry: Path) -> str:
 
 
 def _scan_volumes(folder: Path, problems: list[str]) -> dict[str, Path]:
-    """Case name -> volume file or DICOM folder, for every entry of ``folder``."""
-    found: dict[str, Path] = {}
-    for entry in _entries(folder):
-        if not entry.is_dir() and volume_suffix(entry) is None:
-            problems.append(_not_a_volume(entry))
-            continue
-        name = case_name(entry)
-        if name in found:
-            problems.append(f"{entry}: case {name!r} appears twice (also {found[name]})")
-            continue
-        found[name] = entry
-    return found
+    """Case name -> volume file or DICOM folder, for every entry of ``folder``; every stray
+    file and repeated case name is a problem."""
+    scan = scan_folder(folder)
+    problems += [_not_a_volume(entry) for entry in scan.strays]
+    problems += [f"{entry}: case {case_name(entry)!r} appears twice (also {first})"
+                 for entry, first in scan.duplicates]
+    return scan.cases
 
 
 def _is_channel_folder(folder: Path, channels: list[str]) -> bool:
     """A folder of one file per channel (rather than one DICOM series)."""
-    for entry in _entries(folder):
+    for entry in folder_entries(folder):
         if entry.is_dir() and entry.name in channels:
             return True
         if not entry.is_dir() and volume_suffix(entry) is not None:
@@ -244,7 +196,7 @@ def _is_channel_folder(folder: Path, channels: list[str]) -> bool:
 def _channel_files(folder: Path, channels: list[str], problems: list[str]) -> list[Path] | None:
     """The per-channel files of a case folder, in ``channels`` order (None if incomplete)."""
     by_name: dict[str, Path] = {}
-    for entry in _entries(folder):
+    for entry in folder_entries(folder):
         name = case_name(entry)
         if not entry.is_dir() and volume_suffix(entry) is None:
             problems.append(f"{entry}: not a volume (expected {', '.join(VOLUME_SUFFIXES)})")
@@ -264,10 +216,11 @@ def _channel_files(folder: Path, channels: list[str], problems: list[str]) -> li
     return [by_name[c] for c in channels]
 
 
-def _load_split(folder: Path, kind: str, channels: list[str], problems: list[str]) -> list[Case]:
+def _split_folders(folder: Path, kind: str, problems: list[str]) -> dict[str, Path]:
+    """The sub-folders of a split that its kind expects; anything else is a problem."""
     expected = FOLDERS[kind]
     subs: dict[str, Path] = {}
-    for entry in _entries(folder):
+    for entry in folder_entries(folder):
         if entry.is_dir() and entry.name in expected:
             subs[entry.name] = entry
         elif entry.is_dir():
@@ -276,66 +229,82 @@ def _load_split(folder: Path, kind: str, channels: list[str], problems: list[str
         else:
             problems.append(f"{entry}: unexpected file; volumes go in "
                             f"{', '.join(e + '/' for e in expected)}")
-    cases: dict[str, Case] = {}
+    return subs
 
-    if kind in ("paired", "unpaired", "hr-only"):
-        need = ("X", "Y") if kind != "hr-only" else ("Y",)
-        for sub in need:
-            if sub not in subs:
-                problems.append(f"{folder / sub}: missing; a {kind} split needs "
-                                f"{' and '.join(n + '/' for n in need)}")
-        xs = _scan_volumes(subs["X"], problems) if "X" in subs else {}
-        ys = _scan_volumes(subs["Y"], problems) if "Y" in subs else {}
-        if kind == "paired" and "X" in subs and "Y" in subs:
-            for name, path in xs.items():
-                if name not in ys:
-                    problems.append(f"{subs['Y'] / (name + _suffix_like(path))}: missing; "
-                                    f"the paired partner of {path}")
-            for name, path in ys.items():
-                if name not in xs:
-                    problems.append(f"{subs['X'] / (name + _suffix_like(path))}: missing; "
-                                    f"the paired partner of {path}")
-        for name, path in xs.items():
-            cases[name] = Case(name, inputs=[path])
-        for name, path in ys.items():
-            if kind == "paired" and name not in xs:
-                continue
+
+def _require(folder: Path, subs: dict[str, Path], need: tuple[str, ...], kind: str,
+             problems: list[str]) -> None:
+    for sub in need:
+        if sub not in subs:
+            problems.append(f"{folder / sub}: missing; a {kind} split needs "
+                            f"{' and '.join(n + '/' for n in need)}")
+
+
+def _partners(found: dict[str, Path], others: dict[str, Path], other_folder: Path,
+              what: str) -> list[str]:
+    """A problem for every case of ``found`` that has no partner in ``others``."""
+    return [f"{other_folder / (name + _suffix_like(path))}: missing; {what} {path}"
+            for name, path in found.items() if name not in others]
+
+
+def _domain_cases(folder: Path, kind: str, subs: dict[str, Path],
+                  problems: list[str]) -> dict[str, Case]:
+    """The cases of a paired, unpaired or hr-only split (X/ and Y/)."""
+    _require(folder, subs, ("X", "Y") if kind != "hr-only" else ("Y",), kind, problems)
+    xs = _scan_volumes(subs["X"], problems) if "X" in subs else {}
+    ys = _scan_volumes(subs["Y"], problems) if "Y" in subs else {}
+    if kind == "paired" and "X" in subs and "Y" in subs:
+        problems += _partners(xs, ys, subs["Y"], "the paired partner of")
+        problems += _partners(ys, xs, subs["X"], "the paired partner of")
+    cases = {name: Case(name, inputs=[path]) for name, path in xs.items()}
+    for name, path in ys.items():
+        if kind != "paired" or name in xs:
             cases.setdefault(name, Case(name)).target = path
-    else:  # segmentation
-        for sub in ("images", "labels"):
-            if sub not in subs:
-                problems.append(f"{folder / sub}: missing; a segmentation split needs "
-                                "images/ and labels/")
-        images: dict[str, list[Path]] = {}
-        if "images" in subs:
-            for entry in _entries(subs["images"]):
-                if entry.is_dir() and _is_channel_folder(entry, channels):
-                    # an incomplete folder stays listed (empty) so that its label is not an orphan
-                    images[entry.name] = _channel_files(entry, channels, problems) or []
-                    continue
-                if not entry.is_dir() and volume_suffix(entry) is None:
-                    problems.append(_not_a_volume(entry))
-                    continue
-                name = case_name(entry)
-                if name in images:
-                    problems.append(f"{entry}: case {name!r} appears twice")
-                    continue
-                images[name] = [entry]
-        labels = _scan_volumes(subs["labels"], problems) if "labels" in subs else {}
-        if "images" in subs and "labels" in subs:
-            for name, files in images.items():
-                if name not in labels:
-                    ref = files[0] if files else subs["images"] / name
-                    problems.append(f"{subs['labels'] / (name + '.nii.gz')}: missing; "
-                                    f"the label map of {ref if len(files) <= 1 else ref.parent}")
-            for name, path in labels.items():
-                if name not in images:
-                    problems.append(f"{subs['images'] / (name + _suffix_like(path))}: missing; "
-                                    f"the image of label map {path}")
-        for name, files in images.items():
-            if files and name in labels:
-                cases[name] = Case(name, inputs=files, label=labels[name])
+    return cases
 
+
+def _image_cases(images_folder: Path, channels: list[str],
+                 problems: list[str]) -> dict[str, list[Path]]:
+    """Case name -> image files of a segmentation split's images/ (one 4D file, a DICOM
+    folder, or one file per channel; an incomplete channel folder maps to no files)."""
+    images: dict[str, list[Path]] = {}
+    for entry in folder_entries(images_folder):
+        if entry.is_dir() and _is_channel_folder(entry, channels):
+            # an incomplete folder stays listed (empty) so that its label is not an orphan
+            images[entry.name] = _channel_files(entry, channels, problems) or []
+        elif not entry.is_dir() and volume_suffix(entry) is None:
+            problems.append(_not_a_volume(entry))
+        elif case_name(entry) in images:
+            problems.append(f"{entry}: case {case_name(entry)!r} appears twice")
+        else:
+            images[case_name(entry)] = [entry]
+    return images
+
+
+def _segmentation_cases(folder: Path, channels: list[str], subs: dict[str, Path],
+                        problems: list[str]) -> dict[str, Case]:
+    """The cases of a segmentation split (images/ and labels/)."""
+    _require(folder, subs, ("images", "labels"), "segmentation", problems)
+    images = _image_cases(subs["images"], channels, problems) if "images" in subs else {}
+    labels = _scan_volumes(subs["labels"], problems) if "labels" in subs else {}
+    if "images" in subs and "labels" in subs:
+        for name, files in images.items():
+            if name not in labels:
+                ref = files[0] if files else subs["images"] / name
+                problems.append(f"{subs['labels'] / (name + '.nii.gz')}: missing; "
+                                f"the label map of {ref if len(files) <= 1 else ref.parent}")
+        problems += [f"{subs['images'] / (name + _suffix_like(path))}: missing; the image of "
+                     f"label map {path}" for name, path in labels.items() if name not in images]
+    return {name: Case(name, inputs=files, label=labels[name])
+            for name, files in images.items() if files and name in labels}
+
+
+def _load_split(folder: Path, kind: str, channels: list[str], problems: list[str]) -> list[Case]:
+    subs = _split_folders(folder, kind, problems)
+    if kind == "segmentation":
+        cases = _segmentation_cases(folder, channels, subs, problems)
+    else:
+        cases = _domain_cases(folder, kind, subs, problems)
     if "masks" in subs:
         for name, path in _scan_volumes(subs["masks"], problems).items():
             if name in cases:
@@ -398,55 +367,6 @@ def load_dataset(root: str | os.PathLike) -> Dataset:
 
 # --------------------------------------------------------------------------------------------
 # Geometry
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Shape, voxel spacing (mm) and channel count of a volume file."""
-
-    shape: tuple[int, int, int]
-    spacing: tuple[float, float, float]
-    channels: int
-
-    def describe(self) -> str:
-        return (f"shape {shape_text(self.shape)}, spacing "
-                f"{'x'.join(f'{s:g}' for s in self.spacing)} mm")
-
-    def same_grid(self, other: Geometry) -> bool:
-        return self.shape == other.shape and bool(np.allclose(
-            self.spacing, other.spacing, rtol=_SPACING_RTOL, atol=_SPACING_ATOL))
-
-
-def read_geometry(path: str | os.PathLike) -> Geometry:
-    """The geometry of a volume: from the header for NIfTI, else by reading the volume."""
-    path = Path(path)
-    suffix = None if path.is_dir() else volume_suffix(path)
-    if suffix is not None and suffix.lower() in (".nii", ".nii.gz"):
-        import nibabel as nib
-
-        from revmed.io.volume import spacing_of
-
-        try:
-            image = nib.load(str(path))
-            shape = tuple(int(s) for s in image.shape)
-            affine = image.affine
-        except Exception as exc:  # nibabel raises many types for corrupt files
-            raise InputError(f"{path}: cannot read NIfTI header "
-                             f"({exc.__class__.__name__}: {exc})") from exc
-        if len(shape) == 5 and shape[3] == 1:
-            shape = shape[:3] + shape[4:]
-        if len(shape) == 3:
-            channels = 1
-        elif len(shape) == 4:
-            channels = shape[3]
-        else:
-            raise InputError(f"{path}: expected a 3D or 4D image, got shape {shape}")
-        spacing = tuple(float(s) for s in spacing_of(affine))
-        return Geometry(shape[:3], spacing, channels)  # type: ignore[arg-type]
-    from revmed.io import read_volume
-
-    volume = read_volume(path)
-    return Geometry(volume.shape, tuple(float(s) for s in volume.spacing), volume.channels)
 
 
 def validate_geometry(dataset: Dataset,
@@ -527,6 +447,5 @@ def describe_dataset(dataset: Dataset) -> str:
     return f"{', '.join(parts)}; {split_text} case{'s' if total != 1 else ''}"
 
 
-__all__ = ["Case", "Dataset", "FOLDERS", "Geometry", "KINDS", "SPLITS", "VOLUME_SUFFIXES",
-           "case_name", "describe_dataset", "load_dataset", "read_geometry",
-           "validate_geometry", "volume_suffix"]
+__all__ = ["Case", "Dataset", "FOLDERS", "KINDS", "SPLITS", "describe_dataset", "load_dataset",
+           "validate_geometry"]

@@ -4,7 +4,7 @@
 each sample key) and ``OUT_DIR/manifest.json`` describing them. Every shard is written
 atomically, so a killed run leaves no half-written shard; re-running with the same settings
 skips the cases that already have one and finishes the rest. The manifest is written last, with
-``"complete": true``; ``PatchDataset`` refuses an incomplete folder.
+``"complete": true``; ``read_shards`` refuses an incomplete folder.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from monai.transforms import GridPatchd, RandCropByPosNegLabeld, RandSpatialCrop
 import revmed
 from revmed.atomic import atomic_path
 from revmed.data.layout import load_dataset
-from revmed.data.samples import SampleSpec, load_sample
+from revmed.data.samples import load_sample
 from revmed.errors import InputError, OutputError
-from revmed.shapes import shape_text
+from revmed.preset import PatchSection, Preset
+from revmed.sizes import shape_text
 
 MANIFEST = "manifest.json"
 FORMAT = "revmed-patches"
@@ -74,9 +75,18 @@ def extract_patches(sample: dict[str, np.ndarray], size: Sequence[int], sampler:
             for k in keys}
 
 
-def patch_settings(preset: dict[str, Any], split: str, seed: int) -> dict[str, Any]:
+def preset_patches(sample: dict[str, np.ndarray], patch: PatchSection, min_foreground: float,
+                   seed: int) -> dict[str, np.ndarray]:
+    """``extract_patches`` of ``sample`` as a preset's ``[patch]`` section and
+    ``data.min_foreground`` say."""
+    return extract_patches(sample, patch.size, patch.sampler, per_volume=patch.per_volume,
+                           overlap=patch.overlap, min_foreground=min_foreground, seed=seed)
+
+
+def patch_settings(preset: Preset, split: str, seed: int) -> dict[str, Any]:
     """What the shards depend on; a folder made with other settings is not reused."""
-    return {"data": preset["data"], "patch": preset["patch"], "split": split, "seed": seed}
+    values = preset.to_dict()
+    return {"data": values["data"], "patch": values["patch"], "split": split, "seed": seed}
 
 
 def _shard_path(out_dir: Path, case_name: str) -> Path:
@@ -95,13 +105,14 @@ def _check_reuse(out_dir: Path, settings: dict[str, Any], overwrite: bool) -> No
         try:
             old = json.loads(manifest.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise OutputError(f"{manifest}: unreadable manifest ({exc}); use --overwrite") from exc
+            raise OutputError(f"{manifest}: unreadable manifest ({exc})",
+                              fix="overwrite") from exc
         if old.get("settings") != json.loads(json.dumps(settings)):
-            raise OutputError(f"{out_dir}: holds patches made with other settings; use "
-                              "--overwrite to replace them or choose another folder")
+            raise OutputError(f"{out_dir}: holds patches made with other settings",
+                              fix="overwrite")
     elif any(p for p in out_dir.iterdir() if p.name != "shards"):
-        raise OutputError(f"{out_dir}: folder exists and is not a patch folder; use --overwrite "
-                          "or choose another folder")
+        raise OutputError(f"{out_dir}: folder exists and is not a patch folder",
+                          fix="overwrite")
 
 
 def _write_manifest(out_dir: Path, payload: dict[str, Any]) -> None:
@@ -109,30 +120,31 @@ def _write_manifest(out_dir: Path, payload: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(payload, indent=2))
 
 
-def require_dataset(data_dir: str | Path, preset: dict[str, Any]) -> None:
-    """Raise ``InputError`` saying how to get data when ``data_dir`` does not exist."""
+def require_dataset(data_dir: str | Path, synth: str = "") -> None:
+    """Raise ``InputError`` saying how to get data when ``data_dir`` does not exist (``synth``:
+    the ``revmed synth`` task that makes matching data, if any)."""
     if Path(data_dir).exists():
         return
     how = "arrange your scans as docs/data.md describes"
-    if preset.get("synth"):
-        how = (f"make a synthetic one with `revmed synth {preset['synth']} {data_dir}`, or " + how)
+    if synth:
+        how = f"make a synthetic one with `revmed synth {synth} {data_dir}`, or " + how
     raise InputError(f"{data_dir}: no such dataset folder; {how}")
 
 
-def _check_grid_fits(case, sample: dict[str, np.ndarray], patch: dict[str, Any]) -> None:
+def _check_grid_fits(case, sample: dict[str, np.ndarray], patch: PatchSection) -> None:
     """A grid of tiles larger than the volume is a mistake in the preset, not a padding job."""
-    if patch["sampler"] != "grid":
+    if patch.sampler != "grid":
         return
     shape = next(iter(sample.values())).shape[1:]
-    if any(p > s for p, s in zip(patch["size"], shape)):
+    if any(p > s for p, s in zip(patch.size, shape)):
         source = (case.inputs or [case.target])[0]
         raise InputError(
             f"{source}: the volume on the training grid is {shape_text(shape)}, smaller "
-            f"than patch.size {shape_text(patch['size'])} of the grid sampler; use a "
+            f"than patch.size {shape_text(patch.size)} of the grid sampler; use a "
             "smaller patch.size or patch.sampler='random' (which pads)")
 
 
-def patchify(data_dir: str | Path, out_dir: str | Path, preset: dict[str, Any],
+def patchify(data_dir: str | Path, out_dir: str | Path, preset: Preset,
              split: str = "train", seed: int | None = None, overwrite: bool = False,
              progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
     """Write the patches of ``split`` of the dataset at ``data_dir`` into ``out_dir``.
@@ -140,12 +152,12 @@ def patchify(data_dir: str | Path, out_dir: str | Path, preset: dict[str, Any],
     ``progress(done, total, case_name)`` is called after each case. Returns the manifest.
     """
     out_dir = Path(out_dir)
-    require_dataset(data_dir, preset)
+    require_dataset(data_dir, preset.synth)
     dataset = load_dataset(data_dir)
     if split not in dataset.splits or not dataset.splits[split]:
         raise InputError(f"{data_dir}: has no cases in split {split!r} "
                          f"(splits: {', '.join(sorted(dataset.splits)) or 'none'})")
-    seed = preset["train"]["seed"] if seed is None else seed
+    seed = preset.train.seed if seed is None else seed
     settings = patch_settings(preset, split, seed)
     _check_reuse(out_dir, settings, overwrite)
     (out_dir / "shards").mkdir(parents=True, exist_ok=True)
@@ -153,19 +165,16 @@ def patchify(data_dir: str | Path, out_dir: str | Path, preset: dict[str, Any],
               "settings": settings}
     if not (out_dir / MANIFEST).exists():  # records the settings the shards are made with
         _write_manifest(out_dir, {**header, "complete": False})
-    spec = SampleSpec.from_preset(preset)
-    patch = preset["patch"]
+    patch = preset.patch
     cases = dataset.splits[split]
     shards = []
     for index, case in enumerate(cases):
         shard = _shard_path(out_dir, case.name)
         if not shard.exists():
-            sample = load_sample(case, dataset.kind, spec)
+            sample = load_sample(case, dataset.kind, preset.data)
             _check_grid_fits(case, sample, patch)
-            patches = extract_patches(sample, patch["size"], patch["sampler"],
-                                      per_volume=patch["per_volume"], overlap=patch["overlap"],
-                                      min_foreground=preset["data"]["min_foreground"],
-                                      seed=seed * 1_000_003 + index)
+            patches = preset_patches(sample, patch, preset.data.min_foreground,
+                                     seed=seed * 1_000_003 + index)
             with atomic_path(shard) as tmp:
                 np.savez(tmp, **patches)
         with np.load(shard) as stored:
@@ -176,9 +185,9 @@ def patchify(data_dir: str | Path, out_dir: str | Path, preset: dict[str, Any],
         if progress is not None:
             progress(index + 1, len(cases), case.name)
     manifest = {
-        **header, "preset": preset["name"], "dataset": str(Path(data_dir).resolve()),
+        **header, "preset": preset.name, "dataset": str(Path(data_dir).resolve()),
         "kind": dataset.kind, "channels": list(dataset.channels),
-        "patch_size": list(patch["size"]), "patches": sum(s["patches"] for s in shards),
+        "patch_size": list(patch.size), "patches": sum(s["patches"] for s in shards),
         "shards": shards, "complete": True,
     }
     _write_manifest(out_dir, manifest)
@@ -200,3 +209,20 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any]:
     if manifest.get("version", 0) > FORMAT_VERSION:
         raise InputError(f"{path}: made by a newer revmed ({manifest.get('revmed')}); upgrade")
     return manifest
+
+
+def read_shards(out_dir: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The manifest of a finished patch folder and all its patches, ``{key: (N, C, *size)}``
+    (shards concatenated in manifest order); ``InputError`` for an unfinished folder or an
+    unreadable shard."""
+    manifest = read_manifest(out_dir)
+    parts: dict[str, list[np.ndarray]] = {}
+    for shard in manifest["shards"]:
+        path = Path(out_dir) / shard["file"]
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                for key in stored.files:
+                    parts.setdefault(key, []).append(stored[key])
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path}: unreadable patch shard ({exc})") from exc
+    return manifest, {key: np.concatenate(arrays) for key, arrays in parts.items()}

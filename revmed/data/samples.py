@@ -14,36 +14,14 @@ Keys a case does not have are absent (an unpaired case may hold only ``X`` or on
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from revmed.data.layout import Case
 from revmed.errors import InputError
 from revmed.io import Volume, check_finite, read_channels, read_volume
-from revmed.resample import downsample, upsample
-from revmed.transforms import normalise
-
-
-@dataclass(frozen=True)
-class SampleSpec:
-    """How a preset turns volumes into samples (the preset's ``[data]`` section)."""
-
-    intensity: str = "window"
-    window: tuple[float, float] = (-1150.0, 350.0)
-    sr_factors: tuple[int, int, int] = (1, 1, 1)
-    sr_upsample: str = "bspline"
-    foreground_above: float = -0.99
-    in_channels: int = 1
-    out_channels: int = 1
-
-    @classmethod
-    def from_preset(cls, preset: dict) -> SampleSpec:
-        data = preset["data"]
-        return cls(intensity=data["intensity"], window=tuple(data["window"]),
-                   sr_factors=tuple(data["sr_factors"]), sr_upsample=data["sr_upsample"],
-                   foreground_above=data["foreground_above"], in_channels=data["in_channels"],
-                   out_channels=data["out_channels"])
+from revmed.preset import DataSection
+from revmed.transforms import downsample, normalise, upsample
 
 
 def read_input(paths: Sequence) -> Volume:
@@ -68,27 +46,28 @@ def _check_channels(volume: Volume, expected: int, role: str) -> None:
                          f"expects {expected}")
 
 
-def load_sample(case: Case, kind: str, spec: SampleSpec) -> dict[str, np.ndarray]:
-    """Read and prepare one case of a dataset of ``kind`` (see ``revmed.data.layout``)."""
+def load_sample(case: Case, kind: str, data: DataSection) -> dict[str, np.ndarray]:
+    """Read and prepare one case of a dataset of ``kind`` (see ``revmed.data.layout``) as the
+    preset's ``[data]`` section says."""
     sample: dict[str, np.ndarray] = {}
     reference: Volume | None = None
     if kind == "hr-only":
         target = read_input([case.target])
-        _check_channels(target, spec.out_channels, "the volume")
-        low = simulate_low_resolution(target, spec.sr_factors, spec.sr_upsample)
-        sample["X"] = normalise(low, spec.intensity, spec.window)
-        sample["Y"] = normalise(target.array, spec.intensity, spec.window)
+        _check_channels(target, data.out_channels, "the volume")
+        low = simulate_low_resolution(target, data.sr_factors, data.sr_upsample)
+        sample["X"] = normalise(low, data.intensity, data.window)
+        sample["Y"] = normalise(target.array, data.intensity, data.window)
         reference = target
     else:
         if case.inputs:
             source = read_input(case.inputs)
-            _check_channels(source, spec.in_channels, "the input")
-            sample["X"] = normalise(source.array, spec.intensity, spec.window)
+            _check_channels(source, data.in_channels, "the input")
+            sample["X"] = normalise(source.array, data.intensity, data.window)
             reference = source
         if case.target is not None:
             target = read_input([case.target])
-            _check_channels(target, spec.out_channels, "the target")
-            sample["Y"] = normalise(target.array, spec.intensity, spec.window)
+            _check_channels(target, data.out_channels, "the target")
+            sample["Y"] = normalise(target.array, data.intensity, data.window)
             reference = reference or target
         if case.label is not None:
             label = read_volume(case.label)
@@ -99,7 +78,7 @@ def load_sample(case: Case, kind: str, spec: SampleSpec) -> dict[str, np.ndarray
         sample["mask"] = (read_volume(case.mask).array[:1] > 0).astype(np.uint8)
     else:
         image = sample["Y"] if "Y" in sample else sample["X"]
-        sample["mask"] = (image > spec.foreground_above).any(axis=0, keepdims=True).astype(np.uint8)
+        sample["mask"] = (image > data.foreground_above).any(axis=0, keepdims=True).astype(np.uint8)
     shapes = {key: value.shape[1:] for key, value in sample.items()}
     if len(set(shapes.values())) != 1:
         raise InputError(f"case {case.name}: volumes of different shapes {shapes}")

@@ -12,14 +12,14 @@ memory but the patches.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from revmed.data.layout import Case, load_dataset
-from revmed.data.patchify import MANIFEST, extract_patches, read_manifest, require_dataset
-from revmed.data.samples import SampleSpec, load_sample
+from revmed.data.patchify import MANIFEST, preset_patches, read_shards, require_dataset
+from revmed.data.samples import load_sample
 from revmed.errors import InputError
+from revmed.preset import Preset
 
 TRAINING_KEYS = ("X", "Y", "label")
 
@@ -42,53 +42,43 @@ class TrainingPatches:
         dataset_root: the dataset folder (for validation cases), or None when unknown.
     """
 
-    def __init__(self, data_dir: str | Path, preset: dict[str, Any]) -> None:
+    def __init__(self, data_dir: str | Path, preset: Preset) -> None:
         data_dir = Path(data_dir)
-        self.preset = preset
-        self.patch = preset["patch"]
+        self.patch, self.data, self.seed = preset.patch, preset.data, preset.train.seed
         self._fixed: dict[str, np.ndarray] | None = None
         self._samples: list[dict[str, np.ndarray]] = []
         if (data_dir / MANIFEST).is_file():
-            manifest = read_manifest(data_dir)
-            if manifest["patch_size"] != list(self.patch["size"]):
+            manifest, patches = read_shards(data_dir)
+            if manifest["patch_size"] != list(self.patch.size):
                 raise InputError(f"{data_dir}: patches are {manifest['patch_size']}, the preset "
-                                 f"wants {self.patch['size']}; run patchify again")
-            shards = []
-            for shard in manifest["shards"]:
-                with np.load(data_dir / shard["file"], allow_pickle=False) as stored:
-                    shards.append({k: stored[k] for k in stored.files})
-            self._fixed = _stack(shards)
+                                 f"wants {list(self.patch.size)}; run patchify again")
+            self._fixed = _stack([patches])
             self.kind = manifest["kind"]
             self.channels = list(manifest["channels"])
             root = Path(manifest["dataset"])
             self.dataset_root = root if root.is_dir() else None
         else:
-            require_dataset(data_dir, preset)
+            require_dataset(data_dir, preset.synth)
             dataset = load_dataset(data_dir)
             cases = dataset.splits.get("train", [])
             if not cases:
                 raise InputError(f"{data_dir}: the train split has no cases")
-            spec = SampleSpec.from_preset(preset)
-            self._samples = [load_sample(case, dataset.kind, spec) for case in cases]
+            self._samples = [load_sample(case, dataset.kind, preset.data) for case in cases]
             self.kind = dataset.kind
             self.channels = list(dataset.channels)
             self.dataset_root = data_dir
-        self.seed = preset["train"]["seed"]
 
     def epoch_patches(self, epoch: int) -> dict[str, np.ndarray]:
         """``{key: (N, C, *size)}`` for ``epoch`` (the same for every epoch of a patch folder)."""
         if self._fixed is not None:
             return self._fixed
-        parts = [extract_patches(sample, self.patch["size"], self.patch["sampler"],
-                                 per_volume=self.patch["per_volume"],
-                                 overlap=self.patch["overlap"],
-                                 min_foreground=self.preset["data"]["min_foreground"],
-                                 seed=(self.seed * 1_000_003 + epoch) * 10_007 + index)
+        parts = [preset_patches(sample, self.patch, self.data.min_foreground,
+                                seed=(self.seed * 1_000_003 + epoch) * 10_007 + index)
                  for index, sample in enumerate(self._samples)]
         patches = _stack(parts)
         if not patches:
             raise InputError("no training patch passed the foreground rule "
-                             f"(data.min_foreground = {self.preset['data']['min_foreground']})")
+                             f"(data.min_foreground = {self.data.min_foreground})")
         return patches
 
 

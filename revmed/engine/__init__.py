@@ -1,7 +1,6 @@
-"""Training: objectives, the training loop and checkpoints."""
+"""Training: objectives, one training step, the loop, its run folder, validation, and jobs of
+several processes."""
 
-from revmed.engine.checkpoint import load_checkpoint, save_checkpoint
 from revmed.engine.objectives import CycleGANObjective, ImagePool, Pix2PixObjective, gan_loss
 
-__all__ = ["CycleGANObjective", "ImagePool", "Pix2PixObjective", "gan_loss", "load_checkpoint",
-           "save_checkpoint"]
+__all__ = ["CycleGANObjective", "ImagePool", "Pix2PixObjective", "gan_loss"]

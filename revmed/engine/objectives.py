@@ -14,10 +14,14 @@ are then not trained at all. Batches are dicts of ``(B, C, D, H, W)`` tensors ``
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from revmed.preset import TrainSection
+from revmed.regions import labels_to_regions
 
 
 def gan_loss(logits: torch.Tensor, real: bool, least_squares: bool) -> torch.Tensor:
@@ -56,10 +60,18 @@ class ImagePool:
         return torch.cat(out)
 
 
-class Pix2PixObjective:
-    """Paired training in both directions with conditional PatchGAN critics."""
+class Objective:
+    """What every objective has: a state to save with the run (none, by default)."""
 
-    least_squares = False
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        return None
+
+
+class Pix2PixObjective(Objective):
+    """Paired training in both directions with conditional PatchGAN critics."""
 
     def __init__(self, lambda_l1: float = 100.0, lambda_gan: float = 1.0) -> None:
         self.lambda_l1, self.lambda_gan = lambda_l1, lambda_gan
@@ -91,16 +103,25 @@ class Pix2PixObjective:
         return loss, {"d_loss": float(loss.detach())}
 
 
-class CycleGANObjective:
+class CycleGANObjective(Objective):
     """Unpaired training: least-squares GAN both ways plus the cycle loss, with image pools."""
-
-    least_squares = True
 
     def __init__(self, lambda_cycle: float = 10.0, lambda_gan: float = 1.0,
                  pool_size: int = 50, seed: int = 0) -> None:
         self.lambda_cycle, self.lambda_gan = lambda_cycle, lambda_gan
         self.pools = {d: ImagePool(pool_size, random.Random(seed + i)) for i, d in
                       enumerate("XY")}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The image pools and their random states (``pools``, ``pool_rng``)."""
+        return {"pools": {k: list(p.items) for k, p in self.pools.items()},
+                "pool_rng": {k: p.rng.getstate() for k, p in self.pools.items()}}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        for key, items in state.get("pools", {}).items():
+            self.pools[key].items = [t.to(device) for t in items]
+        for key, rng in state.get("pool_rng", {}).items():
+            self.pools[key].rng.setstate(rng)
 
     def generator_step(self, model: nn.Module, critics: dict[str, nn.Module],
                        batch: dict[str, torch.Tensor]):
@@ -129,7 +150,7 @@ class CycleGANObjective:
         return loss, {"d_loss": float(loss.detach())}
 
 
-class SegmentationObjective:
+class SegmentationObjective(Objective):
     """Sigmoid outputs for the overlapping regions: soft Dice (MONAI's ``DiceLoss``) plus
     binary cross-entropy, per region channel.
 
@@ -148,8 +169,6 @@ class SegmentationObjective:
 
     def generator_step(self, model: nn.Module, critics: dict[str, nn.Module],
                        batch: dict[str, torch.Tensor]):
-        from revmed.segmentation import labels_to_regions
-
         logits = model(batch["X"])
         target = labels_to_regions(batch["label"])
         dice = self.dice(logits, target)
@@ -159,13 +178,14 @@ class SegmentationObjective:
                       "bce": float(bce.detach())}, {}
 
 
-def build_objective(train: dict):
-    """The objective a preset's ``[train]`` section names."""
-    if train["objective"] == "paired":
-        return Pix2PixObjective(train["lambda_l1"], train["lambda_gan"])
-    if train["objective"] == "unpaired":
-        return CycleGANObjective(train["lambda_cycle"], train["lambda_gan"], train["pool_size"],
-                                 train["seed"])
-    if train["objective"] == "segmentation":
+def build_objective(train: TrainSection, seed: int | None = None) -> Objective:
+    """The objective a preset's ``[train]`` section names (``seed``: of the image pools,
+    ``train.seed`` by default)."""
+    if train.objective == "paired":
+        return Pix2PixObjective(train.lambda_l1, train.lambda_gan)
+    if train.objective == "unpaired":
+        return CycleGANObjective(train.lambda_cycle, train.lambda_gan, train.pool_size,
+                                 train.seed if seed is None else seed)
+    if train.objective == "segmentation":
         return SegmentationObjective()
-    raise ValueError(f"unknown objective {train['objective']!r}")
+    raise ValueError(f"unknown objective {train.objective!r}")

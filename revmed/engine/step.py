@@ -1,54 +1,50 @@
-"""One training step of a preset: the networks, objective, optimisers and how they are updated.
+"""One training step of a preset: the networks, objective, optimisers, schedules and how they
+are updated.
 
 ``TrainingStep`` is what ``Trainer`` runs each step and what ``revmed.planner`` measures, so the
 two cannot drift apart. It builds the generator (or segmentation network), the critics when the
-objective has a GAN term, the objective, Adam for each, and a gradient scaler for the
-precision; with ``train.channels_last`` the networks and batches are put in channels-last
-order (``revmed.memory_format``), with ``train.compile`` the networks' plain parts are
-compiled (``revmed.compilation``). Calling it on a batch takes one optimisation step.
+objective has a GAN term, the objective, Adam and a learning-rate schedule for each, and a
+gradient scaler for the precision; with ``train.channels_last`` the networks and batches are put
+in channels-last order, with ``train.compile`` the networks' plain parts are compiled (both
+``revmed.runtime``). Calling ``step`` on a batch takes one optimisation step; ``end_epoch``
+advances the schedules; ``state_dict`` holds everything a resumed run needs of it.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from revmed.compilation import check_compiler, compile_plain_parts
 from revmed.engine.distributed import Distributed, LossModule, wrap
 from revmed.engine.objectives import build_objective
 from revmed.errors import ConfigError
-from revmed.memory_format import as_channels_last, to_channels_last
-from revmed.models import build_discriminators, build_model, model_spec
-from revmed.precision import autocast, grad_scaler
-from revmed.shapes import shape_text
+from revmed.models import build_critics, get_family, model_spec
+from revmed.preset import Preset
+from revmed.runtime import as_channels_last, autocast, grad_scaler, prepare
 
 
-def uses_critics(preset: dict[str, Any]) -> bool:
-    """Whether ``preset`` trains PatchGAN critics (a RevGAN objective with a GAN term)."""
-    train = preset["train"]
-    return train["objective"] != "segmentation" and train["lambda_gan"] > 0
+def linear_decay(epochs: int, epochs_decay: int) -> Callable[[int], float]:
+    """Learning-rate factor: 1 for ``epochs`` epochs, then linearly down to 0 over the decay."""
+    def factor(epoch: int) -> float:
+        if epoch < epochs or epochs_decay == 0:
+            return 1.0
+        return max(0.0, 1.0 - (epoch - epochs + 1) / (epochs_decay + 1))
+    return factor
 
 
-def refuse_cpu_bf16_depth_two(model: nn.Module, preset: dict[str, Any],
-                              device: torch.device) -> None:
-    """Raise ``ConfigError`` for bf16 training on the CPU when one of the iUNet's scales is 2
-    voxels deep (first spatial axis). There PyTorch's CPU bf16 convolution (oneDNN, seen on
-    PyTorch 2.13) returns wrong weight gradients for 3x3x3 kernels, of order 1e30, and
-    training turns to NaN within a few steps; fp32, other depths and CUDA are not affected."""
-    precision, patch = preset["train"]["precision"], preset["patch"]["size"]
-    if device.type != "cpu" or precision != "bf16" or not hasattr(model, "layout"):
-        return
-    for row in model.layout(patch):
-        if row["size"][0] == 2:
-            least = 3 * model.core.multiple
-            raise ConfigError(
-                f"preset {preset['name']}: bf16 training on the CPU with patch.size "
-                f"{shape_text(patch)} puts iUNet scale {row['scale']} at "
-                f"{shape_text(row['size'])}, 2 voxels deep, where PyTorch's CPU bf16 "
-                "convolution returns wrong weight gradients; use --precision fp32 on the CPU, "
-                f"a patch at least {least} deep, or fewer model.scales")
+def _adam(params: list[nn.Parameter], preset: Preset):
+    """Adam at the preset's rate with its linearly decaying schedule, or ``(None, None)``."""
+    train = preset.train
+    if not params:
+        return None, None
+    optimiser = torch.optim.Adam(params, lr=train.lr, betas=tuple(train.betas))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, linear_decay(train.epochs, train.epochs_decay))
+    return optimiser, schedule
 
 
 class TrainingStep:
@@ -58,26 +54,24 @@ class TrainingStep:
     and the unpaired objective's image pools are seeded per process.
     """
 
-    def __init__(self, preset: dict[str, Any], device: torch.device,
+    def __init__(self, preset: Preset, device: torch.device,
                  job: Distributed | None = None) -> None:
-        train = preset["train"]
-        self.device, self.job, self.precision = device, job, train["precision"]
+        train = preset.train
+        if train.objective != "segmentation" and preset.data.intensity != "window":
+            raise ConfigError(f"preset {preset.name}: key 'data.intensity': RevGAN needs a "
+                              "fixed 'window' so outputs map back to the input's units")
+        self.device, self.job, self.precision = device, job, train.precision
+        self.channels_last = train.channels_last
         self.model_kind, self.model_kwargs = model_spec(preset)
-        self.model = build_model(self.model_kind, **self.model_kwargs).to(device)
-        refuse_cpu_bf16_depth_two(self.model, preset, device)
+        family = get_family(self.model_kind)
+        self.model = family.network(**self.model_kwargs).to(device)
+        family.check_training(self.model, preset, device)
         rank = job.rank if job is not None else 0
-        self.objective = build_objective({**train, "seed": train["seed"] + 1000 * rank})
-        self.use_gan = uses_critics(preset)
-        self.critics = ({k: d.to(device) for k, d in build_discriminators(preset).items()}
-                        if self.use_gan else {})
-        self.channels_last = train["channels_last"]
-        if train["compile"]:
-            check_compiler(device)
+        self.objective = build_objective(train, seed=train.seed + 1000 * rank)
+        self.use_gan = train.uses_critics
+        self.critics = build_critics(preset) if self.use_gan else {}
         for net in (self.model, *self.critics.values()):
-            if self.channels_last:
-                to_channels_last(net)
-            if train["compile"]:
-                compile_plain_parts(net)
+            prepare(net, device, channels_last=self.channels_last, compile=train.compile)
         # each step's losses as one module call, which DDP wraps when there are several
         # processes (the model and critics themselves stay unwrapped for saving and
         # validation); the objective's methods are looked up at each call
@@ -89,15 +83,18 @@ class TrainingStep:
                                   device, job)
                              if self.use_gan else None)
         self.scaler = grad_scaler(self.precision, device)
-        betas = tuple(train["betas"])
-        self.opt_g = torch.optim.Adam(self.model.parameters(), lr=train["lr"], betas=betas)
-        critic_params = [p for d in self.critics.values() for p in d.parameters()]
-        self.opt_d = (torch.optim.Adam(critic_params, lr=train["lr"], betas=betas)
-                      if critic_params else None)
+        self.opt_g, self.sched_g = _adam(list(self.model.parameters()), preset)
+        self.opt_d, self.sched_d = _adam([p for d in self.critics.values()
+                                          for p in d.parameters()], preset)
 
     def autocast(self):
         """The autocast context of the preset's precision on this device."""
         return autocast(self.precision, self.device)
+
+    @property
+    def lr(self) -> float:
+        """The generator's learning rate now."""
+        return self.opt_g.param_groups[0]["lr"]
 
     def step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One optimisation step on ``batch`` (this process's slice in a job); returns the
@@ -122,3 +119,39 @@ class TrainingStep:
             logs.update(d_logs)
         self.scaler.update()
         return logs if self.job is None else self.job.mean(logs)
+
+    def end_epoch(self) -> None:
+        """Advance the learning-rate schedules by one epoch."""
+        with warnings.catch_warnings():
+            # fp16's gradient scaler may have skipped every optimiser step of an epoch while it
+            # finds its scale; PyTorch then warns that the schedule steps first. The epoch ran
+            # at its own rate all the same, and the schedule counts epochs, not steps.
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler")
+            self.sched_g.step()
+            if self.sched_d is not None:
+                self.sched_d.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Networks, optimisers, schedules, gradient scaler and the objective's own state."""
+        state = {"generator": self.model.state_dict(),
+                 "critics": {k: d.state_dict() for k, d in self.critics.items()},
+                 "opt_g": self.opt_g.state_dict(), "sched_g": self.sched_g.state_dict(),
+                 "scaler": self.scaler.state_dict(), **self.objective.state_dict()}
+        if self.opt_d is not None:
+            state["opt_d"] = self.opt_d.state_dict()
+            state["sched_d"] = self.sched_d.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` saved (a checkpoint's ``state``)."""
+        self.model.load_state_dict(state["generator"])
+        for key, critic in self.critics.items():
+            critic.load_state_dict(state["critics"][key])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.sched_g.load_state_dict(state["sched_g"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if self.opt_d is not None and "opt_d" in state:
+            self.opt_d.load_state_dict(state["opt_d"])
+            self.sched_d.load_state_dict(state["sched_d"])
+        self.objective.load_state_dict(state, self.device)

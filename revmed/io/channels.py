@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from revmed.atomic import full_suffix
 from revmed.errors import InputError
 from revmed.io.dispatch import read_volume
+from revmed.io.formats import full_suffix
 from revmed.io.volume import Volume
 
 #: Affines agree when no entry differs by more than this fraction of the largest entry

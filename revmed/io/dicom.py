@@ -27,10 +27,7 @@ from revmed.errors import InputError, RevmedWarning
 from revmed.io.messages import itk_reason
 from revmed.io.sitk_convert import volume_from_sitk
 from revmed.io.volume import Volume
-from revmed.memory import require_memory, voxel_bytes
-
-#: File suffixes read as single DICOM files (files without a suffix are sniffed instead).
-DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+from revmed.sizes import require_memory, voxel_bytes
 
 #: Direction cosines must have unit norm and be perpendicular within this tolerance (GDCM's).
 ORTHONORMAL_TOL = 1e-3
@@ -233,7 +230,13 @@ def _check_geometry(where: str, headers: Sequence[pydicom.Dataset]) -> None:
             f"{where}: some slices lack a valid ImageOrientationPatient or ImagePositionPatient; "
             "cannot place them in space"
         )
-    iop = np.stack(orientations)  # (n, 6): row cosines, column cosines
+    normal = _slice_normal(where, np.stack(orientations))
+    _check_positions(where, np.stack(positions), normal)
+
+
+def _slice_normal(where: str, iop: np.ndarray) -> np.ndarray:
+    """The unit slice normal of the orientations ``iop`` ``(n, 6)`` (row cosines, column
+    cosines) of a series; ``InputError`` unless they are orthonormal and all the same."""
     row, col = iop[0, :3], iop[0, 3:]
     row_norm, col_norm, dot = np.linalg.norm(row), np.linalg.norm(col), float(row @ col)
     if max(abs(row_norm - 1), abs(col_norm - 1), abs(dot)) > ORTHONORMAL_TOL:
@@ -249,8 +252,12 @@ def _check_geometry(where: str, headers: Sequence[pydicom.Dataset]) -> None:
             f"(ImageOrientationPatient differs by up to {spread:.3g})"
         )
     normal = np.cross(row, col)
-    normal /= np.linalg.norm(normal)
-    ipp = np.stack(positions)  # (n, 3) LPS mm
+    return normal / np.linalg.norm(normal)
+
+
+def _check_positions(where: str, ipp: np.ndarray, normal: np.ndarray) -> None:
+    """``InputError`` for slices at one position; warnings for uneven spacing and in-plane
+    shifts along the stack. ``ipp``: ``(n, 3)`` ImagePositionPatient, LPS mm."""
     along = ipp @ normal
     order = np.argsort(along)
     gaps = np.diff(along[order])
@@ -261,7 +268,7 @@ def _check_geometry(where: str, headers: Sequence[pydicom.Dataset]) -> None:
             "the series may hold several acquisitions (time points, echoes)"
         )
     usual = float(np.median(gaps))
-    even = (along[order[-1]] - along[order[0]]) / (len(headers) - 1)
+    even = (along[order[-1]] - along[order[0]]) / (len(ipp) - 1)
     if np.abs(gaps - usual).max() > GAP_REL_TOL * usual + 1e-3:
         missing = int(np.sum(np.maximum(np.rint(gaps / usual) - 1, 0)))
         guess = f"about {missing} slice(s) seem to be missing" if missing else "slices may be missing"
@@ -270,7 +277,7 @@ def _check_geometry(where: str, headers: Sequence[pydicom.Dataset]) -> None:
             f"{gaps.max():.4g} mm, median {usual:.4g} mm); {guess}; the volume assumes an even "
             f"spacing of {even:.4g} mm",
             RevmedWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
     extent = ipp[order[-1]] - ipp[order[0]]
     sideways = float(np.linalg.norm(extent - (extent @ normal) * normal))
@@ -279,5 +286,5 @@ def _check_geometry(where: str, headers: Sequence[pydicom.Dataset]) -> None:
             f"{where}: the slices shift {sideways:.3g} mm in-plane along the stack (gantry tilt?); "
             "the volume's grid ignores that shear",
             RevmedWarning,
-            stacklevel=4,
+            stacklevel=5,
         )

@@ -7,16 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from revmed.atomic import full_suffix
 from revmed.errors import InputError, OutputError
-from revmed.io.dicom import DICOM_SUFFIXES, is_dicom_file, read_dicom_file, read_dicom_series
+from revmed.io.dicom import is_dicom_file, read_dicom_file, read_dicom_series
+from revmed.io.formats import (DICOM_SUFFIXES, ITK_FORMATS, ITK_WRITE_SUFFIXES, NIFTI_SUFFIXES,
+                               READ_SUFFIXES, WRITE_SUFFIXES, full_suffix)
 from revmed.io.nifti import read_nifti, write_nifti
-from revmed.io.sitk_formats import READ_FORMATS, WRITE_FORMATS, read_sitk_file, write_sitk_file
+from revmed.io.sitk_formats import read_sitk_file, write_sitk_file
 from revmed.io.volume import Volume
-
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-READ_SUFFIXES = NIFTI_SUFFIXES + tuple(READ_FORMATS) + DICOM_SUFFIXES
-WRITE_SUFFIXES = NIFTI_SUFFIXES + tuple(WRITE_FORMATS)
 
 
 def read_volume(path: str | os.PathLike, series: str | None = None) -> Volume:
@@ -38,7 +35,7 @@ def read_volume(path: str | os.PathLike, series: str | None = None) -> Volume:
     suffix = full_suffix(path).lower()
     if suffix in NIFTI_SUFFIXES:
         return read_nifti(path)
-    if suffix in READ_FORMATS:
+    if suffix in ITK_FORMATS:
         return read_sitk_file(path)
     if suffix in DICOM_SUFFIXES or is_dicom_file(path):
         return read_dicom_file(path)
@@ -59,7 +56,7 @@ def write_volume(volume: Volume, path: str | os.PathLike, dtype=np.float32) -> P
     suffix = full_suffix(path).lower()
     if suffix in NIFTI_SUFFIXES:
         write_nifti(volume, path, dtype=dtype)
-    elif suffix in WRITE_FORMATS:
+    elif suffix in ITK_WRITE_SUFFIXES:
         write_sitk_file(volume, path, dtype=dtype)
     else:
         raise OutputError(

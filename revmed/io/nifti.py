@@ -18,16 +18,16 @@ from revmed.errors import InputError, OutputError
 from revmed.io.checks import cast_for_writing, check_spatial_shape
 from revmed.io.messages import exception_reason
 from revmed.io.volume import Volume
-from revmed.memory import require_memory, voxel_bytes
-from revmed.shapes import shape_text
+from revmed.sizes import require_memory, voxel_bytes
+from revmed.sizes import shape_text
 
 
-def read_nifti(path: Path) -> Volume:
-    """Read a 3D or 4D NIfTI file; a 4D file's last axis becomes the channel axis.
+def read_nifti_header(path: Path) -> tuple[nib.Nifti1Image, tuple[int, int, int], int]:
+    """Open a NIfTI file without reading its voxels: ``(image, (I, J, K), channels)``.
 
-    Returns a ``Volume`` with ``array`` of shape ``(C, I, J, K)`` float32, scaled by the
-    header's slope/intercept, and the header's best affine (sform, else qform).
-    A 5D file of shape ``(I, J, K, 1, C)`` (NIfTI vector intent) is read as ``C`` channels.
+    A 4D file's last axis is the channel axis; a 5D file of shape ``(I, J, K, 1, C)`` (NIfTI
+    vector intent) has ``C`` channels. Raises ``InputError`` for a file that is not NIfTI or
+    not a 3D grid.
     """
     try:
         image = nib.load(str(path))
@@ -48,6 +48,17 @@ def read_nifti(path: Path) -> Volume:
     check_spatial_shape(str(path), spatial)
     if channels == 0:
         raise InputError(f"{path}: the image has a zero-size dimension: shape {shape}")
+    return image, spatial, channels  # type: ignore[return-value]
+
+
+def read_nifti(path: Path) -> Volume:
+    """Read a 3D or 4D NIfTI file; a 4D file's last axis becomes the channel axis.
+
+    Returns a ``Volume`` with ``array`` of shape ``(C, I, J, K)`` float32, scaled by the
+    header's slope/intercept, and the header's best affine (sform, else qform).
+    A 5D file of shape ``(I, J, K, 1, C)`` (NIfTI vector intent) is read as ``C`` channels.
+    """
+    image, spatial, channels = read_nifti_header(path)
     if np.dtype(image.get_data_dtype()).kind not in "biuf":
         raise InputError(f"{path}: unsupported NIfTI voxel type {image.get_data_dtype()}")
     require_memory(str(path), voxel_bytes(spatial, channels),

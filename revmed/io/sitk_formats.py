@@ -1,7 +1,6 @@
 """NRRD (.nrrd, .nhdr) and MetaImage (.mha, .mhd) files through SimpleITK.
 
-Detached-header files (.nhdr, .mhd) are read but never written: their header names the data
-file, which would carry the temporary name of an atomic write.
+Which suffix is which format, and which are written, is in ``revmed.io.formats``.
 """
 
 from __future__ import annotations
@@ -11,22 +10,15 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from revmed.atomic import atomic_path, full_suffix
+from revmed.atomic import atomic_path
 from revmed.errors import InputError, OutputError
+from revmed.io.formats import ITK_FORMATS, ITK_WRITE_SUFFIXES, full_suffix
 from revmed.io.messages import itk_reason
 from revmed.io.sitk_convert import sitk_from_volume, volume_from_sitk
 from revmed.io.volume import Volume
-from revmed.memory import require_memory, voxel_bytes
-from revmed.shapes import shape_text
+from revmed.sizes import require_memory, voxel_bytes
+from revmed.sizes import shape_text
 
-#: suffix -> (ITK ImageIO class, format name for messages; lower case in ``Volume.meta``)
-READ_FORMATS = {
-    ".nrrd": ("NrrdImageIO", "NRRD"),
-    ".nhdr": ("NrrdImageIO", "NRRD"),
-    ".mha": ("MetaImageIO", "MetaImage"),
-    ".mhd": ("MetaImageIO", "MetaImage"),
-}
-WRITE_FORMATS = {suffix: READ_FORMATS[suffix] for suffix in (".nrrd", ".mha")}
 
 
 def read_sitk_file(path: Path) -> Volume:
@@ -35,7 +27,7 @@ def read_sitk_file(path: Path) -> Volume:
     The ImageIO is fixed by the suffix, so a file that is not of that format fails with an
     ``InputError`` instead of being guessed at by another reader.
     """
-    io_name, fmt = READ_FORMATS[full_suffix(path).lower()]
+    io_name, fmt = ITK_FORMATS[full_suffix(path).lower()]
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     reader.SetImageIO(io_name)
@@ -54,7 +46,10 @@ def read_sitk_file(path: Path) -> Volume:
 
 def write_sitk_file(volume: Volume, path: Path, dtype=np.float32) -> None:
     """Write ``volume`` atomically as .nrrd or .mha (gzip-compressed); channels -> vector voxels."""
-    io_name, fmt = WRITE_FORMATS[full_suffix(path).lower()]
+    suffix = full_suffix(path).lower()
+    if suffix not in ITK_WRITE_SUFFIXES:
+        raise OutputError(f"{path}: cannot write {suffix!r} files")
+    io_name, fmt = ITK_FORMATS[suffix]
     image = sitk_from_volume(volume, dtype=dtype, path=path)
     try:
         with atomic_path(path) as tmp:

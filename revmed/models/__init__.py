@@ -1,9 +1,11 @@
-"""Models: the 3D RevGAN generator, the 3D PatchGAN critic, and the registry that builds them."""
+"""Models: the 3D RevGAN generator, the 3D PatchGAN critic, the 3D iUNet, and the registry of
+model families (each model module registers its family when imported here)."""
 
-from revmed.models.discriminator import PatchDiscriminator3D
-from revmed.models.iunet import IUNet3D, IUNetCore
-from revmed.models.registry import MODELS, build_discriminators, build_model, model_spec
-from revmed.models.revgan import RevGAN3D
+from revmed.models.discriminator import PatchDiscriminator3D, build_critics
+from revmed.models.iunet import IUNet3D, IUNetCore, IUNetSection
+from revmed.models.registry import FAMILIES, ModelFamily, build_model, get_family, model_spec
+from revmed.models.revgan import RevGAN3D, RevGANSection
 
-__all__ = ["IUNet3D", "IUNetCore", "MODELS", "PatchDiscriminator3D", "RevGAN3D",
-           "build_discriminators", "build_model", "model_spec"]
+__all__ = ["FAMILIES", "IUNet3D", "IUNetCore", "IUNetSection", "ModelFamily",
+           "PatchDiscriminator3D", "RevGAN3D", "RevGANSection", "build_critics", "build_model",
+           "get_family", "model_spec"]

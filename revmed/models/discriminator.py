@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from revmed.errors import ConfigError
 from revmed.models.revgan import init_weights
+from revmed.preset import Preset
 
 
 class PatchDiscriminator3D(nn.Sequential):
@@ -37,3 +39,19 @@ class PatchDiscriminator3D(nn.Sequential):
         blocks.append(nn.Conv3d(channels, 1, 4, stride=1, padding=1))
         super().__init__(*blocks)
         init_weights(self, init_std)
+
+
+def build_critics(preset: Preset) -> dict[str, PatchDiscriminator3D]:
+    """The critics ``{"X": D_X, "Y": D_Y}`` of a RevGAN preset; conditional (they also see
+    the input) for the paired objective."""
+    data, model = preset.data, preset.model
+    cx, cy = data.in_channels, data.out_channels
+    extra = {"X": cy, "Y": cx} if preset.train.objective == "paired" else {"X": 0, "Y": 0}
+    needed = 2 ** model.disc_layers * 3
+    if min(preset.patch.size) < needed:
+        raise ConfigError(f"preset {preset.name}: key 'patch.size': the critic with "
+                          f"disc_layers={model.disc_layers} needs patches of at least "
+                          f"{needed} voxels per axis, got {min(preset.patch.size)}")
+    return {domain: PatchDiscriminator3D(channels + extra[domain], model.disc_width,
+                                         model.disc_layers, model.init_std)
+            for domain, channels in (("X", cx), ("Y", cy))}

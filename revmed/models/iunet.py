@@ -49,15 +49,20 @@ of the number of couplings.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from revmed.errors import ConfigError
+from revmed.models.registry import ModelFamily, register
 from revmed.nn import (AdditiveCoupling, Inverted, OrthogonalResampling3d, ReversibleSequence,
                        concat_channels, split_channels)
-from revmed.shapes import shape_text
+from revmed.preset import InvalidKey, ModelSection, Preset, integer, key
+from revmed.sizes import shape_text
 
 #: Fraction of the channels that is downsampled at each split (3D, Remark 7 of the paper).
 SPLIT_FRACTION = 4  # one in four
@@ -262,25 +267,24 @@ class IUNet3D(nn.Module):
         """The size the core runs at for an input of ``size``."""
         return tuple(n + a + b for n, (a, b) in zip(size, self.padding(size)))
 
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` padded by replication to the core's multiple (``padding``)."""
+        pads = self.padding(x.shape[2:])
+        if not any(a or b for a, b in pads):
+            return x
+        return F.pad(x, [p for pair in reversed(pads) for p in pair], mode="replicate")
+
     def core_input(self, x: torch.Tensor) -> torch.Tensor:
         """What the core sees for ``x``: padded and lifted, ``(B, channels, D', H', W')``."""
-        pads = self.padding(x.shape[2:])
-        if any(a or b for a, b in pads):
-            x = F.pad(x, [p for pair in reversed(pads) for p in pair], mode="replicate")
-        return self.pre(x)
+        return self.pre(self._pad(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected (B, {self.in_channels}, D, H, W), got {tuple(x.shape)}")
         size = x.shape[2:]
-        pads = self.padding(size)
-        padded = any(a or b for a, b in pads)
-        if padded:  # F.pad lists the last axis first
-            x = F.pad(x, [p for pair in reversed(pads) for p in pair], mode="replicate")
-        y = self.post(self.core(self.pre(x)))
-        if padded:
-            y = y[(..., *(slice(a, a + n) for (a, _), n in zip(pads, size)))]
-        return y
+        y = self.post(self.core(self.core_input(x)))
+        starts = [a for a, _ in self.padding(size)]
+        return y[(..., *(slice(a, a + n) for a, n in zip(starts, size)))]
 
     def layout(self, size: Sequence[int] | None = None) -> list[dict[str, Any]]:
         """Per scale: ``scale``, ``channels``, ``size`` (voxels per axis at that scale, for an
@@ -331,3 +335,49 @@ class IUNet3D(nn.Module):
         lines.append(f"parameters: {n['total']:,} (couplings {n['couplings']:,}, resampling "
                      f"{n['resampling']:,}, 1x1x1 convolutions {n['convs_1x1x1']:,})")
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class IUNetSection(ModelSection):
+    """``[model]`` of an iUNet preset (``width`` is the channel blow-up)."""
+
+    scales: int = key(integer(1), 5, "iUNet: resolution levels")
+    blocks_per_scale: int = key(integer(1), 2, "iUNet: coupling blocks per scale")
+
+
+def _kwargs(preset: Preset) -> dict[str, Any]:
+    data, model = preset.data, preset.model
+    return {"in_channels": data.in_channels, "out_channels": data.out_channels,
+            "channels": model.width, "scales": model.scales,
+            "blocks_per_scale": model.blocks_per_scale, "memory_saving": model.memory_saving}
+
+
+def _check(model: IUNetSection) -> None:
+    if model.scales > 1 and model.width % SPLIT_FRACTION:
+        raise InvalidKey("model.width", "an iUNet with several scales needs a multiple of 4 "
+                         f"(a quarter is downsampled), got {model.width}")
+
+
+def refuse_cpu_bf16_depth_two(model: IUNet3D, preset: Preset, device: torch.device) -> None:
+    """Raise ``ConfigError`` for bf16 training on the CPU when one of the iUNet's scales is 2
+    voxels deep (first spatial axis). There PyTorch's CPU bf16 convolution (oneDNN, seen on
+    PyTorch 2.13) returns wrong weight gradients for 3x3x3 kernels, of order 1e30, and
+    training turns to NaN within a few steps; fp32, other depths and CUDA are not affected."""
+    patch = preset.patch.size
+    if device.type != "cpu" or preset.train.precision != "bf16":
+        return
+    for row in model.layout(patch):
+        if row["size"][0] == 2:
+            least = 3 * model.core.multiple
+            raise ConfigError(
+                f"preset {preset.name}: bf16 training on the CPU with patch.size "
+                f"{shape_text(patch)} puts iUNet scale {row['scale']} at "
+                f"{shape_text(row['size'])}, 2 voxels deep, where PyTorch's CPU bf16 "
+                "convolution returns wrong weight gradients; use fp32 (train.precision) on the "
+                f"CPU, a patch at least {least} deep, or fewer model.scales", fix="precision")
+
+
+FAMILY = register(ModelFamily(name="iunet3d", section=IUNetSection, network=IUNet3D,
+                              kwargs=_kwargs, depth_key="blocks_per_scale", min_depth=1,
+                              check=_check, patch_multiple=lambda m: 2 ** (m.scales - 1),
+                              check_training=refuse_cpu_bf16_depth_two))

@@ -1,60 +1,97 @@
-"""Models built from a name and keyword arguments, so a checkpoint can rebuild its model.
+"""Model families, each registered once by its own module: a model is a name plus kwargs.
 
-``model_spec(preset)`` turns a preset into ``(kind, kwargs)``; ``build_model(kind, **kwargs)``
-makes the module. The checkpoint stores the pair, so inference needs no preset.
+A ``ModelFamily`` says everything the rest of revmed needs to know of a family: its name (the
+preset's ``model.kind``), its ``[model]`` keys (a ``ModelSection`` subclass), how to turn a
+preset into its constructor's kwargs, which key sets the reversible depth (for the planner),
+the checks of its keys, and what sizes its inputs run at unpadded. Each model module calls
+``register`` at import; ``revmed.models`` imports them all. Adding a family is one new module
+(and its import in ``revmed/models/__init__.py``).
+
+A checkpoint stores ``(kind, kwargs)``, so ``build_model(kind, **kwargs)`` rebuilds its network
+without the preset.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
 from revmed.errors import ConfigError
-from revmed.models.discriminator import PatchDiscriminator3D
-from revmed.models.iunet import IUNet3D
-from revmed.models.revgan import RevGAN3D
+from revmed.preset import ModelSection, Preset, keys_of
 
-MODELS: dict[str, type[nn.Module]] = {"revgan3d": RevGAN3D, "iunet3d": IUNet3D}
+
+def _no_checks(model: Any) -> None:
+    return None
+
+
+def _no_padding(model: Any) -> int:
+    return 1
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """One family of networks.
+
+    Attributes:
+        name: the preset's ``model.kind`` and the checkpoint's model kind.
+        section: the ``[model]`` dataclass of the family (``ModelSection`` and its own keys).
+        network: the ``nn.Module`` class, built as ``network(**kwargs)``.
+        kwargs: ``kwargs(preset)``: the constructor's keyword arguments for a preset.
+        depth_key: the ``[model]`` key that sets the reversible depth.
+        min_depth: the smallest value of ``depth_key``.
+        check: ``check(section)`` raises ``revmed.preset.InvalidKey`` for keys that do not fit
+            together (e.g. a width the couplings cannot split).
+        patch_multiple: ``patch_multiple(section)``: input sizes the network runs at unpadded
+            are multiples of this.
+        check_training: ``check_training(network, preset, device)`` raises ``ConfigError``
+            for training runs the family knows to fail (see ``revmed.models.iunet``).
+    """
+
+    name: str
+    section: type[ModelSection]
+    network: type[nn.Module]
+    kwargs: Callable[[Preset], dict[str, Any]]
+    depth_key: str
+    min_depth: int = 0
+    check: Callable[[Any], None] = _no_checks
+    patch_multiple: Callable[[Any], int] = _no_padding
+    check_training: Callable[[Any, Any, Any], None] = lambda network, preset, device: None
+
+    @property
+    def own_keys(self) -> tuple[str, ...]:
+        """The ``[model]`` keys only this family reads."""
+        common = keys_of(ModelSection)
+        return tuple(k for k in keys_of(self.section) if k not in common)
+
+
+FAMILIES: dict[str, ModelFamily] = {}
+
+
+def register(family: ModelFamily) -> ModelFamily:
+    """Add ``family`` to the registry (its module calls this once, at import)."""
+    if family.name in FAMILIES and FAMILIES[family.name] is not family:
+        raise ValueError(f"model family {family.name!r} is registered twice")
+    FAMILIES[family.name] = family
+    return family
+
+
+def get_family(kind: str) -> ModelFamily:
+    """The family named ``kind``; ``ConfigError`` listing the others when there is none."""
+    if kind not in FAMILIES:
+        raise ConfigError(f"model kind {kind!r} is not available; available: "
+                          f"{', '.join(sorted(FAMILIES))}")
+    return FAMILIES[kind]
 
 
 def build_model(kind: str, **kwargs: Any) -> nn.Module:
-    """The model ``kind`` (a key of ``MODELS``) made with ``kwargs``."""
-    if kind not in MODELS:
-        raise ConfigError(f"model kind {kind!r} is not available; available: "
-                          f"{', '.join(sorted(MODELS))}")
-    return MODELS[kind](**kwargs)
+    """The network of family ``kind`` made with ``kwargs``."""
+    return get_family(kind).network(**kwargs)
 
 
-def model_spec(preset: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """``(kind, kwargs)`` of the generator a preset describes."""
-    data, model = preset["data"], preset["model"]
-    kind = model["kind"]
-    if kind == "revgan3d":
-        return kind, {"in_channels": data["in_channels"], "out_channels": data["out_channels"],
-                      "width": model["width"], "depth": model["depth"],
-                      "residual": model["residual"], "memory_saving": model["memory_saving"],
-                      "init_std": model["init_std"]}
-    if kind == "iunet3d":
-        return kind, {"in_channels": data["in_channels"], "out_channels": data["out_channels"],
-                      "channels": model["width"], "scales": model["scales"],
-                      "blocks_per_scale": model["blocks_per_scale"],
-                      "memory_saving": model["memory_saving"]}
-    raise ConfigError(f"preset {preset['name']}: model kind {kind!r} is not available yet")
-
-
-def build_discriminators(preset: dict[str, Any]) -> dict[str, PatchDiscriminator3D]:
-    """The critics ``{"X": D_X, "Y": D_Y}``; conditional (input concatenated) when paired."""
-    data, model = preset["data"], preset["model"]
-    paired = preset["train"]["objective"] == "paired"
-    cx, cy = data["in_channels"], data["out_channels"]
-    extra = {"X": cy, "Y": cx} if paired else {"X": 0, "Y": 0}
-    smallest = min(preset["patch"]["size"])
-    needed = 2 ** model["disc_layers"] * 3
-    if smallest < needed:
-        raise ConfigError(f"preset {preset['name']}: key 'patch.size': the critic with "
-                          f"disc_layers={model['disc_layers']} needs patches of at least "
-                          f"{needed} voxels per axis, got {smallest}")
-    return {domain: PatchDiscriminator3D(channels + extra[domain], model["disc_width"],
-                                         model["disc_layers"], model["init_std"])
-            for domain, channels in (("X", cx), ("Y", cy))}
+def model_spec(preset: Preset) -> tuple[str, dict[str, Any]]:
+    """``(kind, kwargs)`` of the network a preset describes."""
+    family = get_family(preset.model.kind)
+    return family.name, family.kwargs(preset)

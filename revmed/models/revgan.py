@@ -17,10 +17,15 @@ output channels.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import nn
 
+from revmed.models.registry import ModelFamily, register
 from revmed.nn import AdditiveCoupling, ReversibleSequence
+from revmed.preset import InvalidKey, ModelSection, Preset, flag, integer, key, number
 
 
 def coupling_subnet(channels: int) -> nn.Sequential:
@@ -115,3 +120,32 @@ class RevGAN3D(nn.Module):
         """G: domain Y -> domain X, through the inverse of the same core."""
         x = self.dec_x(self.core.inverse(self.enc_y(y)))
         return y + x if self.residual else x
+
+
+@dataclass(frozen=True)
+class RevGANSection(ModelSection):
+    """``[model]`` of a RevGAN preset; the critics' keys are here too, as only RevGAN
+    objectives train critics."""
+
+    depth: int = key(integer(0), 2, "RevGAN: additive-coupling blocks in the invertible core")
+    residual: bool = key(flag, False, "RevGAN: output = upsampled input + network")
+    init_std: float = key(number(0.0), 0.02, "RevGAN: std of the N(0, std) initialisation")
+    disc_width: int = key(integer(1), 32, "PatchGAN: channels of the first layer")
+    disc_layers: int = key(integer(1), 3, "PatchGAN: stride-2 layers")
+
+
+def _kwargs(preset: Preset) -> dict[str, Any]:
+    data, model = preset.data, preset.model
+    return {"in_channels": data.in_channels, "out_channels": data.out_channels,
+            "width": model.width, "depth": model.depth, "residual": model.residual,
+            "memory_saving": model.memory_saving, "init_std": model.init_std}
+
+
+def _check(model: RevGANSection) -> None:
+    if model.width % 2:
+        raise InvalidKey("model.width", "must be even (couplings split it in two), got "
+                         f"{model.width}")
+
+
+FAMILY = register(ModelFamily(name="revgan3d", section=RevGANSection, network=RevGAN3D,
+                              kwargs=_kwargs, depth_key="depth", check=_check))

@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from revmed.engine.checkpoint import save_checkpoint
+from revmed.checkpoint import write_payload
 from revmed.io import Volume, make_affine, read_volume, write_volume
 from revmed.models import build_model
 
@@ -25,7 +25,7 @@ def model(tmp_path_factory):
             "window": [-1150.0, 350.0], "sr_factors": [2, 2, 2], "sr_upsample": "bspline",
             "channels": []}
     path = tmp_path_factory.mktemp("model") / "model.pt"
-    return save_checkpoint(path, {
+    return write_payload(path, {
         "model": {"kind": "revgan3d", "kwargs": kwargs}, "data": data, "patch_size": [8, 8, 8],
         "preset": {"infer": {"overlap": 0.25, "blend": "gaussian", "sw_batch_size": 2}},
         "state": {"generator": build_model("revgan3d", **kwargs).state_dict()}})
@@ -115,16 +115,16 @@ def test_a_header_declaring_an_absurd_grid_is_refused_before_reading(cli, model,
 
 def test_inference_too_large_for_memory_is_refused_with_the_estimate(cli, model, tmp_path,
                                                                     monkeypatch):
-    import revmed.memory
+    import revmed.sizes
 
     source = _volume(tmp_path / "a.nii.gz", shape=(10, 10, 10))
     # 20^3 output voxels x (1 input + 3 x 1 output + 2) channels x 4 bytes = 192000 bytes
-    monkeypatch.setattr(revmed.memory, "available_memory", lambda: 150_000)
+    monkeypatch.setattr(revmed.sizes, "available_memory", lambda: 150_000)
     result = cli("infer", source, "-o", tmp_path / "sr.nii.gz", "--model", model)
     assert result.code == 2 and "a.nii.gz" in result.err
     assert "188 KiB" in result.err and "146 KiB" in result.err
     assert not (tmp_path / "sr.nii.gz").exists()
-    monkeypatch.setattr(revmed.memory, "available_memory", lambda: 200_000)
+    monkeypatch.setattr(revmed.sizes, "available_memory", lambda: 200_000)
     assert cli("infer", source, "-o", tmp_path / "sr.nii.gz", "--model", model).code == 0
 
 

@@ -18,29 +18,28 @@ def test_every_shipped_preset_loads_and_round_trips_through_toml(tmp_path):
         path = tmp_path / f"{name}.toml"
         path.write_text(config.to_toml(preset))
         again = config.load_preset(str(path))
-        again["name"] = preset["name"]
-        assert again == preset, name
+        assert again == preset, name  # preset.toml names the preset, so even the name is kept
 
 
 def test_papers_settings():
     hcp = config.load_preset("hcp-sr")
-    assert hcp["patch"]["size"] == [24, 24, 24] and hcp["data"]["min_foreground"] == 0.01
-    assert hcp["data"]["sr_factors"] == [2, 2, 2] and hcp["data"]["sr_upsample"] == "nearest"
-    assert hcp["data"]["in_channels"] == hcp["data"]["out_channels"] == 6
-    assert hcp["train"]["epochs"] == 20 and hcp["train"]["epochs_decay"] == 0
+    assert hcp.patch.size == (24, 24, 24) and hcp.data.min_foreground == 0.01
+    assert hcp.data.sr_factors == (2, 2, 2) and hcp.data.sr_upsample == "nearest"
+    assert hcp.data.in_channels == hcp.data.out_channels == 6
+    assert hcp.train.epochs == 20 and hcp.train.epochs_decay == 0
     sr = config.load_preset("chestct-sr")
-    assert sr["patch"]["size"] == [128, 128, 128] and sr["data"]["sr_factors"] == [2, 2, 4]
-    assert sr["data"]["window"] == [-1150.0, 350.0] and sr["train"]["epochs"] == 125
+    assert sr.patch.size == (128, 128, 128) and sr.data.sr_factors == (2, 2, 4)
+    assert sr.data.window == (-1150.0, 350.0) and sr.train.epochs == 125
     da = config.load_preset("chestct-da")
-    assert da["patch"]["size"] == [64, 64, 64] and da["train"]["lambda_l1"] == 100.0
+    assert da.patch.size == (64, 64, 64) and da.train.lambda_l1 == 100.0
     unpaired = config.load_preset("chestct-da-unpaired")
-    assert unpaired["train"]["objective"] == "unpaired" and unpaired["train"]["lambda_cycle"] == 10
-    assert unpaired["patch"] == da["patch"]  # inherited from its base
+    assert unpaired.train.objective == "unpaired" and unpaired.train.lambda_cycle == 10
+    assert unpaired.patch == da.patch  # inherited from its base
     brats = config.load_preset("brats-seg")
-    assert brats["patch"]["size"] == [160, 192, 128] and brats["model"]["scales"] == 5
+    assert brats.patch.size == (160, 192, 128) and brats.model.scales == 5
     for preset in (hcp, sr, da):
-        assert preset["train"]["lr"] == 2e-4 and preset["train"]["betas"] == [0.5, 0.999]
-        assert preset["model"]["init_std"] == 0.02
+        assert preset.train.lr == 2e-4 and preset.train.betas == (0.5, 0.999)
+        assert preset.model.init_std == 0.02
 
 
 @pytest.mark.parametrize("body, key", [
@@ -78,8 +77,8 @@ def test_invalid_toml_and_missing_file(tmp_path):
 def test_overrides_parse_toml_values_and_are_validated():
     preset = config.load_preset("demo-sr", ["train.lr=1e-4", "patch.size=[16, 16, 8]",
                                             "model.residual=false", "description=my run"])
-    assert preset["train"]["lr"] == 1e-4 and preset["patch"]["size"] == [16, 16, 8]
-    assert preset["model"]["residual"] is False and preset["description"] == "my run"
+    assert preset.train.lr == 1e-4 and preset.patch.size == (16, 16, 8)
+    assert preset.model.residual is False and preset.description == "my run"
     with pytest.raises(ConfigError, match="train.lr"):
         config.load_preset("demo-sr", ["train.lr=fast"])
     with pytest.raises(ConfigError, match="train.nope"):
@@ -92,8 +91,8 @@ def test_user_preset_with_base_overrides_only_what_it_states(tmp_path):
     path = tmp_path / "mine.toml"
     path.write_text('base = "chestct-sr"\n[patch]\nsize = [96, 96, 96]\n')
     mine, base = config.load_preset(str(path)), config.load_preset("chestct-sr")
-    assert mine["patch"]["size"] == [96, 96, 96] and mine["name"] == "mine"
-    assert mine["data"] == base["data"] and mine["train"] == base["train"]
+    assert mine.patch.size == (96, 96, 96) and mine.name == "mine"
+    assert mine.data == base.data and mine.train == base.train
 
 
 def test_base_loop_is_an_error(tmp_path):

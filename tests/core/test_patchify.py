@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 
 from revmed import config
-from revmed.data.patch_dataset import PatchDataset
-from revmed.data.patchify import extract_patches, patchify, read_manifest
-from revmed.data.samples import SampleSpec, load_sample
+from revmed.data.patchify import extract_patches, patchify, read_manifest, read_shards
+from revmed.data.samples import load_sample
 from revmed.data.layout import load_dataset
-from revmed.data.synth import synthesize
+from revmed.data.synthetic import synthesize
 from revmed.errors import InputError, OutputError
 
 
@@ -73,15 +72,17 @@ def test_patchify_writes_shards_that_training_can_read(sr_data, tmp_path):
     out = tmp_path / "patches"
     manifest = patchify(sr_data, out, preset)
     assert manifest == read_manifest(out) and manifest["complete"]
-    dataset = PatchDataset(out)
-    assert len(dataset) == manifest["patches"] == sum(s["patches"] for s in manifest["shards"])
-    assert 0 < len(dataset) <= 3 * len(load_dataset(sr_data).splits["train"])
-    item = dataset[0]
-    assert set(item) == {"X", "Y", "mask"} and item["X"].shape == (1, 16, 16, 16)
+    again, patches = read_shards(out)
+    assert again == manifest and set(patches) == {"X", "Y", "mask"}
+    count = len(patches["X"])
+    assert count == manifest["patches"] == sum(s["patches"] for s in manifest["shards"])
+    assert 0 < count <= 3 * len(load_dataset(sr_data).splits["train"])
+    item = {key: array[0] for key, array in patches.items()}
+    assert item["X"].shape == (1, 16, 16, 16)
     # X is the simulated low-resolution view of the very same crop as Y
     case = load_dataset(sr_data).splits["train"][0]
-    full = load_sample(case, "hr-only", SampleSpec.from_preset(preset))
-    y, x = item["Y"].numpy()[0], item["X"].numpy()[0]
+    full = load_sample(case, "hr-only", preset.data)
+    y, x = item["Y"][0], item["X"][0]
     hits = [(i, j, k) for i in range(17) for j in range(17) for k in range(9)
             if np.array_equal(full["Y"][0, i:i + 16, j:j + 16, k:k + 16], y)]
     assert len(hits) == 1
@@ -122,7 +123,7 @@ def test_interrupted_run_leaves_no_half_written_shard(sr_data, tmp_path, monkeyp
     files = sorted(p.name for p in (out / "shards").iterdir())
     assert len(files) == 1 and files[0].endswith(".npz")  # only the finished shard, no temp
     with pytest.raises(InputError, match="not a complete"):
-        PatchDataset(out)
+        read_shards(out)
     monkeypatch.setattr(np, "savez", real_savez)
     manifest = patchify(sr_data, out, preset)
     assert len(manifest["shards"]) == len(load_dataset(sr_data).splits["train"])
@@ -153,17 +154,18 @@ def test_segmentation_patches_keep_integer_labels(tmp_path):
     synthesize("brats-seg", root, cases=3, seed=0, shape=(32, 32, 32))
     preset = config.load_preset("demo-seg", ["patch.size=[16,16,16]"])
     patchify(root, tmp_path / "patches", preset)
-    item = PatchDataset(tmp_path / "patches")[0]
+    _, patches = read_shards(tmp_path / "patches")
+    item = {key: array[0] for key, array in patches.items()}
     assert item["X"].shape == (4, 16, 16, 16) and item["label"].shape == (1, 16, 16, 16)
-    assert set(np.unique(item["label"].numpy())) <= {0, 1, 2, 4}
-    assert str(item["label"].dtype) == "torch.uint8"
+    assert set(np.unique(item["label"])) <= {0, 1, 2, 4}
+    assert item["label"].dtype == np.uint8
 
 
 def test_cli_patchify_json(sr_data, tmp_path, cli):
     result = cli("patchify", sr_data, tmp_path / "p", "--preset", "demo-sr",
                  "--set", "patch.size=[16,16,16]", "--json")
     assert result.code == 0
-    assert json.loads(result.out)["patches"] == len(PatchDataset(tmp_path / "p"))
+    assert json.loads(result.out)["patches"] == len(read_shards(tmp_path / "p")[1]["X"])
     missing = cli("patchify", tmp_path / "nowhere", tmp_path / "q", "--preset", "demo-sr")
     assert missing.code == 2 and "nowhere" in missing.err and not (tmp_path / "q").exists()
 

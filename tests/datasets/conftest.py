@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from revmed.data.synth import synthesize
+from revmed.data.synthetic import synthesize
 
 #: Tiny grids for the tests (the defaults are for real runs).
 TINY = {

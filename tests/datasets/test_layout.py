@@ -55,7 +55,7 @@ def test_paired_dataset_loads(paired):
     assert a.inputs == [paired / "train" / "X" / "a.nii.gz"]
     assert a.target == paired / "train" / "Y" / "a.nii.gz"
     assert a.mask == paired / "train" / "masks" / "a.nii.gz" and b.mask is None
-    assert ds.sources("test") == [paired / "test" / "X" / "c.nii.gz"]
+    assert [c.inputs[0] for c in ds.cases("test")] == [paired / "test" / "X" / "c.nii.gz"]
     validate_geometry(ds)
     text = describe_dataset(ds)
     assert "paired" in text and "train 2" in text and "test 1" in text and "HU" in text
@@ -192,8 +192,8 @@ def test_unpaired_names_need_not_match(tmp_path):
     vol(root / "train" / "Y" / "q1.nii.gz", shape=(10, 9, 8))  # other grids are fine
     ds = load_dataset(root)
     validate_geometry(ds)
-    assert [p.name for p in ds.sources("train")] == ["p1.nii.gz", "p2.nii.gz"]
-    assert [p.name for p in ds.targets("train")] == ["q1.nii.gz"]
+    assert [c.inputs[0].name for c in ds.cases("train") if c.inputs] == ["p1.nii.gz", "p2.nii.gz"]
+    assert [c.target.name for c in ds.cases("train") if c.target] == ["q1.nii.gz"]
 
 
 def test_hr_only_wrong_channel_count(tmp_path):
@@ -202,7 +202,7 @@ def test_hr_only_wrong_channel_count(tmp_path):
     vol(root / "train" / "Y" / "a.nii.gz", channels=6)
     vol(root / "train" / "Y" / "b.nii.gz", channels=3)
     ds = load_dataset(root)
-    assert ds.cases("train")[0].inputs == [] and ds.targets("train")[0].name == "a.nii.gz"
+    assert ds.cases("train")[0].inputs == [] and ds.cases("train")[0].target.name == "a.nii.gz"
     msg = raises_naming(root / "train" / "Y" / "b.nii.gz", validate_geometry, ds)
     assert "3 channels" in msg and "expected 6" in msg
 

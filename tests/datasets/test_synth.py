@@ -1,4 +1,4 @@
-"""``revmed.data.synth``: every task writes a valid dataset of plausible, deterministic phantoms."""
+"""``revmed.data.synthetic``: every task writes a valid dataset of plausible, deterministic phantoms."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from scipy import ndimage
 
 from revmed.data.layout import load_dataset, validate_geometry
-from revmed.data.synth import TASKS, split_counts, synthesize
+from revmed.data.synthetic import TASKS, split_counts, synthesize
 from revmed.errors import InputError, OutputError
 
 EXPECTED = {
@@ -128,7 +128,7 @@ def test_brats_labels_and_contrast(tiny_dataset):
 
 @pytest.mark.parametrize("side", [-1.0, 1.0])
 def test_brats_tumour_hemisphere(side):
-    from revmed.data.phantom_brain import brats_phantom
+    from revmed.data.synthetic.brain import brats_phantom
 
     _, labels, _ = brats_phantom(np.random.default_rng(3), (32, 32, 24), (1.0, 1.0, 1.0),
                                  hemisphere=side)
@@ -213,8 +213,8 @@ def test_empty_existing_folder_is_fine(tmp_path):
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_default_grid_phantom(task):
     """One case at the task's default grid (the phantom only, not written)."""
-    from revmed.data import phantom_brain, phantom_ct
-    from revmed.data.synth import case_rng
+    from revmed.data.synthetic import brain as phantom_brain, chest_ct as phantom_ct
+    from revmed.data.synthetic import case_rng
 
     spec = TASKS[task]
     rng = case_rng(0, 0, task)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from revmed.data.synth import synthesize
+from revmed.data.synthetic import synthesize
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,10 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from revmed.data.synth import synthesize
-from revmed.engine.checkpoint import load_checkpoint
-from revmed.models import build_discriminators, build_model
+from revmed.data.synthetic import synthesize
+from revmed.checkpoint import read_payload
+from revmed.config import preset_from_dict
+from revmed.models import build_critics, build_model
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="this PyTorch build has no gloo backend")
@@ -86,7 +87,7 @@ def test_two_processes_train_what_one_trains_and_write_one_run(data, tmp_path, c
     # The same function: F, G and the critics give the same outputs. (Weights are compared
     # through outputs because a convolution bias in front of an instance norm has a gradient
     # of pure rounding noise, which Adam turns into steps of its learning rate either way.)
-    a, b = load_checkpoint(one / "last.pt"), load_checkpoint(two / "last.pt")
+    a, b = read_payload(one / "last.pt"), read_payload(two / "last.pt")
     torch.manual_seed(0)
     x = torch.rand(2, 1, 16, 16, 16) * 2 - 1
     nets = [build_model(c["model"]["kind"], **c["model"]["kwargs"]) for c in (a, b)]
@@ -96,7 +97,7 @@ def test_two_processes_train_what_one_trains_and_write_one_run(data, tmp_path, c
     with torch.no_grad():
         torch.testing.assert_close(nets[1](x), nets[0](x), rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(nets[1].reverse(x), nets[0].reverse(x), rtol=1e-4, atol=1e-4)
-        critics = [build_discriminators(c["preset"]) for c in (a, b)]
+        critics = [build_critics(preset_from_dict(c["preset"], "test")) for c in (a, b)]
         for key in critics[0]:
             for critic, c in zip((critics[0][key], critics[1][key]), (a, b)):
                 critic.load_state_dict(c["state"]["critics"][key])

@@ -35,7 +35,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_finite_checkpoint(sr_data,
     preset = config.load_preset("demo-sr", [*tiny_sr, "train.epochs=3"])
     run = tmp_path / "run"
     first = Trainer(preset, sr_data, run, torch.device("cpu"))
-    steps = len(first.patches.epoch_patches(0)["X"]) // preset["train"]["batch_size"]
+    steps = len(first.patches.epoch_patches(0)["X"]) // preset.train.batch_size
     assert steps >= 2
     _poison(monkeypatch, at_call=steps + 2)  # the second step of the second epoch
     with pytest.raises(TrainingDiverged) as error:

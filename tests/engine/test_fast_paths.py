@@ -16,7 +16,7 @@ import torch
 from torch._dynamo.utils import counters
 
 from revmed import config
-from revmed.engine.checkpoint import load_checkpoint
+from revmed.checkpoint import read_payload
 from revmed.engine.trainer import Trainer
 from revmed.io import read_volume
 
@@ -49,8 +49,8 @@ def test_compiled_channels_last_training_matches_a_plain_run(sr_data, tiny_sr, t
     for key in ("g_loss", "d_loss", "l1"):
         assert fast[key] == pytest.approx(plain[key], rel=1e-3), key
     assert fast["val_psnr"] == pytest.approx(plain["val_psnr"], abs=0.05)
-    saved = load_checkpoint(tmp_path / "fast" / "last.pt")
-    reference = load_checkpoint(tmp_path / "plain" / "last.pt")
+    saved = read_payload(tmp_path / "fast" / "last.pt")
+    reference = read_payload(tmp_path / "plain" / "last.pt")
     assert saved["preset"]["train"]["compile"] and saved["preset"]["train"]["channels_last"]
     assert not reference["preset"]["train"]["channels_last"]
     for part in ("generator", "critics"):  # same names, so either loads into a plain model

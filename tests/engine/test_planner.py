@@ -73,8 +73,9 @@ def test_memory_sizes_parse(text, expected):
 
 @pytest.mark.parametrize("text", ["lots", "-1G", "0", "24XB", "", "GiB", "1.2.3G", "24iB"])
 def test_bad_memory_sizes_are_input_errors(text):
-    with pytest.raises(InputError, match="--memory"):
+    with pytest.raises(InputError, match="^memory ") as error:
         planner.parse_memory(text)
+    assert error.value.option == "memory"  # the command line shows it as --memory
 
 
 def test_cli_bad_memory_is_one_line_before_measuring(cli):
@@ -101,7 +102,7 @@ def test_cli_json_reports_the_largest_values_that_fit(cli, tiny, no_measuring):
     assert [m["patch"][0] for m in plan["measurements"]] == list(planner.fit_edges(tiny))
     model = planner.PeakModel(plan["model"]["fixed"], plan["model"]["per_voxel"])
     params = planner.count_parameters(tiny)
-    batch, patch = tiny["train"]["batch_size"], tiny["patch"]["size"]
+    batch, patch = tiny.train.batch_size, tiny.patch.size
 
     edge, step = plan["largest_patch"]["edge"], plan["largest_patch"]["edge_step"]
     assert edge % step == 0 and edge >= planner.smallest_edge(tiny)
@@ -113,7 +114,7 @@ def test_cli_json_reports_the_largest_values_that_fit(cli, tiny, no_measuring):
     assert model.peak(tiny, patch, most, params) <= memory < model.peak(tiny, patch, most + 1,
                                                                         params)
     depth = plan["largest_depth"]
-    assert not depth["capped"] and depth["depth"] > tiny["model"]["depth"]
+    assert not depth["capped"] and depth["depth"] > tiny.model.depth
     assert planner.count_parameters(planner.with_depth(tiny, depth["depth"])) \
         == depth["parameters"]  # parameters are linear in the depth
     deeper = depth["parameters"] + (planner.count_parameters(planner.with_depth(tiny, 3))

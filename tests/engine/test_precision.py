@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from revmed import config
-from revmed.engine.checkpoint import load_checkpoint
+from revmed.checkpoint import read_payload
 from revmed.engine.trainer import Trainer
 from revmed.inference import Translator
 from revmed.io import read_volume
@@ -32,12 +32,12 @@ def test_bf16_training_logs_a_larger_core_reconstruction_error(sr_data, tiny_sr,
     logged = json.loads((tmp_path / "bf16" / "metrics.jsonl").read_text().splitlines()[-1])
     assert logged["core_recon_error"] == bf16["core_recon_error"]
     # weights and the checkpoint stay float32; the preset records the precision
-    checkpoint = load_checkpoint(tmp_path / "bf16" / "last.pt")
+    checkpoint = read_payload(tmp_path / "bf16" / "last.pt")
     assert all(v.dtype == torch.float32 for v in checkpoint["state"]["generator"].values()
                if v.is_floating_point())
     assert checkpoint["preset"]["train"]["precision"] == "bf16"
     # the two runs really differ: autocast was on
-    a = load_checkpoint(tmp_path / "fp32" / "last.pt")["state"]["generator"]
+    a = read_payload(tmp_path / "fp32" / "last.pt")["state"]["generator"]
     b = checkpoint["state"]["generator"]
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
@@ -45,15 +45,15 @@ def test_bf16_training_logs_a_larger_core_reconstruction_error(sr_data, tiny_sr,
 def test_fp16_training_uses_a_gradient_scaler_that_resume_restores(sr_data, tiny_sr,
                                                                   tmp_path, recwarn):
     trainer, record = _train(sr_data, tiny_sr, tmp_path / "fp16", "fp16")
-    assert trainer.scaler.is_enabled() and np.isfinite(record["g_loss"])
+    assert trainer.training.scaler.is_enabled() and np.isfinite(record["g_loss"])
     # the scaler skips its first steps; the schedule stepping after them is not a mistake
     assert not [w for w in recwarn if "lr_scheduler" in str(w.message)]
-    saved = load_checkpoint(tmp_path / "fp16" / "last.pt")["state"]["scaler"]
+    saved = read_payload(tmp_path / "fp16" / "last.pt")["state"]["scaler"]
     assert saved["scale"] > 0
     preset = config.load_preset("demo-sr", [*tiny_sr, "train.precision='fp16'",
                                             "train.epochs=2"])
     resumed = Trainer(preset, sr_data, tmp_path / "fp16", torch.device("cpu"), resume=True)
-    assert resumed.scaler.get_scale() == saved["scale"]
+    assert resumed.training.scaler.get_scale() == saved["scale"]
 
 
 def test_bf16_inference_is_close_to_fp32_and_not_identical(sr_model, lr_scan, tmp_path,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from revmed.resample import downsample
+from revmed.transforms import downsample
 
 SPACING = (1.0, 1.0, 2.0)
 

@@ -23,9 +23,10 @@ import pytest
 import torch
 
 from revmed import config
-from revmed.data.synth import synthesize
-from revmed.engine.checkpoint import load_checkpoint
-from revmed.engine.trainer import Trainer, TrainingInterrupted, _batches
+from revmed.data.synthetic import synthesize
+from revmed.checkpoint import read_payload
+from revmed.data.batches import epoch_batches
+from revmed.engine.trainer import Trainer, TrainingInterrupted
 
 TINY = ["patch.size=[16,16,16]", "patch.per_volume=8", "model.width=4", "model.depth=1",
         "model.disc_width=4", "model.disc_layers=2", "train.batch_size=2",
@@ -101,8 +102,8 @@ def test_skipped_batches_are_the_rest_of_the_epoch(kind):
                second: rng.standard_normal((8 if kind == "unpaired" else 10, 1, 4, 4, 4))
                .astype(np.float32)}
     cpu = torch.device("cpu")
-    full = list(_batches(patches, kind, 3, seed=3, epoch=1, device=cpu))
-    rest = list(_batches(patches, kind, 3, seed=3, epoch=1, device=cpu, skip=2))
+    full = list(epoch_batches(patches, kind, 3, seed=3, epoch=1, device=cpu))
+    rest = list(epoch_batches(patches, kind, 3, seed=3, epoch=1, device=cpu, skip=2))
     assert len(full) == 3 and len(rest) == 1
     for key, value in full[2].items():  # segmentation: the same random flips too
         assert torch.equal(rest[0][key], value), key
@@ -128,7 +129,7 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(sr_data, tmp_p
         Trainer(preset, sr_data, run_dir, cpu).fit(progress=stop_at_epoch_2_step_3)
     assert (stop.value.checkpoint, stop.value.epoch, stop.value.step) == (run_dir / "last.pt",
                                                                           2, 3)
-    saved = load_checkpoint(run_dir / "last.pt")
+    saved = read_payload(run_dir / "last.pt")
     assert (saved["epoch"], saved["step_in_epoch"]) == (1, 3)
     assert saved["metrics"]["interrupted"] is True
     assert (run_dir / "last.pt").read_bytes() != after_epoch_1["last.pt"]
@@ -142,15 +143,15 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(sr_data, tmp_p
     expected, got = reference.model.state_dict(), resumed.model.state_dict()
     for key, value in expected.items():
         torch.testing.assert_close(got[key], value, rtol=1e-6, atol=1e-8)
-    for name, critic in reference.critics.items():
+    for name, critic in reference.training.critics.items():
         for key, value in critic.state_dict().items():
-            torch.testing.assert_close(resumed.critics[name].state_dict()[key], value,
+            torch.testing.assert_close(resumed.training.critics[name].state_dict()[key], value,
                                        rtol=1e-6, atol=1e-8)
     # the epoch's losses average all four steps, those before the interruption included
     for a, b in zip(_metrics(tmp_path / "a"), _metrics(run_dir), strict=True):
         a.pop("seconds"), b.pop("seconds")
         assert b == pytest.approx(a, rel=1e-6)
-    assert load_checkpoint(run_dir / "last.pt")["step_in_epoch"] == 0
+    assert read_payload(run_dir / "last.pt")["step_in_epoch"] == 0
 
 
 def test_second_ctrl_c_while_saving_keeps_the_previous_last_pt(sr_data, tmp_path, monkeypatch,
@@ -173,7 +174,7 @@ def test_second_ctrl_c_while_saving_keeps_the_previous_last_pt(sr_data, tmp_path
     monkeypatch.undo()
     assert not isinstance(stop.value, TrainingInterrupted)  # nothing was saved ...
     assert (run_dir / "last.pt").read_bytes() == after_epoch_1["last.pt"]  # ... nor broken
-    assert (load_checkpoint(run_dir / "last.pt")["epoch"], _temporary_files(run_dir)) == (1, [])
+    assert (read_payload(run_dir / "last.pt")["epoch"], _temporary_files(run_dir)) == (1, [])
 
 
 @pytest.mark.parametrize("presses", [1, 2])
@@ -182,7 +183,7 @@ def test_ctrl_c_inside_a_step_waits_for_it_and_a_second_one_does_not(sr_data, tm
     """The first SIGINT is held until the step is done; a second one stops at once."""
     run_dir = tmp_path / "run"
     trainer = Trainer(_preset("train.epochs=1"), sr_data, run_dir, torch.device("cpu"))
-    generator_step, steps = trainer.objective.generator_step, []
+    generator_step, steps = trainer.training.objective.generator_step, []
 
     def ctrl_c_during_step_2(*args):
         steps.append(len(steps) + 1)
@@ -192,7 +193,7 @@ def test_ctrl_c_inside_a_step_waits_for_it_and_a_second_one_does_not(sr_data, tm
                 time.sleep(0.01)  # let the handler run here, inside the step
         return generator_step(*args)
 
-    trainer.objective.generator_step = ctrl_c_during_step_2
+    trainer.training.objective.generator_step = ctrl_c_during_step_2
     handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt) as stop:
         trainer.fit()
@@ -203,7 +204,7 @@ def test_ctrl_c_inside_a_step_waits_for_it_and_a_second_one_does_not(sr_data, tm
         return
     assert isinstance(stop.value, TrainingInterrupted)
     assert (stop.value.epoch, stop.value.step, steps) == (1, 2, [1, 2])
-    saved = load_checkpoint(run_dir / "last.pt")
+    saved = read_payload(run_dir / "last.pt")
     assert (saved["epoch"], saved["step_in_epoch"]) == (0, 2)
     seen = []
     Trainer(_preset("train.epochs=1"), sr_data, run_dir, torch.device("cpu"),
@@ -240,7 +241,7 @@ def test_ctrl_c_saves_says_how_to_continue_and_exits_130(sr_data, tmp_path):
     assert found, err
     path, epoch, step = Path(found[1]), int(found[2]), int(found[3])
     assert path == run_dir / "last.pt" and epoch >= 2 and 0 <= step <= steps
-    saved = load_checkpoint(path, kind="revgan3d")
+    saved = read_payload(path, kind="revgan3d")
     assert (saved["epoch"], saved["step_in_epoch"]) == (epoch - 1, step)
     assert [r["epoch"] for r in _metrics(run_dir)] == list(range(1, epoch))
     assert _temporary_files(run_dir) == []
@@ -251,7 +252,7 @@ def test_ctrl_c_saves_says_how_to_continue_and_exits_130(sr_data, tmp_path):
                               f"train.epochs={epoch}"], cwd=tmp_path, env=ENV,
                              capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
-    final = load_checkpoint(run_dir / "last.pt")
+    final = read_payload(run_dir / "last.pt")
     assert (final["epoch"], final["step_in_epoch"]) == (epoch, 0)
     record = _metrics(run_dir)[-1]
     assert record["epoch"] == epoch and record["steps"] == steps
@@ -278,9 +279,9 @@ def test_sigkill_at_a_random_moment_leaves_a_run_that_continues(sr_data, tmp_pat
     assert all(n.startswith(".") for n in _temporary_files(run_dir)), context  # hidden
     epochs_done = 0
     if (run_dir / "last.pt").exists():
-        epochs_done = load_checkpoint(run_dir / "last.pt")["epoch"]  # never corrupt
+        epochs_done = read_payload(run_dir / "last.pt")["epoch"]  # never corrupt
     if (run_dir / "best.pt").exists():
-        load_checkpoint(run_dir / "best.pt")
+        read_payload(run_dir / "best.pt")
     # what a kill in the middle of a save leaves, whether or not this one landed there
     (run_dir / ".last.pt.tmp-planted.pt").write_bytes(b"PK\x03\x04 cut short")
     with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as log:
@@ -294,4 +295,4 @@ def test_sigkill_at_a_random_moment_leaves_a_run_that_continues(sr_data, tmp_pat
     assert finish.returncode == 0, f"{context}\n{finish.stderr}"
     assert _temporary_files(run_dir) == [], context
     assert [r["epoch"] for r in _metrics(run_dir)] == list(range(1, epochs_done + 2)), context
-    assert load_checkpoint(run_dir / "last.pt")["epoch"] == epochs_done + 1, context
+    assert read_payload(run_dir / "last.pt")["epoch"] == epochs_done + 1, context

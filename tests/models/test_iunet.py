@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from revmed import config
-from revmed.models import MODELS, IUNet3D, IUNetCore, build_model, model_spec
+from revmed.models import FAMILIES, IUNet3D, IUNetCore, build_model, model_spec
 from revmed.nn import ReversibleSequence, SavedTensorMeter, invertibility_error
 
 
@@ -180,20 +180,20 @@ def test_training_can_leave_the_identity():
 
 
 def test_presets_build_the_iunet_and_describe_it():
-    assert MODELS["iunet3d"] is IUNet3D
+    assert FAMILIES["iunet3d"].network is IUNet3D
     demo = config.load_preset("demo-seg")
     kind, kwargs = model_spec(demo)
     assert kind == "iunet3d"
     assert kwargs == {"in_channels": 4, "out_channels": 3, "channels": 8, "scales": 3,
                       "blocks_per_scale": 2, "memory_saving": True}
-    text = build_model(kind, **kwargs).describe(demo["patch"]["size"])
+    text = build_model(kind, **kwargs).describe(demo.patch.size)
     assert "8@48x48x48 -> 16@24x24x24 -> 32@12x12x12" in text
 
     brats = config.load_preset("brats-seg")
     kind, kwargs = model_spec(brats)
     model = build_model(kind, **kwargs)
     assert isinstance(model, IUNet3D) and model.channels == 32 and model.scales == 5
-    text = model.describe(brats["patch"]["size"])
+    text = model.describe(brats.patch.size)
     assert ("32@160x192x128 -> 64@80x96x64 -> 128@40x48x32 -> 256@20x24x16 -> 512@10x12x8"
             in text)
     assert f"parameters: {sum(p.numel() for p in model.parameters()):,}" in text

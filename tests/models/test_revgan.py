@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from revmed import config
-from revmed.engine.checkpoint import load_checkpoint, save_checkpoint
+from revmed.checkpoint import read_payload, write_payload
 from revmed.engine.objectives import CycleGANObjective, ImagePool, Pix2PixObjective
 from revmed.errors import CheckpointError, ConfigError
-from revmed.models import PatchDiscriminator3D, RevGAN3D, build_discriminators, build_model, model_spec
+from revmed.models import PatchDiscriminator3D, RevGAN3D, build_critics, build_model, model_spec
 
 
 def _volume(*shape, seed=0, dtype=torch.float32):
@@ -89,12 +89,12 @@ def test_critic_patch_logits_and_conditional_channels():
     critic = PatchDiscriminator3D(2, width=4, layers=3)
     assert critic(_volume(1, 2, 32, 32, 32)).shape == (1, 1, 2, 2, 2)
     preset = config.load_preset("demo-sr", ["patch.size=[24,24,24]"])
-    critics = build_discriminators(preset)
+    critics = build_critics(preset)
     assert critics["Y"][0].in_channels == 2  # paired: input beside the output
     unpaired = config.load_preset("demo-da", ["train.objective='unpaired'"])
-    assert build_discriminators(unpaired)["Y"][0].in_channels == 1
+    assert build_critics(unpaired)["Y"][0].in_channels == 1
     with pytest.raises(ConfigError, match="patch.size"):
-        build_discriminators(config.load_preset("demo-sr", ["patch.size=[16,16,16]"]))
+        build_critics(config.load_preset("demo-sr", ["patch.size=[16,16,16]"]))
 
 
 def test_image_pool_keeps_and_swaps_old_volumes():
@@ -111,9 +111,9 @@ def test_registry_rebuilds_the_same_model_from_a_checkpoint(tmp_path):
     preset = config.load_preset("demo-sr")
     kind, kwargs = model_spec(preset)
     model = build_model(kind, **kwargs)
-    path = save_checkpoint(tmp_path / "m.pt", {"model": {"kind": kind, "kwargs": kwargs},
+    path = write_payload(tmp_path / "m.pt", {"model": {"kind": kind, "kwargs": kwargs},
                                                "state": {"generator": model.state_dict()}})
-    loaded = load_checkpoint(path, kind="revgan3d")
+    loaded = read_payload(path, kind="revgan3d")
     again = build_model(loaded["model"]["kind"], **loaded["model"]["kwargs"])
     again.load_state_dict(loaded["state"]["generator"])
     x = _volume(1, 1, 8, 8, 8)
@@ -134,27 +134,27 @@ def test_checkpoint_with_code_is_refused_and_not_run(tmp_path):
     evil = tmp_path / "evil.pt"
     torch.save({"format": "revmed-checkpoint", "version": 1, "x": payload}, evil)
     with pytest.raises(CheckpointError, match="evil.pt"):
-        load_checkpoint(evil)
+        read_payload(evil)
     assert not marker.exists()
 
 
 def test_foreign_newer_and_other_kind_checkpoints(tmp_path):
     (tmp_path / "text.pt").write_text("not a checkpoint")
     with pytest.raises(CheckpointError, match="text.pt"):
-        load_checkpoint(tmp_path / "text.pt")
+        read_payload(tmp_path / "text.pt")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "plain.pt")
     with pytest.raises(CheckpointError, match="not a revmed checkpoint"):
-        load_checkpoint(tmp_path / "plain.pt")
-    save_checkpoint(tmp_path / "new.pt", {"model": {"kind": "revgan3d", "kwargs": {}}})
+        read_payload(tmp_path / "plain.pt")
+    write_payload(tmp_path / "new.pt", {"model": {"kind": "revgan3d", "kwargs": {}}})
     newer = torch.load(tmp_path / "new.pt", weights_only=True)
     newer["version"] = 99
     torch.save(newer, tmp_path / "newer.pt")
     with pytest.raises(CheckpointError, match="newer revmed"):
-        load_checkpoint(tmp_path / "newer.pt")
+        read_payload(tmp_path / "newer.pt")
     with pytest.raises(CheckpointError, match="not iunet3d"):
-        load_checkpoint(tmp_path / "new.pt", kind="iunet3d")
+        read_payload(tmp_path / "new.pt", kind="iunet3d")
     with pytest.raises(CheckpointError, match="no such checkpoint"):
-        load_checkpoint(tmp_path / "absent.pt")
+        read_payload(tmp_path / "absent.pt")
 
 
 def test_image_pool_items_do_not_keep_their_whole_batch_alive():

@@ -6,8 +6,7 @@ import numpy as np
 import torch
 
 from revmed.engine.objectives import SegmentationObjective
-from revmed.metrics import brats_regions
-from revmed.segmentation import REGIONS, labels_to_regions, regions_to_labels
+from revmed.regions import REGIONS, labels_to_regions, region_masks, regions_to_labels
 
 
 def _labels(seed=0, shape=(6, 7, 5)):
@@ -15,13 +14,17 @@ def _labels(seed=0, shape=(6, 7, 5)):
     return rng.choice([0, 1, 2, 4], size=(1, *shape)).astype(np.uint8)
 
 
-def test_regions_round_trip_and_match_the_metric_definition():
+def test_regions_round_trip_and_match_the_brats_definition():
     labels = _labels()
     regions = labels_to_regions(labels)
     assert regions.shape == (3, 6, 7, 5) and regions.dtype == np.float32
-    expected = brats_regions(labels)
+    # written out independently: ET = {4}, TC = {1, 4}, WT = {1, 2, 4}
+    expected = {"ET": labels[0] == 4, "TC": np.isin(labels[0], (1, 4)),
+                "WT": np.isin(labels[0], (1, 2, 4))}
+    masks = region_masks(labels)
     for channel, name in zip(regions, REGIONS):
         np.testing.assert_array_equal(channel.astype(bool), expected[name])
+        np.testing.assert_array_equal(masks[name], expected[name])
     np.testing.assert_array_equal(regions_to_labels(regions > 0.5), labels)
     batch = torch.from_numpy(np.stack([labels, _labels(1)]))
     torch.testing.assert_close(labels_to_regions(batch)[0], torch.from_numpy(regions))

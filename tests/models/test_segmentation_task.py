@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from revmed.data.synth import synthesize
+from revmed.data.synthetic import synthesize
 from revmed.io import read_volume
 
 TINY = ["patch.size=[16,16,16]", "patch.per_volume=1", "model.width=4", "model.scales=2",

@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from revmed.data.synth import synthesize
-from revmed.engine.checkpoint import load_checkpoint, save_checkpoint
+from revmed.data.synthetic import synthesize
+from revmed.checkpoint import read_payload, write_payload
 from revmed.inference import Translator
 from revmed.io import Volume, make_affine, read_volume, write_volume, zoom_affine
 from revmed.models import build_model
-from revmed.resample import downsample, upsample
-from revmed.transforms import denormalise, normalise
+from revmed.transforms import denormalise, normalise, upsample
 
 TINY = ["patch.size=[16,16,16]", "patch.per_volume=2", "model.width=4", "model.depth=1",
         "model.disc_width=4", "model.disc_layers=2", "train.epochs=1"]
@@ -47,7 +46,7 @@ def test_train_writes_a_self_describing_run(trained):
     (record,) = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
     assert record["epoch"] == 1 and np.isfinite(record["val_psnr"]) and 0 < record["val_ssim"] <= 1
     assert {"l1", "g_gan", "d_loss"} <= set(record)
-    checkpoint = load_checkpoint(trained / "best.pt", kind="revgan3d")
+    checkpoint = read_payload(trained / "best.pt", kind="revgan3d")
     assert checkpoint["data"]["window"] == [-1150.0, 350.0]
     assert checkpoint["data"]["sr_factors"] == [2, 2, 4]
     assert checkpoint["model"]["kwargs"]["width"] == 4 and checkpoint["revmed"]
@@ -73,8 +72,8 @@ def test_resumed_run_matches_an_uninterrupted_one(cli, sr_data, tmp_path):
                "--quiet", *one).code == 0
     assert cli("train", "--preset", "demo-sr", "--data", sr_data, "--out", tmp_path / "b",
                "--resume", "--quiet", *two).code == 0
-    a = load_checkpoint(tmp_path / "a" / "last.pt")
-    b = load_checkpoint(tmp_path / "b" / "last.pt")
+    a = read_payload(tmp_path / "a" / "last.pt")
+    b = read_payload(tmp_path / "b" / "last.pt")
     assert a["epoch"] == b["epoch"] == 2
     for key, value in a["state"]["generator"].items():
         torch.testing.assert_close(b["state"]["generator"][key], value, rtol=1e-5, atol=1e-6)
@@ -119,7 +118,7 @@ def test_untrained_residual_model_returns_the_interpolated_input(tmp_path):
     kwargs = {"in_channels": 1, "out_channels": 1, "width": 4, "depth": 1, "residual": True}
     data = {"in_channels": 1, "out_channels": 1, "intensity": "window",
             "window": [-1150.0, 350.0], "sr_factors": [2, 2, 2], "sr_upsample": "bspline"}
-    path = save_checkpoint(tmp_path / "id.pt", {
+    path = write_payload(tmp_path / "id.pt", {
         "model": {"kind": "revgan3d", "kwargs": kwargs}, "data": data, "patch_size": [8, 8, 8],
         "preset": {"infer": {"overlap": 0.5, "blend": "gaussian", "sw_batch_size": 1}},
         "state": {"generator": build_model("revgan3d", **kwargs).state_dict()}})
@@ -187,4 +186,4 @@ def test_resume_refuses_a_different_run_but_may_train_longer(cli, sr_data, tmp_p
     longer = cli("train", "--preset", "demo-sr", "--data", sr_data, "--out", run, "--resume",
                  "--quiet", *_set("train.epochs=2", "train.time_limit=600"))
     assert longer.code == 0, longer.err
-    assert load_checkpoint(run / "last.pt")["epoch"] == 2
+    assert read_payload(run / "last.pt")["epoch"] == 2

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from revmed.compilation import check_compiler, compile_plain_parts, plain_parts
+from revmed.runtime import check_compiler, compile_plain_parts, plain_parts
 from revmed.errors import ConfigError
 from revmed.models import IUNet3D, PatchDiscriminator3D, RevGAN3D
 
@@ -143,4 +143,5 @@ def test_a_machine_that_cannot_compile_gets_one_clear_error(monkeypatch):
     with pytest.raises(ConfigError) as error:
         check_compiler(torch.device("cpu"))
     message = str(error.value)
-    assert "--compile" in message and "CppCompileError" in message and "\n" not in message
+    assert message.startswith("compile: ") and error.value.option == "compile"
+    assert "CppCompileError" in message and "\n" not in message

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from revmed.memory_format import FORMAT, as_channels_last, to_channels_last
+from revmed.runtime import CHANNELS_LAST as FORMAT, as_channels_last, to_channels_last
 from revmed.models import IUNet3D, RevGAN3D
 
 B, C, N = 2, 8, 6

@@ -1,4 +1,5 @@
-"""Grid refinement: geometry of the refined grid and interpolation of coarse samples."""
+"""revmed.transforms: intensity windows, and grid refinement (geometry of the refined grid and
+interpolation of coarse samples)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,7 @@ import numpy as np
 import pytest
 
 from revmed.io import make_affine, zoom_affine
-from revmed.resample import coarse_shape, downsample, upsample
-from revmed.transforms import denormalise, normalise
+from revmed.transforms import coarse_shape, denormalise, downsample, normalise, upsample
 
 
 def _world_corners(affine, shape):

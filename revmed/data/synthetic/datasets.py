@@ -2,7 +2,7 @@
 
 ``synthesize(task, out_dir, cases=...)`` writes a complete dataset folder (``dataset.toml`` and
 train/val/test splits) that ``load_dataset`` accepts, so every pipeline can run end to end
-without real scans. The phantoms themselves live in ``phantom_ct`` and ``phantom_brain``.
+without real scans. The phantoms themselves live in ``chest_ct`` and ``brain``.
 
 Determinism: case ``i`` of a task is drawn from a numpy ``Generator`` seeded with
 ``(seed, i, task)``, and all the maths is numpy (FFT smoothing included), so the same seed gives
@@ -23,12 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from revmed.data.layout import MANIFEST, Dataset, load_dataset
-from revmed.data.phantom_brain import MODALITIES, brats_phantom, dti_phantom
-from revmed.data.phantom_ct import chest_ct_kernels, chest_ct_sr
-from revmed.data.phantom_fields import centred_affine
+from revmed.data.synthetic.brain import MODALITIES, brats_phantom, dti_phantom
+from revmed.data.synthetic.chest_ct import chest_ct_kernels, chest_ct_sr
+from revmed.data.synthetic.fields import centred_affine
+from revmed.atomic import check_output_folder
 from revmed.errors import InputError, OutputError
 from revmed.io import Volume, write_volume
-from revmed.shapes import shape_text
+from revmed.sizes import shape_text
 
 
 @dataclass(frozen=True)
@@ -147,8 +148,7 @@ def _prepare_output(out_dir: Path, overwrite: bool) -> None:
         raise OutputError(f"{out_dir}: exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not overwrite:
-            raise OutputError(f"{out_dir}: folder exists and is not empty; choose another "
-                              "folder, or replace it with --overwrite (overwrite=True)")
+            raise OutputError(f"{out_dir}: folder exists and is not empty", fix="overwrite")
         if not (out_dir / MANIFEST).is_file():
             raise OutputError(f"{out_dir}: not empty and not a dataset (no {MANIFEST}); "
                               "refusing to overwrite it")
@@ -156,8 +156,7 @@ def _prepare_output(out_dir: Path, overwrite: bool) -> None:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{out_dir}: cannot create its parent folder ({exc})") from exc
-    if not os.access(out_dir.parent, os.W_OK):
-        raise OutputError(f"{out_dir}: parent folder {out_dir.parent} is not writable")
+    check_output_folder(out_dir.parent)
 
 
 def synthesize(task: str, out_dir: str | os.PathLike, cases: int = 10, seed: int = 0,

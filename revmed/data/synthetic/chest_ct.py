@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from revmed.data.phantom_fields import blur, grid_mm, smooth_noise, smoothstep_inside
+from revmed.data.synthetic.fields import blur, grid_mm, smooth_noise, smoothstep_inside
 
 #: HU of the tissues (noise-free values).
 AIR, FAT, SOFT, MUSCLE, BLOOD, LUNG = -1000.0, -100.0, 40.0, 50.0, 40.0, -850.0

@@ -1,21 +1,28 @@
-"""Refusing work that cannot fit in memory, before allocating it.
+"""Sizes of grids and of memory: how they read in messages, and whether they fit.
 
-A header that declares a 4000^3 grid, or a super-resolution whose output grid is far larger
-than its input, should fail with one line that gives the estimate, not with the kernel's
-out-of-memory killer half-way through a batch. Readers call ``require_memory`` with the size
-the header declares before reading any voxels; inference calls it with its working set.
+``shape_text`` writes a grid size as ``64x64x32``; ``format_bytes`` a byte count as
+``1.5 GiB``. A header that declares a 4000^3 grid, or a super-resolution whose output grid is
+far larger than its input, should fail with one line that gives the estimate, not with the
+kernel's out-of-memory killer half-way through a batch: readers call ``require_memory`` with
+the size the header declares before reading any voxels, and inference calls it with its
+working set.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from revmed.errors import InputError
 
 #: Bytes of one float32 voxel, the type every volume is held in.
 FLOAT32 = 4
+
+
+def shape_text(size: Iterable[int]) -> str:
+    """``64x64x32`` for ``(64, 64, 32)`` (any number of axes)."""
+    return "x".join(str(int(n)) for n in size)
 
 
 def available_memory() -> int | None:

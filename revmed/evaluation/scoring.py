@@ -1,18 +1,14 @@
-"""Evaluating predicted volumes against references: the library behind ``revmed eval``.
+"""Scoring predictions against references, case by case: the metrics of ``revmed.metrics``
+for the prediction and for interpolation baselines of the low-resolution input, or the Dice,
+sensitivity and HD95 of BraTS label maps.
 
-``match_cases`` pairs prediction, reference, mask and low-resolution input files by case name;
-``evaluate`` reads each case, checks that the volumes fit together, computes the metrics of
-``revmed.metrics`` for the prediction and for interpolation baselines of the input, and keeps
-the PNG previews in memory; ``write_outputs`` then writes the JSON, CSV and PNG files. Nothing is
-written before every case has been computed, so a bad case leaves no partial output.
-
-The definitions (data range, interior, baselines, file formats) are in docs/evaluation.md.
+``evaluate`` and ``evaluate_regions`` read each case, check that its volumes fit together and
+return a ``Report``; nothing is written (``revmed.evaluation.reports`` writes it). The
+definitions (data range, interior, baselines) are in docs/evaluation.md.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -22,17 +18,22 @@ from pathlib import Path
 import numpy as np
 
 from revmed import metrics
-from revmed.atomic import atomic_path
-from revmed.data.layout import DICOM_SUFFIXES, case_name, volume_suffix
-from revmed.errors import ConfigError, InputError, OutputError
-from revmed.shapes import shape_text
+from revmed.errors import ConfigError, InputError
+from revmed.evaluation.cases import CaseFiles, match_cases
+from revmed.evaluation.preview import case_preview
+from revmed.io import Volume, check_finite, read_volume
+from revmed.regions import REGIONS, region_masks
+from revmed.transforms import coarse_shape, upsample
+from revmed.sizes import shape_text
 
-#: Baseline name -> ``revmed.resample.upsample`` mode ("tricubic" is the cubic B-spline).
+#: Baseline name -> ``revmed.transforms.upsample`` mode ("tricubic" is the cubic B-spline).
 BASELINES = {"trilinear": "trilinear", "tricubic": "bspline"}
 #: Metrics of every case, over all voxels and channels.
 METRICS = ("mae", "rmse", "psnr", "ssim")
 #: Metrics added when a mask is given.
 MASK_METRICS = ("mae_mask", "rmse_mask", "rmse_interior")
+#: Metrics of each region of a label map.
+REGION_METRICS = ("dice", "sensitivity", "hd95")
 #: Side of the cube that must fit inside the mask around an interior voxel.
 INTERIOR_SIZE = 5
 #: Spacings (mm) that differ by more than this are a mismatch.
@@ -40,26 +41,8 @@ SPACING_TOLERANCE = 1e-3
 #: How far (relative) a low-resolution spacing may be from an integer multiple of the
 #: reference's.
 FACTOR_TOLERANCE = 0.01
-#: |error| at this percentile is white in the previews.
-ERROR_PERCENTILE = 99.0
 
 Progress = Callable[[int, int, str], None]
-
-
-@dataclass
-class CaseFiles:
-    """The files of one case: prediction and reference, optional mask and low-res input."""
-
-    name: str
-    prediction: Path
-    reference: Path
-    mask: Path | None = None
-    input: Path | None = None
-
-    def as_dict(self) -> dict[str, str]:
-        files = {"prediction": self.prediction, "reference": self.reference,
-                 "mask": self.mask, "input": self.input}
-        return {k: str(v) for k, v in files.items() if v is not None}
 
 
 @dataclass
@@ -176,96 +159,6 @@ def _finite(value):
 
 
 # --------------------------------------------------------------------------------------------
-# Matching files to cases
-
-
-def _case_folder(path: Path) -> dict[str, Path] | None:
-    """Case name -> entry for a folder of cases; None for a single volume (file or DICOM folder).
-
-    A folder holding volume files (``.nii.gz``, ``.nrrd``, ...) or sub-folders is a folder of
-    cases: each volume file is a case, and so is each sub-folder (a DICOM series); other files
-    (notes, PNGs, sidecars) are ignored. A folder of loose files only is one DICOM series.
-    """
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder")
-    if not path.is_dir():
-        return None
-    try:
-        entries = sorted(e for e in path.iterdir() if not e.name.startswith("."))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot list folder ({exc})") from exc
-    cases = [e for e in entries if e.is_dir() or volume_suffix(e) is not None]
-    if not cases:
-        if any(e.is_file() for e in entries):
-            return None  # a DICOM series
-        raise InputError(f"{path}: empty folder; expected volumes or a DICOM series")
-    found: dict[str, Path] = {}
-    for entry in cases:
-        name = case_name(entry)
-        if name in found:
-            raise InputError(f"{entry}: case {name!r} appears twice (also {found[name]})")
-        found[name] = entry
-    return found
-
-
-def _loose_dicom(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(DICOM_SUFFIXES)
-
-
-def match_cases(prediction: str | os.PathLike, reference: str | os.PathLike,
-                mask: str | os.PathLike | None = None,
-                input: str | os.PathLike | None = None) -> list[CaseFiles]:  # noqa: A002
-    """Pair the files of an evaluation by case name; returns the cases sorted by name.
-
-    ``prediction`` and ``reference`` are two volumes (files or DICOM series folders) or two
-    folders of cases. In folders, a case is a volume file named after the case plus its format
-    suffix (``case_003.nii.gz`` pairs with ``case_003.nrrd``) or a DICOM sub-folder. Every
-    prediction needs a reference and every reference a prediction: a case on one side only is
-    an ``InputError`` listing all such cases. ``mask`` and ``input`` (low-resolution inputs for
-    the baselines) follow the same form as the reference; with folders they must hold every
-    case (extra files are ignored).
-    """
-    pred, ref = Path(prediction), Path(reference)
-    pred_cases, ref_cases = _case_folder(pred), _case_folder(ref)
-    extras = {"--mask": None if mask is None else Path(mask),
-              "--input": None if input is None else Path(input)}
-    if (pred_cases is None) != (ref_cases is None):
-        file_, folder = (pred, ref) if pred_cases is None else (ref, pred)
-        raise InputError(f"{file_} is one volume but {folder} is a folder of cases; give two "
-                         f"volumes or two folders")
-    if pred_cases is None:
-        for option, path in extras.items():
-            if path is not None and _case_folder(path) is not None:
-                raise InputError(f"{path}: {option} is a folder of cases, but PREDICTION and "
-                                 f"REFERENCE are single volumes; give one volume")
-        return [CaseFiles(case_name(ref), pred, ref, extras["--mask"], extras["--input"])]
-    assert ref_cases is not None
-    problems = [f"{ref / name}: missing; no reference for the prediction {path}"
-                for name, path in pred_cases.items() if name not in ref_cases]
-    problems += [f"{pred / name}: missing; no prediction for the reference {path}"
-                 for name, path in ref_cases.items() if name not in pred_cases]
-    extra_cases: dict[str, dict[str, Path]] = {}
-    for option, path in extras.items():
-        if path is None:
-            continue
-        found = _case_folder(path)
-        if found is None:
-            raise InputError(f"{path}: {option} must be a folder of cases like {ref}, not a "
-                             f"single volume")
-        extra_cases[option] = found
-        problems += [f"{path / name}: missing; {option} has no volume for case {name!r}"
-                     for name in sorted(ref_cases) if name in pred_cases and name not in found]
-    if problems:
-        shown = problems[:10]
-        more = f" (and {len(problems) - len(shown)} more)" if len(problems) > len(shown) else ""
-        raise InputError("; ".join(shown) + more)
-    return [CaseFiles(name, pred_cases[name], ref_cases[name],
-                      extra_cases.get("--mask", {}).get(name),
-                      extra_cases.get("--input", {}).get(name))
-            for name in sorted(ref_cases)]
-
-
-# --------------------------------------------------------------------------------------------
 # One case
 
 
@@ -278,9 +171,7 @@ def _spacing_text(spacing: np.ndarray) -> str:
     return "x".join(f"{v:g}" for v in np.round(spacing, 4)) + " mm"
 
 
-def _read(path: Path):
-    from revmed.io import check_finite, read_volume
-
+def _read(path: Path) -> Volume:
     volume = read_volume(path)
     volume.source = volume.source or str(path)  # messages name the file
     check_finite(volume)
@@ -303,10 +194,8 @@ def baseline_factors(low_res, ref) -> tuple[int, int, int]:
 
     ``low_res``, ``ref``: ``Volume``s. Each factor is the ratio of the spacings, which must be
     an integer >= 1 (within 1 %), and the input must cover the reference grid exactly as
-    ``revmed.resample.downsample`` makes it: shape ``ceil(reference shape / factors)``.
+    ``revmed.transforms.downsample`` makes it: shape ``ceil(reference shape / factors)``.
     """
-    from revmed.resample import coarse_shape
-
     ratio = low_res.spacing / ref.spacing
     factors = np.round(ratio).astype(int)
     if np.any(factors < 1) or np.any(np.abs(ratio - factors) > FACTOR_TOLERANCE * factors):
@@ -338,63 +227,51 @@ def _metrics(pred: np.ndarray, ref: np.ndarray, data_range: float, low: float,
     return values
 
 
-def _centre(shape: Sequence[int], mask: np.ndarray | None) -> tuple[int, int, int]:
-    """The centre of the mask's bounding box, else of the volume."""
-    if mask is not None and mask.any():
-        where = np.argwhere(mask)
-        return tuple(int(v) for v in (where.min(axis=0) + where.max(axis=0)) // 2)  # type: ignore
-    return tuple(int(s) // 2 for s in shape)  # type: ignore[return-value]
+def _read_mask(path: Path, ref: Volume) -> tuple[np.ndarray, np.ndarray]:
+    """The boolean mask ``(I, J, K)`` at ``path`` on ``ref``'s grid, and its interior."""
+    volume = _read(path)
+    _same_grid(volume, ref, "mask")
+    if volume.channels != 1:
+        raise InputError(f"{path}: a mask must have one channel, it has {volume.channels}")
+    mask = volume.array[0] != 0
+    if not mask.any():
+        raise InputError(f"{path}: the mask is empty")
+    return mask, metrics.interior(mask, INTERIOR_SIZE)
+
+
+def _data_range(ref: Volume, data_range: float | None) -> tuple[float, float]:
+    """``(low, span)``: the reference's minimum, and the data range of PSNR and SSIM."""
+    low = float(ref.array.min())
+    if data_range is not None:
+        return low, float(data_range)
+    span = float(ref.array.max()) - low
+    if span <= 0:
+        raise InputError(f"{ref.source}: the reference is constant ({low:g}), so it defines "
+                         "no data range", fix="data_range")
+    return low, span
 
 
 def evaluate_case(files: CaseFiles, baselines: Sequence[str] = (),
                   data_range: float | None = None, preview: bool = False) -> CaseResult:
     """Read one case's files, check them and compute its metrics (see ``evaluate``)."""
-    from revmed.preview import mosaic
-    from revmed.resample import upsample
-
-    pred = _read(files.prediction)
-    ref = _read(files.reference)
+    pred, ref = _read(files.prediction), _read(files.reference)
     _same_grid(pred, ref, "prediction")
-    low = float(ref.array.min())
-    if data_range is None:
-        span = float(ref.array.max()) - low
-        if span <= 0:
-            raise InputError(f"{files.reference}: the reference is constant ({low:g}), so it "
-                             f"defines no data range; pass --data-range")
-    else:
-        span = float(data_range)
-    mask = inner = None
-    if files.mask is not None:
-        mask_volume = _read(files.mask)
-        _same_grid(mask_volume, ref, "mask")
-        if mask_volume.channels != 1:
-            raise InputError(f"{files.mask}: a mask must have one channel, it has "
-                             f"{mask_volume.channels}")
-        mask = mask_volume.array[0] != 0
-        if not mask.any():
-            raise InputError(f"{files.mask}: the mask is empty")
-        inner = metrics.interior(mask, INTERIOR_SIZE)
+    low, span = _data_range(ref, data_range)
+    mask, inner = _read_mask(files.mask, ref) if files.mask is not None else (None, None)
     ssim_window_check(ref, files.reference)
     results = {"prediction": _metrics(pred.array, ref.array, span, low, mask, inner)}
-    upsampled_input = None
+    low_res = factors = None
     if files.input is not None:
         low_res = _read(files.input)
         factors = baseline_factors(low_res, ref)
         for name in baselines:
             base = upsample(low_res.array, factors, BASELINES[name], shape=ref.shape)
             results[name] = _metrics(base, ref.array, span, low, mask, inner)
-        if preview:
-            upsampled_input = upsample(low_res.array, factors, "nearest", shape=ref.shape)
     image = None
     if preview:
-        error = np.abs(pred.array[0].astype(np.float64) - ref.array[0])
-        top = float(np.percentile(error, ERROR_PERCENTILE)) or float(error.max()) or 1.0
-        rows = [pred.array[0], ref.array[0], error]
-        windows = [(low, low + span), (low, low + span), (0.0, top)]
-        if upsampled_input is not None:
-            rows.insert(0, upsampled_input[0])
-            windows.insert(0, (low, low + span))
-        image = mosaic(rows, windows, _centre(ref.shape, mask), ref.spacing)
+        shown = (None if low_res is None
+                 else upsample(low_res.array, factors, "nearest", shape=ref.shape))
+        image = case_preview(pred.array, ref.array, shown, (low, low + span), mask, ref.spacing)
     return CaseResult(files=files, data_range=span, low=low, metrics=results,
                       mask_voxels=None if mask is None else int(mask.sum()),
                       interior_voxels=None if inner is None else int(inner.sum()),
@@ -410,7 +287,7 @@ def ssim_window_check(ref, path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# All cases, and the outputs
+# All cases
 
 
 def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, *,
@@ -432,12 +309,14 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, *,
     baselines = list(dict.fromkeys(baselines))
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
-        raise ConfigError(f"--baseline {unknown[0]}: unknown baseline; choose from "
-                          f"{', '.join(BASELINES)}")
+        raise ConfigError(f"baseline {unknown[0]}: unknown baseline; choose from "
+                          f"{', '.join(BASELINES)}", option="baseline")
     if baselines and input is None:
-        raise ConfigError("--baseline needs --input: the low-resolution volumes to upsample")
+        raise ConfigError("baselines need the low-resolution input volumes to upsample",
+                          option="input")
     if data_range is not None and (not math.isfinite(data_range) or data_range <= 0):
-        raise ConfigError(f"--data-range {data_range:g}: must be a positive number")
+        raise ConfigError(f"data_range {data_range:g}: must be a positive number",
+                          option="data_range")
     cases = match_cases(prediction, reference, mask=mask, input=input)
     results = []
     for done, files in enumerate(cases, start=1):
@@ -449,26 +328,21 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, *,
                   data_range=None if data_range is None else float(data_range))
 
 
-REGION_METRICS = ("dice", "sensitivity", "hd95")
-
-
 def evaluate_regions(prediction: str | os.PathLike, reference: str | os.PathLike, *,
                      progress: Progress | None = None) -> Report:
     """Evaluate predicted BraTS label maps against reference ones, region by region.
 
     Cases pair up as in ``match_cases``. Per case and region (ET, TC, WT; see
-    ``revmed.segmentation``): Dice, sensitivity and HD95 in mm (using the reference's spacing).
+    ``revmed.regions``): Dice, sensitivity and HD95 in mm (using the reference's spacing).
     The report's "methods" are the regions.
     """
-    from revmed.segmentation import REGIONS
-
     cases = match_cases(prediction, reference)
     results = []
     for done, files in enumerate(cases, start=1):
         pred, ref = _read(files.prediction), _read(files.reference)
         _same_grid(pred, ref, "prediction")
         try:
-            found, truth = metrics.brats_regions(pred.array), metrics.brats_regions(ref.array)
+            found, truth = region_masks(pred.array), region_masks(ref.array)
         except ValueError as exc:
             raise InputError(f"{files.prediction} / {files.reference}: {exc}") from None
         scores = {name: {"dice": metrics.dice(found[name], truth[name]),
@@ -481,91 +355,3 @@ def evaluate_regions(prediction: str | os.PathLike, reference: str | os.PathLike
             progress(done, len(cases), files.name)
     return Report(cases=results, methods=list(REGIONS), metric_names=list(REGION_METRICS),
                   data_range=None, kind="regions")
-
-
-def _check_file_target(path: Path, option: str) -> None:
-    if path.is_dir():
-        raise OutputError(f"{path}: {option} names a folder; give a file name")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise OutputError(f"{path}: output folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise OutputError(f"{path}: output folder {folder} is not writable")
-
-
-def preview_paths(report_cases: Sequence[str], png: Path, folder: bool) -> dict[str, Path]:
-    """Case name -> PNG path: ``png`` itself for one case given as a file, else
-    ``png/<case>.png``."""
-    if not folder:
-        return {report_cases[0]: png}
-    return {name: png / f"{name}.png" for name in report_cases}
-
-
-def png_is_folder(png: Path, several_cases: bool) -> bool:
-    """Whether ``--png`` names a folder: always for several cases, or an existing folder."""
-    return several_cases or png.is_dir()
-
-
-def check_outputs(json_path: Path | None = None, csv_path: Path | None = None,
-                  png: Path | None = None, several_cases: bool = False) -> None:
-    """Raise ``OutputError`` now for output paths that could not be written later.
-
-    ``json_path`` and ``csv_path`` must be files in existing, writable folders; ``png`` is a
-    file, or, for several cases, a folder (existing, or to be created in an existing folder).
-    """
-    for path, option in ((json_path, "--json"), (csv_path, "--csv"), (png, "--png")):
-        if path is not None and str(path) == "-":
-            raise OutputError(f"{option} -: only --json can print on stdout; give a file name")
-    for path, option in ((json_path, "--json"), (csv_path, "--csv")):
-        if path is not None:
-            _check_file_target(path, option)
-    if png is None:
-        return
-    if png_is_folder(png, several_cases):
-        if png.exists() and not png.is_dir():
-            raise OutputError(f"{png}: --png must be a folder when evaluating folders (one PNG "
-                              f"per case), but it is a file")
-        parent = png if png.is_dir() else (png.parent if str(png.parent) else Path("."))
-        if not parent.is_dir():
-            raise OutputError(f"{png}: output folder {parent} does not exist")
-        if not os.access(parent, os.W_OK):
-            raise OutputError(f"{png}: output folder {parent} is not writable")
-    else:
-        _check_file_target(png, "--png")
-
-
-def write_outputs(report: Report, *, json_path: Path | None = None,
-                  csv_path: Path | None = None, png: Path | None = None) -> list[Path]:
-    """Write the PNG previews, the CSV and the JSON report atomically; returns the paths.
-
-    PNGs first, so the JSON can name them (``"preview"`` per case). With several cases ``png``
-    is a folder (created if needed) holding ``<case>.png``.
-    """
-    from revmed.preview import write_png
-
-    several = len(report.cases) > 1
-    check_outputs(json_path, csv_path, png, several)
-    written: list[Path] = []
-    if png is not None:
-        folder = png_is_folder(png, several)
-        if folder:
-            png.mkdir(exist_ok=True)
-        paths = preview_paths([c.name for c in report.cases], png, folder)
-        for case in report.cases:
-            if case.preview is None:
-                raise ValueError("write_outputs(png=...) needs evaluate(preview=True)")
-            case.preview_path = write_png(case.preview, paths[case.name])
-            written.append(case.preview_path)
-    if csv_path is not None:
-        rows = report.csv_rows()
-        with atomic_path(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=["case", "method", "data_range",
-                                                   *report.metric_names])
-            writer.writeheader()
-            writer.writerows(rows)
-        written.append(csv_path)
-    if json_path is not None:
-        with atomic_path(json_path) as tmp:
-            tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
-        written.append(json_path)
-    return written

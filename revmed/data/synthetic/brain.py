@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from revmed.data.phantom_fields import grid_mm, smooth_noise, smoothstep_inside, unit
+from revmed.data.synthetic.fields import grid_mm, smooth_noise, smoothstep_inside, unit
 
 #: Mean diffusivities (1e-3 mm^2/s) of isotropic tissues and white-matter eigenvalues.
 CSF_MD, GM_MD = 3.0, 0.8

@@ -93,6 +93,36 @@ def mosaic(rows: Sequence[np.ndarray], windows: Sequence[tuple[float, float]],
     return out
 
 
+#: |error| at this percentile is white in a case's preview.
+ERROR_PERCENTILE = 99.0
+
+
+def _centre(shape: Sequence[int], mask: np.ndarray | None) -> tuple[int, int, int]:
+    """The centre of the mask's bounding box, else of the volume."""
+    if mask is not None and mask.any():
+        where = np.argwhere(mask)
+        return tuple(int(v) for v in (where.min(axis=0) + where.max(axis=0)) // 2)  # type: ignore
+    return tuple(int(s) // 2 for s in shape)  # type: ignore[return-value]
+
+
+def case_preview(prediction: np.ndarray, reference: np.ndarray, low_res: np.ndarray | None,
+                 window: tuple[float, float], mask: np.ndarray | None,
+                 spacing: Sequence[float]) -> np.ndarray:
+    """The mosaic of one evaluated case: the low-resolution input (on the reference grid, when
+    given), the prediction, the reference and ``|prediction - reference|``, first channel of
+    each ``(C, I, J, K)`` array, through the centre of ``mask`` (else of the volume).
+
+    Images use ``window``; the error runs from 0 to its ``ERROR_PERCENTILE`` percentile."""
+    error = np.abs(prediction[0].astype(np.float64) - reference[0])
+    top = float(np.percentile(error, ERROR_PERCENTILE)) or float(error.max()) or 1.0
+    rows = [prediction[0], reference[0], error]
+    windows = [window, window, (0.0, top)]
+    if low_res is not None:
+        rows.insert(0, low_res[0])
+        windows.insert(0, window)
+    return mosaic(rows, windows, _centre(reference.shape[1:], mask), spacing)
+
+
 def write_png(image: np.ndarray, path: str | os.PathLike) -> Path:
     """Write a uint8 ``(H, W)`` greyscale image to ``path`` as PNG, atomically."""
     image = np.asarray(image)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import revmed
-from revmed.engine import checkpoint
-from revmed.engine.checkpoint import load_checkpoint, save_checkpoint
+from revmed import checkpoint
+from revmed.checkpoint import read_payload, write_payload
 from revmed.errors import CheckpointError
 
 
@@ -48,13 +48,13 @@ def _refused(path, what):
 @pytest.fixture
 def saved(tmp_path):
     """A small checkpoint on disk and its bytes."""
-    path = save_checkpoint(tmp_path / "ckpt.pt", _payload())
+    path = write_payload(tmp_path / "ckpt.pt", _payload())
     return path, path.read_bytes()
 
 
 def test_round_trip_keeps_every_value_and_tensor(saved, tmp_path):
     path, _ = saved
-    loaded = load_checkpoint(path, kind="revgan3d")
+    loaded = read_payload(path, kind="revgan3d")
     want = {"format": "revmed-checkpoint", "version": checkpoint.VERSION,
             "revmed": revmed.__version__, **_payload()}
     _assert_same(loaded, want)
@@ -69,7 +69,7 @@ def test_a_byte_changed_in_the_middle_is_refused(saved, tmp_path):
     bad[len(bad) // 2] ^= 0x01
     (tmp_path / "flipped.pt").write_bytes(bad)
     with _refused(tmp_path / "flipped.pt", "corrupt checkpoint: checksum mismatch"):
-        load_checkpoint(tmp_path / "flipped.pt")
+        read_payload(tmp_path / "flipped.pt")
 
 
 def test_every_single_byte_change_is_refused(saved):
@@ -81,11 +81,11 @@ def test_every_single_byte_change_is_refused(saved):
             file.write(bytes([data[i] ^ 0xFF]))
             file.flush()
             with pytest.raises(CheckpointError, match=re.escape(str(path))):
-                load_checkpoint(path)
+                read_payload(path)
             file.seek(i)
             file.write(data[i:i + 1])
             file.flush()
-    load_checkpoint(path)  # restored
+    read_payload(path)  # restored
 
 
 def test_a_truncated_file_is_refused(saved):
@@ -95,20 +95,20 @@ def test_a_truncated_file_is_refused(saved):
             file.truncate(keep)
             file.flush()
             with pytest.raises(CheckpointError, match=re.escape(str(path))):
-                load_checkpoint(path)
+                read_payload(path)
 
 
 def test_a_version_2_file_without_its_checksum_is_refused(saved, tmp_path):
     path, _ = saved
     torch.save(torch.load(path, weights_only=True), tmp_path / "resaved.pt")  # drops the comment
     with _refused(tmp_path / "resaved.pt", "corrupt checkpoint: checksum missing"):
-        load_checkpoint(tmp_path / "resaved.pt")
+        read_payload(tmp_path / "resaved.pt")
 
 
 def test_a_version_1_file_without_checksum_still_loads(tmp_path):
     old = {"format": "revmed-checkpoint", "version": 1, "revmed": "0.1.0", **_payload()}
     torch.save(old, tmp_path / "v1.pt")  # how version 1 wrote it
-    loaded = load_checkpoint(tmp_path / "v1.pt", kind="revgan3d")
+    loaded = read_payload(tmp_path / "v1.pt", kind="revgan3d")
     _assert_same(loaded, old)
 
 
@@ -128,7 +128,7 @@ def test_code_is_refused_even_under_a_valid_checksum(tmp_path):
     torch.save({"format": "revmed-checkpoint", "version": 2, "x": _Touch(str(marker))}, buffer)
     (tmp_path / "evil.pt").write_bytes(checkpoint._seal(buffer.getvalue()))
     with _refused(tmp_path / "evil.pt", "pickled objects"):
-        load_checkpoint(tmp_path / "evil.pt")
+        read_payload(tmp_path / "evil.pt")
     assert not marker.exists()
 
 
@@ -138,4 +138,4 @@ def test_a_newer_version_is_refused_with_upgrade_advice(tmp_path):
                 "revmed": "99.0", **_payload()}, buffer)
     (tmp_path / "newer.pt").write_bytes(checkpoint._seal(buffer.getvalue()))
     with _refused(tmp_path / "newer.pt", r"newer revmed \(99.0\).*upgrade"):
-        load_checkpoint(tmp_path / "newer.pt")
+        read_payload(tmp_path / "newer.pt")

@@ -1,0 +1,76 @@
+"""Scores on a dataset's validation split after each epoch, whole volumes at a time.
+
+A RevGAN is scored by the mean PSNR and SSIM of F on the validation volumes, in the network's
+``[-1, 1]`` range (``val_psnr``, ``val_ssim``); a segmentation network by the Dice of each
+BraTS region and their mean (``val_dice_ET``, ``val_dice_TC``, ``val_dice_WT``, ``val_dice``).
+Volumes run through the same sliding windows as inference (``revmed.windows``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from revmed.data.samples import load_sample
+from revmed.data.training_patches import validation_cases
+from revmed.metrics import dice, psnr, ssim3d
+from revmed.preset import Preset
+from revmed.regions import REGIONS, labels_to_regions
+from revmed.windows import sliding_window_predict
+
+#: The data range of images inside the network ([-1, 1]), for validation PSNR and SSIM.
+NETWORK_RANGE = 2.0
+
+
+class Validator:
+    """The validation cases of the dataset at ``root`` (none when it has no val split or no
+    dataset is known), scored as ``preset`` trains; calling it scores a network."""
+
+    def __init__(self, root: Path | None, preset: Preset, device: torch.device) -> None:
+        self.preset, self.device = preset, device
+        self.segmentation = preset.train.objective == "segmentation"
+        #: The score ``best.pt`` is chosen by.
+        self.score_key = "val_dice" if self.segmentation else "val_psnr"
+        self.kind, self.cases = validation_cases(root)
+        wanted = ("segmentation",) if self.segmentation else ("paired", "hr-only")
+        if self.kind not in wanted:
+            self.cases = []
+        self._samples: list[dict[str, np.ndarray]] | None = None
+
+    def _predict(self, model: nn.Module, image: np.ndarray) -> np.ndarray:
+        infer, train = self.preset.infer, self.preset.train
+        return sliding_window_predict(model, image, self.preset.patch.size, infer.overlap,
+                                      infer.sw_batch_size, self.device, infer.blend,
+                                      precision=train.precision,
+                                      channels_last=train.channels_last)
+
+    def __call__(self, model: nn.Module) -> dict[str, float]:
+        """The validation scores of ``model`` (``{}`` without validation cases); the model is
+        left in training mode."""
+        if not self.cases:
+            return {}
+        if self._samples is None:  # read once, on first use
+            self._samples = [load_sample(c, self.kind, self.preset.data) for c in self.cases]
+        model.eval()
+        scores: dict[str, list[float]] = {}
+        for sample in self._samples:
+            pred = self._predict(model, sample["X"])
+            for key, value in self._scores(pred, sample).items():
+                scores.setdefault(key, []).append(value)
+        model.train()
+        result = {k: float(np.mean(v)) for k, v in scores.items()}
+        if self.segmentation:
+            result["val_dice"] = float(np.mean([result[f"val_dice_{r}"] for r in REGIONS]))
+        return result
+
+    def _scores(self, pred: np.ndarray, sample: dict[str, np.ndarray]) -> dict[str, float]:
+        if self.segmentation:
+            found = pred > 0.0  # sigmoid(logit) > 1/2
+            truth = labels_to_regions(sample["label"]) > 0.5
+            return {f"val_dice_{name}": dice(p, r) for name, p, r in zip(REGIONS, found, truth)}
+        pred = np.clip(pred, -1.0, 1.0)
+        return {"val_psnr": psnr(pred, sample["Y"], NETWORK_RANGE),
+                "val_ssim": ssim3d(pred, sample["Y"], NETWORK_RANGE)}
