@@ -15,7 +15,10 @@ Each one trains in a fresh subprocess, which reports the peak resident memory of
 what the process held once the data was loaded and the model built (VmHWM after resetting it
 through /proc/self/clear_refs), the generator's parameter count and the training time, then
 translates the test volumes with ``best.pt`` (best validation PSNR) and scores them with
-``revmed.evaluation.evaluate`` (PSNR and SSIM with a 1500 HU data range, MAE in HU).
+``revmed.evaluation.evaluate``, twice: in HU (PSNR and SSIM with a 1500 HU data range, MAE in
+HU, inside the body mask for MAE) and the papers' way (``window``: reference, prediction and
+baselines clipped to the presets' [-1150, 350] HU window and mapped to [-1, 1], data range 2),
+both over the whole volume.
 
     python benchmarks/quality.py                       # both tasks, every configuration
     python benchmarks/quality.py --quick               # a smoke test (under two minutes)
@@ -42,6 +45,8 @@ import _common
 
 #: PSNR and SSIM data range in HU: the width of the presets' [-1150, 350] window.
 DATA_RANGE = 1500.0
+#: The presets' window, for the papers' protocol (scores on [-1, 1] windowed data).
+WINDOW = (-1150.0, 350.0)
 #: Patches per optimisation step (on a CPU, batch-1 3D convolutions take a much slower path).
 BATCH = 4
 SHAPE = (64, 64, 48)
@@ -76,11 +81,27 @@ CONFIGS = [
     Config("2r-unpaired", "+2R unpaired (CycleGAN)", ("sr", "da"),
            ("model.depth=2", "train.objective='unpaired'")),
     Config("demo", "demo-sr as shipped (+2R, residual)", ("sr",), sweep=False),
+    # encoder variants (model.encoder) and the critic's stride-2 layers, with the residual
+    # option that every demo preset ships with
+    Config("2r-res-linear", "+2R, residual, linear SRCNN encoder", ("sr", "da"),
+           ("model.depth=2", "model.residual=true", "model.encoder='srcnn'")),
+    Config("2r-res-critic2", "+2R, residual, critic with 2 stride-2 layers", ("sr", "da"),
+           ("model.depth=2", "model.residual=true", "model.disc_layers=2")),
+    Config("d0-res-strided", "depth 0, residual, strided", ("sr", "da"),
+           ("model.depth=0", "model.residual=true", "model.encoder='strided'")),
+    Config("2r-res-strided", "+2R, residual, strided", ("sr", "da"),
+           ("model.depth=2", "model.residual=true", "model.encoder='strided'")),
+    Config("4r-res-strided", "+4R, residual, strided", ("sr", "da"),
+           ("model.depth=4", "model.residual=true", "model.encoder='strided'")),
+    Config("8r-res-strided", "+8R, residual, strided", ("sr", "da"),
+           ("model.depth=8", "model.residual=true", "model.encoder='strided'")),
+    Config("2r-strided", "+2R, strided, tanh (the authors' chest-CT generator)", ("sr", "da"),
+           ("model.depth=2", "model.encoder='strided'")),
 ]
 BY_KEY = {c.key: c for c in CONFIGS}
 #: Rough relative cost of a step, to start the slow configs first when ``--jobs`` > 1.
 COST = {"8r": 4.0, "4r": 2.0, "2r-unpaired": 1.8, "2r": 1.2, "demo": 1.2, "2r-nogan": 1.0,
-        "d0": 0.3}
+        "d0": 0.3, "8r-res-strided": 1.5, "4r-res-strided": 1.0}
 QUICK_CONFIGS = {"sr": ["trilinear", "tricubic", "d0", "demo"], "da": ["identity", "2r"]}
 
 
@@ -127,6 +148,13 @@ def scores(report) -> tuple[dict, dict]:
     return payload["summary"], cases
 
 
+def windowed(prediction, reference, **options) -> dict:
+    """The papers' protocol: ``{method: summary}`` on [-1, 1] windowed data."""
+    from revmed.evaluation import evaluate
+
+    return scores(evaluate(prediction, reference, window=WINDOW, **options))[0]
+
+
 def baseline_rows(task: str, info: dict, root: Path) -> dict[str, dict]:
     """Rows of the untrained baselines, scored exactly like the trained models."""
     from revmed.evaluation import evaluate
@@ -137,7 +165,8 @@ def baseline_rows(task: str, info: dict, root: Path) -> dict[str, dict]:
         report = evaluate(info["input"], info["reference"], mask=info["mask"],
                           data_range=DATA_RANGE)
         summary, cases = scores(report)
-        return {"identity": {"summary": summary["prediction"],
+        paper = windowed(info["input"], info["reference"])
+        return {"identity": {"summary": summary["prediction"], "window": paper["prediction"],
                              "cases": {k: v["prediction"] for k, v in cases.items()}}}
     # evaluate() needs a prediction: the tricubic volumes, written here, which also checks
     # that the library's "tricubic" baseline row is the same computation.
@@ -157,7 +186,10 @@ def baseline_rows(task: str, info: dict, root: Path) -> dict[str, dict]:
     if check > 1e-3:
         log(f"warning: tricubic written here and evaluate()'s tricubic baseline differ by "
             f"{check:.4f} dB")
-    return {name: {"summary": summary[name], "cases": {k: v[name] for k, v in cases.items()}}
+    paper = windowed(folder, info["reference"], input=info["input"],
+                     baselines=("trilinear", "tricubic"))
+    return {name: {"summary": summary[name], "window": paper[name],
+                   "cases": {k: v[name] for k, v in cases.items()}}
             for name in ("trilinear", "tricubic")}
 
 
@@ -203,6 +235,7 @@ def worker(spec: dict) -> dict:
     infer_s = time.monotonic() - infer_start
     report = evaluate(pred_dir, spec["reference"], mask=spec["mask"], data_range=DATA_RANGE)
     summary, cases = scores(report)
+    paper = windowed(pred_dir, spec["reference"])
     return {
         "params": generator, "critic_params": critics,
         "base_rss_mib": None if base_kib is None else base_kib / 1024,
@@ -213,7 +246,7 @@ def worker(spec: dict) -> dict:
         "steps": sum(r["steps"] for r in epochs), "epochs": len(epochs),
         "best_epoch": best["epoch"], "best_val_psnr": best.get("val_psnr"),
         "last_epoch": epochs[-1],
-        "summary": summary["prediction"],
+        "summary": summary["prediction"], "window": paper["prediction"],
         "cases": {k: v["prediction"] for k, v in cases.items()},
     }
 
@@ -260,11 +293,12 @@ def pm(summary: dict, metric: str, digits: int) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    header = ["config", "params", "peak train MiB", "train CPU s", "PSNR dB", "SSIM", "MAE HU"]
+    header = ["config", "params", "peak train MiB", "train CPU s", "PSNR dB", "SSIM", "MAE HU",
+              "PSNR [-1,1]", "SSIM [-1,1]"]
     body = []
     for row in rows:
         if "error" in row:
-            body.append([row["label"], "failed: " + row["error"][:80], "", "", "", "", ""])
+            body.append([row["label"], "failed: " + row["error"][:80], *[""] * 7])
             continue
         summary = row["summary"]
         trained = "params" in row
@@ -274,7 +308,8 @@ def table(rows: list[dict]) -> str:
             f"{row['peak_train_mib']:.0f}" if trained and row["peak_train_mib"] is not None
             else "–",
             f"{row['train_cpu_s']:.0f}" if trained else "–",
-            pm(summary, "psnr", 2), pm(summary, "ssim", 4), pm(summary, "mae", 1)])
+            pm(summary, "psnr", 2), pm(summary, "ssim", 4), pm(summary, "mae", 1),
+            pm(row.get("window", {}), "psnr", 2), pm(row.get("window", {}), "ssim", 4)])
     lines = _common.markdown_table(header, body).splitlines()
     lines[1] = "|:---|" + "|".join("---:" for _ in header[1:]) + "|"
     return "\n".join(lines)
@@ -467,8 +502,9 @@ def _print_task(task: str, payload: dict, rows: dict[str, dict]) -> None:
             "(demo-da)"}[task]
     n = len(payload["test_cases"])
     print(f"\n## {task}: {what}, {plan['steps']} steps of batch {plan['batch_size']}, "
-          f"{n} held-out volumes (mean ± std over volumes; PSNR/SSIM with range "
-          f"{DATA_RANGE:.0f} HU)\n")
+          f"{n} held-out volumes (mean ± std over volumes; PSNR/SSIM in HU with range "
+          f"{DATA_RANGE:.0f} HU, and the papers' way on data windowed to {WINDOW} and mapped "
+          "to [-1, 1]; whole volumes)\n")
     print(table(list(rows.values())))
     for line in payload["claim"]:
         print(f"\n{line}")

@@ -160,7 +160,7 @@ def worker(spec: dict) -> dict:
     from revmed.engine.objectives import SegmentationObjective
     from revmed.metrics import dice
     from revmed.nn import SavedTensorMeter
-    from revmed.regions import labels_to_regions
+    from revmed.regions import BRATS
     from revmed.windows import sliding_window_predict
 
     torch.set_num_threads(spec["threads"])
@@ -238,7 +238,7 @@ def worker(spec: dict) -> dict:
         logits = sliding_window_predict(model, sample["X"], preset.patch.size, infer.overlap,
                                         infer.sw_batch_size, device, infer.blend)
         found = logits > 0.0
-        truth = labels_to_regions(sample["label"]) > 0.5
+        truth = BRATS.to_regions(sample["label"]) > 0.5
         brain = sample["mask"][0] > 0
         cases[case.name] = {
             **{name: dice(p, r) for name, p, r in zip(REGIONS, found, truth)},

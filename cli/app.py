@@ -13,6 +13,7 @@ import sys
 from revmed.cli import data_commands  # noqa: F401, I001
 from revmed.cli import train_command  # noqa: F401
 from revmed.cli import infer_command  # noqa: F401
+from revmed.cli import selfsr_command  # noqa: F401
 from revmed.cli import eval_command  # noqa: F401
 from revmed.cli import plan_command  # noqa: F401
 from revmed.cli import demo_command  # noqa: F401
@@ -32,7 +33,8 @@ def run(argv: list[str] | None = None) -> int:
     propagates with its traceback (exit 1).
     """
     try:
-        app(args=argv, prog_name="revmed")
+        with output.warnings_as_lines():
+            app(args=argv, prog_name="revmed")
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except RevmedError as exc:

@@ -11,7 +11,7 @@ from typing import Optional
 
 import numpy as np
 import typer
-from rich.table import Table
+from rich.text import Text
 
 from revmed import config
 from revmed.cli import output
@@ -40,36 +40,63 @@ def info(
         None, "--series", help="SeriesInstanceUID to read from a folder with several series."),
     json_: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
 ) -> None:
-    """Show shape, channels, spacing, origin, direction and value range of volumes.
+    """Show shape, channels, spacing, origin, direction, axis codes (RAS, LPS, ...), stored
+    voxel type and value range of volumes.
+
+    A path that cannot be read gets its error line (with --json, also an entry holding its
+    "error"); the others are shown, and the command then exits 2. Values are printed whole
+    (a DICOM SeriesInstanceUID is never cut).
 
     Example: revmed info scan.nii.gz dicom/series1/
     """
-    from revmed.io import read_volume
+    from revmed.errors import RevmedError
 
-    rows = []
+    rows, failed = [], 0
     for path in paths:
-        volume = read_volume(path, series=series)
-        finite = volume.array[np.isfinite(volume.array)]
-        rows.append({
-            "path": str(path), "shape": list(volume.shape), "channels": volume.channels,
-            "spacing_mm": [round(float(v), 6) for v in volume.spacing],
-            "origin_mm_ras": [round(float(v), 6) for v in volume.origin],
-            "direction_ras": [[round(float(v), 6) for v in row] for row in volume.direction],
-            "min": float(finite.min()) if finite.size else None,
-            "max": float(finite.max()) if finite.size else None,
-            "nonfinite_voxels": int(volume.array.size - finite.size),
-            **{k: v for k, v in volume.meta.items() if isinstance(v, str | int | float)},
-        })
+        try:
+            rows.append(_describe(path, series))
+        except RevmedError as exc:
+            output.error(output.describe(exc))
+            rows.append({"path": str(path), "error": output.describe(exc)})
+            failed += 1
     if json_:
         output.emit_json(rows)
-        return
+    else:
+        _print_info([row for row in rows if "error" not in row])
+    if failed:
+        raise typer.Exit(2)
+
+
+def _describe(path: Path, series: Optional[str]) -> dict:  # noqa: UP007
+    """The ``revmed info`` entry of one volume."""
+    from revmed.io import read_volume
+
+    volume = read_volume(path, series=series)
+    finite = volume.array[np.isfinite(volume.array)]
+    return {
+        "path": str(path), "shape": list(volume.shape), "channels": volume.channels,
+        "spacing_mm": [round(float(v), 6) for v in volume.spacing],
+        "origin_mm_ras": [round(float(v), 6) for v in volume.origin],
+        "direction_ras": [[round(float(v), 6) for v in row] for row in volume.direction],
+        "axes": volume.axis_codes,
+        "min": float(finite.min()) if finite.size else None,
+        "max": float(finite.max()) if finite.size else None,
+        "nonfinite_voxels": int(volume.array.size - finite.size),
+        **{k: v for k, v in volume.meta.items() if isinstance(v, str | int | float)},
+    }
+
+
+def _print_info(rows: list[dict]) -> None:
+    """Each entry as its path, then one ``key  value`` line per field, never cut or wrapped
+    (a SeriesInstanceUID must be copied whole into --series)."""
     console = output.stdout()
     for row in rows:
-        table = Table(show_header=False, box=None, title=row["path"], title_justify="left")
+        console.print(Text(row["path"], style="bold"))
+        width = max(len(key) for key in row)
         for key, value in row.items():
             if key != "path":
-                table.add_row(key, str(value))
-        console.print(table)
+                shown = shape_text(value) if key == "shape" else str(value)
+                console.print(Text(f"  {key:<{width}}  {shown}"), overflow="ignore", crop=False)
 
 
 @app.command("synth")
@@ -134,13 +161,20 @@ def patchify(
     from revmed.data.patchify import patchify as run_patchify
 
     resolved = config.load_preset(preset, set_)
+    shards = out_dir / "shards"
+    before = ({p.name for p in shards.glob("*.npz")} if shards.is_dir() and not overwrite
+              else set())
     with output.progress(f"patchify {data_dir}", None, quiet or json_) as update:
         manifest = run_patchify(data_dir, out_dir, resolved, split=split, seed=seed,
                                 overwrite=overwrite,
                                 progress=lambda done, total, name: update(done, total, name))
     if json_:
         output.emit_json(manifest)
-    else:
-        output.stdout().print(f"wrote {manifest['patches']} patches of "
-                              f"{shape_text(manifest['patch_size'])} from "
-                              f"{len(manifest['shards'])} cases to {out_dir}")
+        return
+    cases = len(manifest["shards"])
+    kept = sum(Path(s["file"]).name in before for s in manifest["shards"])
+    done = ("" if not kept else f"; {kept} case(s) were already done, "
+            f"{cases - kept} cut now" if kept < cases else "; every case was already done")
+    output.stdout().print(f"{manifest['patches']} patches of "
+                          f"{shape_text(manifest['patch_size'])} from {cases} cases in "
+                          f"{out_dir}{done}")

@@ -12,7 +12,6 @@ from typing import Optional
 
 import typer
 from rich import box
-from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 
@@ -38,11 +37,14 @@ def _table(report) -> Table:
     """Rows per case and method, then mean and std rows per method."""
     names = report.metric_names
     if report.kind == "regions":
-        caption = "BraTS regions: ET = 4, TC = 1 + 4, WT = 1 + 2 + 4; HD95 in mm"
+        caption = f"regions: {report.labels.describe_regions()}; HD95 in mm"
     elif report.data_range is None:
         caption = "data range: the reference's max - min, per case (see --json)"
     else:
         caption = f"data range: {report.data_range:g} (--data-range)"
+    if report.kind == "image" and report.window is not None:
+        lo, hi = report.window
+        caption = f"window: {lo:g} to {hi:g} mapped to [-1, 1], data range 2 (--window)"
     table = Table(title="revmed eval", caption=caption, title_justify="left",
                   caption_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("case", no_wrap=True)
@@ -51,7 +53,7 @@ def _table(report) -> Table:
         table.add_column(name.replace("_", "\n"), justify="right", no_wrap=True)
     for case in report.cases:
         for method in report.methods:
-            table.add_row(escape(case.name), method,
+            table.add_row(case.name, method,
                           *(_number(n, case.metrics[method][n]) for n in names))
     table.add_section()
     summary = report.summary()
@@ -65,6 +67,14 @@ def _table(report) -> Table:
     return table
 
 
+def _window(text: str) -> tuple[float, ...]:
+    """``"-1150,350"`` -> ``(-1150.0, 350.0)``; the library checks the values."""
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--window {text}: expected two numbers, e.g. -1150,350") from None
+
+
 def _print_wide(console, table: Table) -> None:
     """Print ``table`` at its natural width, even where that is wider than the terminal."""
     width = Measurement.get(console, console.options.update_width(1000), table).maximum
@@ -73,8 +83,28 @@ def _print_wide(console, table: Table) -> None:
     console.print(table)
 
 
-@app.command("eval")
+def _positional(prediction: Path, reference: Path, extra: list[str],
+                json_: bool) -> tuple[Path, Path]:
+    """PREDICTION and REFERENCE, after what scripts written for the old ``--json FILE`` of
+    this command leave among them: ``--json -`` (its stdout form) still works, ``--json FILE``
+    is refused with one line saying what changed (the file is now ``--json-out``)."""
+    given = [str(prediction), str(reference), *extra]
+    if json_ and "-" in given:
+        given.remove("-")
+    if len(given) == 2:
+        return Path(given[0]), Path(given[1])
+    if json_ and len(given) == 3:
+        named = [g for g in given if g.lower().endswith(".json")]
+        file_ = named[0] if len(named) == 1 else "FILE"
+        raise ConfigError(f"--json {file_}: --json no longer takes a file name, it prints the "
+                          f"report on stdout; to write a file use --json-out {file_}")
+    raise ConfigError(f"expected PREDICTION and REFERENCE, got {len(given)} arguments: "
+                      f"{' '.join(given)}")
+
+
+@app.command("eval", context_settings={"allow_extra_args": True})
 def eval_(
+    ctx: typer.Context,
     prediction: Path = typer.Argument(..., help="Predicted volume, or a folder of them (cases "
                                       "matched by file name without the format suffix)."),
     reference: Path = typer.Argument(..., help="Reference volume, or a folder of them."),
@@ -92,9 +122,11 @@ def eval_(
         None, "--data-range", metavar="R", help="Value range for PSNR and SSIM, in the files' "
         "units (e.g. 1500 for CT in HU, the [-1150, 350] window). Default: each reference's "
         "max - min."),
-    json_: Optional[str] = typer.Option(  # noqa: UP007
-        None, "--json", metavar="FILE", help="Write the report as JSON to FILE; '-' prints "
-        "the JSON alone on stdout instead of the table."),
+    json_: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout "
+                               "instead of the table (a flag, as on every command; the file "
+                               "is --json-out)."),
+    json_out: Optional[Path] = typer.Option(  # noqa: UP007
+        None, "--json-out", metavar="FILE", help="Write the report as JSON to FILE."),
     csv_: Optional[Path] = typer.Option(  # noqa: UP007
         None, "--csv", metavar="FILE", help="Write one row per case and method to FILE."),
     png: Optional[Path] = typer.Option(  # noqa: UP007
@@ -102,20 +134,33 @@ def eval_(
         "reference, |error|) as PNG: a file for one case, a folder (one PNG per case) for "
         "folders."),
     regions: Optional[str] = typer.Option(  # noqa: UP007
-        None, "--regions", metavar="brats", help="Score label maps instead of images: Dice, "
-        "sensitivity and HD95 (mm) of the BraTS regions ET, TC and WT."),
+        None, "--regions", metavar="brats|FILE", help="Score label maps instead of images: "
+        "Dice, sensitivity and HD95 (mm) of each region: the BraTS regions ET, TC and WT, or "
+        "those of a TOML file with [labels] and [regions] (e.g. the dataset's dataset.toml)."),
+    window: Optional[str] = typer.Option(  # noqa: UP007
+        None, "--window", metavar="LO,HI", help="Score the papers' way: reference, prediction "
+        "and baselines clipped to this intensity window and mapped to [-1, 1] (data range 2), "
+        "e.g. -1150,350 for the chest-CT presets; the report names the window."),
+    resample: bool = typer.Option(
+        False, "--resample", help="Resample predictions (and masks) on another grid onto the "
+        "reference's (linear; nearest neighbour for label maps and masks) instead of refusing "
+        "them."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --json-out, "
+                                   "--csv and --png files (never the files evaluated)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or notes."),
 ) -> None:
     """Score predicted volumes against references: MAE, RMSE, PSNR, SSIM (or, with
     --regions brats, Dice, sensitivity and HD95 of label maps).
 
     PREDICTION and REFERENCE are two volumes or two folders whose cases pair up by name
-    (case_003.nii.gz with case_003.nrrd); a case on one side only is an error. Both must have
-    the same shape and spacing. Values are compared in the files' units (HU for CT); PSNR and
-    SSIM use --data-range. With --input and --baseline, interpolation baselines are scored
-    beside the prediction. Definitions: docs/evaluation.md.
+    (case_003.nii.gz with case_003.nrrd); a case on one side only is an error. Volumes are
+    compared in world space: one stored in another voxel order is reordered; one on another
+    grid is refused (or resampled onto the reference with --resample). Values are compared in
+    the files' units (HU for CT); PSNR and SSIM use --data-range. With --input and --baseline,
+    interpolation baselines are scored beside the prediction. Definitions:
+    docs/evaluation.md.
 
-    Example: revmed eval pred/ data/demo-sr/test/Y --mask data/demo-sr/test/masks --data-range 1500
+    Example: revmed eval pred/ data/test/Y --mask data/test/masks --data-range 1500
     """
     from revmed.evaluation import (
         check_outputs,
@@ -125,27 +170,32 @@ def eval_(
         write_outputs,
     )
 
-    if regions not in (None, "brats"):
-        raise ConfigError(f"--regions {regions}: the only region set is 'brats'")
-    if regions and (mask or input_ or baseline or png or data_range is not None):
-        raise ConfigError("--regions scores label maps: --mask, --input, --baseline, --png and "
-                          "--data-range do not apply")
-    for path, option in ((csv_, "--csv"), (png, "--png")):
+    from revmed.regions import read_label_set
+
+    labels = read_label_set(regions) if regions is not None else None
+    bounds = _window(window) if window is not None else None
+    if regions and (mask or input_ or baseline or png or data_range is not None or window):
+        raise ConfigError("--regions scores label maps: --mask, --input, --baseline, --png, "
+                          "--data-range and --window do not apply")
+    prediction, reference = _positional(prediction, reference, list(ctx.args), json_)
+    for path, option in ((csv_, "--csv"), (png, "--png"), (json_out, "--json-out")):
         if path is not None and str(path) == "-":
-            raise ConfigError(f"{option} -: only --json can print on stdout; give a file name")
-    to_stdout = json_ == "-"
-    json_path = None if json_ is None or to_stdout else Path(json_)
-    several = len(match_cases(prediction, reference, mask=mask, input=input_)) > 1
-    check_outputs(json_path, csv_, png, several)
+            raise ConfigError(f"{option} -: use --json to print the report on stdout")
+    to_stdout, json_path = json_, json_out
+    cases = match_cases(prediction, reference, mask=mask, input=input_)
+    check_outputs(json_path, csv_, png, len(cases) > 1, cases=cases, overwrite=overwrite)
     with output.progress("eval", None, quiet or to_stdout) as update:
         progress = lambda done, total, name: update(done, total, name)  # noqa: E731
         if regions:
-            report = evaluate_regions(prediction, reference, progress=progress)
+            report = evaluate_regions(prediction, reference, labels=labels, resample=resample,
+                                      progress=progress)
         else:
             report = evaluate(prediction, reference, mask=mask, input=input_,
                               baselines=baseline, data_range=data_range,
-                              preview=png is not None, progress=progress)
-    written = write_outputs(report, json_path=json_path, csv_path=csv_, png=png)
+                              preview=png is not None, resample=resample, window=bounds,
+                              progress=progress)
+    written = write_outputs(report, json_path=json_path, csv_path=csv_, png=png,
+                            overwrite=overwrite)
     if to_stdout:
         output.emit_json(report.to_json())
         for path in written:

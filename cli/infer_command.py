@@ -1,4 +1,5 @@
-"""`revmed infer`: apply a trained model to a volume, a DICOM series or a folder of cases."""
+"""`revmed infer`: apply a trained model to a volume, a DICOM series or tree, or a folder of
+cases."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import typer
 
 from revmed.cli import output
 from revmed.cli.root import app
-from revmed.errors import InputError, OutputError, RevmedError
+from revmed.errors import ConfigError, InputError, OutputError, RevmedError
 from revmed.preset import PRECISIONS
 
 MODEL_ENV = "REVMED_MODEL"
+DTYPES = ("float32", "input")
 
 
 def _pick_model(model: Optional[Path]) -> Path:  # noqa: UP007
@@ -30,32 +32,20 @@ def _pick_model(model: Optional[Path]) -> Path:  # noqa: UP007
     return newest
 
 
-def _cases(inputs: list[Path], output_path: Path, channels: list[str]):
-    """``([(sources, target)], batch)``: what to read for each output file, and whether
-    INPUT is a folder of cases (``revmed.io.find_cases``). Several INPUT files are the
-    channels of one case; a folder of cases gives one output per case in the output folder."""
-    from revmed.io import find_cases
-
-    if len(inputs) > 1:
-        return [(inputs, output_path)], False
-    cases = find_cases(inputs[0], channels)
-    if cases is None:
-        return [(inputs, output_path)], False
-    return [(files, output_path / f"{name}.nii.gz") for name, files in cases.items()], True
-
-
 @app.command("infer")
 def infer(
     inputs: list[Path] = typer.Argument(
-        ..., metavar="INPUT...", help="Volume file, DICOM series folder, or folder of cases; "
-        "several files are the channels of one case (in the model's channel order)."),
-    output_path: Path = typer.Option(..., "--output", "-o",
-                                     help="Output NIfTI file (a folder when INPUT is one)."),
+        ..., metavar="INPUT...", help="Volume file, DICOM series folder, folder of cases, or "
+        "DICOM tree (every image series under it is a case); several files are the channels "
+        "of one case (ordered by the model's channel names when the file names allow)."),
+    output_path: Path = typer.Option(..., "--output", "-o", help="Output file (a folder when "
+                                     "INPUT is a folder of cases, or with --format dicom)."),
     model: Optional[Path] = typer.Option(  # noqa: UP007
         None, "--model", "-m", help=f"Checkpoint (default: ${MODEL_ENV}, else the newest "
         "runs/*/best.pt)."),
     reverse: bool = typer.Option(False, "--reverse", help="RevGAN: run G (Y -> X) instead of F."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N (or mps "
+                               "where PyTorch has it)."),
     overlap: Optional[float] = typer.Option(  # noqa: UP007
         None, "--overlap", min=0.0, max=0.95, help="Sliding-window overlap (default: the "
         "checkpoint preset's)."),
@@ -69,7 +59,14 @@ def infer(
         None, "--channels-last/--no-channels-last", help="Weights and windows in "
         "channels-last-3d order (default: the checkpoint preset's infer.channels_last)."),
     series: Optional[str] = typer.Option(  # noqa: UP007
-        None, "--series", help="SeriesInstanceUID, for a DICOM folder with several series."),
+        None, "--series", help="SeriesInstanceUID: read only this series of a DICOM folder."),
+    fmt: Optional[str] = typer.Option(  # noqa: UP007
+        None, "--format", help="Output format: nii.gz, nii, nrrd, mha or dicom (default: the "
+        "output's suffix; nii.gz for a folder of cases). dicom writes a derived series, or a "
+        "DICOM-SEG for segmentations, in a folder."),
+    dtype: str = typer.Option("float32", "--dtype", help="Voxel type of image outputs: "
+                              "float32, or input (the input's integer type, values rounded, "
+                              "when they fit; else float32)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
     skip_existing: bool = typer.Option(
         False, "--skip-existing", help="Leave existing outputs alone and do the rest (to finish "
@@ -78,82 +75,190 @@ def infer(
                                   "this many parts (for job arrays)."),
     part_id: int = typer.Option(0, "--part-id", min=0, help="Which part this job does: 0 to "
                                 "--num-parts - 1 (every K-th case, in name order)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no notes."),
 ) -> None:
     """Apply a trained model: a RevGAN (F, or G with --reverse) or a segmentation network.
 
     RevGAN outputs are in the input's units (HU for CT); for super-resolution they have the
-    finer spacing over the same physical extent and direction. Segmentation outputs are BraTS
-    label maps (0, 1, 2, 4) on the input's grid. Each output is written atomically. In a batch,
-    a case that fails is reported and the others are still done; the command then exits 2.
+    finer spacing over the same physical extent and direction. Segmentation outputs are label
+    maps on the input's grid. Each output is written atomically (a DICOM series as a whole
+    folder). In a batch, a case that fails is reported and the others are still done; the
+    command then exits 2. No output may land on an input.
 
     Example: revmed infer scan.nii.gz -o sr.nii.gz --model runs/demo/best.pt
     """
-    from revmed.atomic import check_output_folder
-    from revmed.runtime import resolve_device
     from revmed.inference import load_predictor
+    from revmed.io.targets import plan_targets
+    from revmed.runtime import resolve_device
 
+    _check_options(precision, overwrite, skip_existing, num_parts, part_id, dtype)
+    # outputs, formats and inputs are checked before the model is loaded or any work is done
+    plan = plan_targets(inputs, output_path, fmt, series)
+    targets = _select(plan, num_parts, part_id, overwrite, skip_existing, quiet)
+    checkpoint = _pick_model(model)
+    predictor = load_predictor(checkpoint, resolve_device(device), compile=compile_,
+                               channels_last=channels_last)
+    _check_model_outputs(predictor, plan, targets, reverse, dtype)
+    output.note(f"model: {checkpoint}", quiet)
+    if len(inputs) > 1:
+        _note_channels(inputs, list(predictor.card.data.channels), quiet)
+    if plan.batch:
+        output_path.mkdir(parents=True, exist_ok=True)
+    options = {"reverse": reverse, "overlap": overlap, "precision": precision}
+    failures = []
+    for target in targets:
+        try:
+            _infer_one(predictor, target, plan.format, dtype, checkpoint, quiet, options)
+        except RevmedError as exc:
+            if not plan.batch:
+                raise
+            output.error(output.describe(exc))
+            failures.append(target.case.files[0])
+    if failures:
+        names = ", ".join(str(p) for p in failures[:5]) + (" ..." if len(failures) > 5 else "")
+        raise InputError(f"{len(failures)} of {len(targets)} case(s) failed ({names}); the "
+                         f"other {len(targets) - len(failures)} were written to {output_path}")
+
+
+def _check_options(precision: Optional[str], overwrite: bool, skip_existing: bool,  # noqa: UP007
+                   num_parts: int, part_id: int, dtype: str) -> None:
     if precision is not None and precision not in PRECISIONS:
-        raise InputError(f"--precision {precision}: choose one of "
-                         f"{', '.join(PRECISIONS)}")
+        raise InputError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
+    if dtype not in DTYPES:
+        raise InputError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
     if overwrite and skip_existing:
         raise InputError("--overwrite and --skip-existing contradict each other; give one")
     if part_id >= num_parts:
         raise InputError(f"--part-id {part_id}: must be below --num-parts {num_parts}")
-    # an unwritable destination is reported before the model is loaded or any work is done
-    check_output_folder(output_path if output_path.is_dir() else output_path.parent)
-    checkpoint = _pick_model(model)
-    predictor = load_predictor(checkpoint, resolve_device(device), compile=compile_,
-                               channels_last=channels_last)
-    cases, batch = _cases(inputs, output_path, list(predictor.card.data.channels))
-    if batch and output_path.exists() and not output_path.is_dir():
-        raise OutputError(f"{output_path}: INPUT is a folder of cases, so the output must be "
-                          "a folder")
-    if not batch and output_path.is_dir():
-        raise OutputError(f"{output_path}: is a folder; give an output file name")
+
+
+def _select(plan, num_parts: int, part_id: int, overwrite: bool, skip_existing: bool,
+            quiet: bool) -> list:
+    """The targets this run does: its part of a batch, less the existing outputs with
+    ``skip_existing``; an existing output without ``overwrite`` is an ``OutputError``."""
+    targets = plan.targets
     if num_parts > 1:
-        if not batch:
+        if not plan.batch:
             raise InputError("--num-parts splits a folder of cases; INPUT is a single case")
-        cases = cases[part_id::num_parts]
-        output.note(f"part {part_id} of {num_parts}: {len(cases)} case(s)", quiet)
-    existing = [target for _, target in cases if target.exists()]
+        targets = targets[part_id::num_parts]
+        output.note(f"part {part_id} of {num_parts}: {len(targets)} case(s)", quiet)
+    existing = [t.path for t in targets if t.path.exists()]
     if skip_existing:
-        cases = [(sources, target) for sources, target in cases if not target.exists()]
+        targets = [t for t in targets if not t.path.exists()]
         if existing:
             output.note(f"skipping {len(existing)} existing output(s)", quiet)
     elif existing and not overwrite:
         raise OutputError(f"{existing[0]}: exists; use --overwrite to replace it or "
                           "--skip-existing to keep it")
-    output.note(f"model: {checkpoint}")  # always said: which model made the output
-    if batch:
-        output_path.mkdir(parents=True, exist_ok=True)
-    failures = []
-    for sources, target in cases:
-        try:
-            _infer_one(predictor, sources, target, reverse, overlap, series, quiet, precision)
-        except RevmedError as exc:
-            if not batch:
-                raise
-            output.error(output.describe(exc))
-            failures.append(sources[0])
-    if failures:
-        names = ", ".join(str(p) for p in failures[:5]) + (" ..." if len(failures) > 5 else "")
-        raise InputError(f"{len(failures)} of {len(cases)} case(s) failed ({names}); the other "
-                         f"{len(cases) - len(failures)} were written to {output_path}")
+    for target in targets:
+        if target.case.skip:
+            output.note(f"passing over {target.case.files[0]}: {target.case.skip}", quiet)
+    return [t for t in targets if not t.case.skip]
 
 
-def _infer_one(predictor, sources: list[Path], target: Path, reverse: bool,
-               overlap: Optional[float], series: Optional[str], quiet: bool,  # noqa: UP007
-               precision: Optional[str]) -> None:  # noqa: UP007
-    """Read one case, predict it and write ``target`` atomically."""
-    from revmed.io import read_channels, read_volume, write_volume
+def _check_model_outputs(predictor, plan, targets: list, reverse: bool, dtype: str) -> None:
+    """What the outputs need of the model, checked before any case is read: one channel for
+    a DICOM image series, DICOM inputs for a DICOM-SEG, an image model for ``--dtype input``."""
+    from revmed.inference import Segmenter
 
-    volume = (read_channels(sources) if len(sources) > 1
-              else read_volume(sources[0], series=series))
-    with output.progress(f"infer {sources[0].name}", None, quiet) as update:
-        result = predictor.predict(volume, reverse=reverse, overlap=overlap,
-                                   progress=lambda done, total: update(done, total),
-                                   precision=precision)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_volume(result, target, dtype=predictor.output_dtype)
-    output.stdout().print(f"wrote {target}")
+    segments = isinstance(predictor, Segmenter)
+    if segments and dtype != "float32":
+        raise ConfigError(f"--dtype {dtype}: applies to image outputs; {predictor.source} "
+                          "writes label maps (uint8)")
+    if plan.format != "dicom":
+        return
+    data = predictor.card.data
+    channels = data.in_channels if reverse else data.out_channels
+    if not segments and channels != 1:
+        raise OutputError(f"format dicom: a DICOM series holds one channel, and "
+                          f"{predictor.source} makes {channels}; choose another format",
+                          option="format")
+    if segments:
+        for target in targets:
+            if not target.case.problem and not _is_dicom(target.case.files[0]):
+                raise OutputError(f"{target.path}: a DICOM-SEG refers to the DICOM series it "
+                                  f"segments, and {target.case.files[0]} is not DICOM; "
+                                  "choose another --format")
+
+
+def _is_dicom(path: Path) -> bool:
+    from revmed.io.dicom import is_dicom_file
+    from revmed.io.formats import DICOM_SUFFIXES
+
+    return path.is_dir() or path.name.lower().endswith(DICOM_SUFFIXES) or is_dicom_file(path)
+
+
+def _note_channels(inputs: list[Path], channels: list[str], quiet: bool) -> None:
+    """Say that several INPUT files are one case's channels, and in which order."""
+    from revmed.io.channels import match_channel_files
+
+    ordered = match_channel_files(inputs, channels)
+    how = (f"ordered as the model's channels ({', '.join(channels)})" if ordered else
+           "in the order given (their names do not match the model's channels"
+           f"{': ' + ', '.join(channels) if channels else ''})")
+    output.note(f"{len(inputs)} INPUT files are taken as the channels of one case, {how}; to "
+                "run each file as a case of its own, put them in a folder and give the folder",
+                quiet)
+
+
+def _infer_one(predictor, target, fmt: str, dtype: str, checkpoint: Path, quiet: bool,
+               options: dict) -> None:
+    """Read one case, predict it and write its target atomically."""
+    from revmed.io import read_channels, read_volume
+    from revmed.io.channels import match_channel_files
+
+    case = target.case
+    if case.problem:
+        raise InputError(case.problem)
+    files = list(case.files)
+    if len(files) > 1:
+        files = match_channel_files(files, list(predictor.card.data.channels)) or files
+    volume = read_channels(files) if len(files) > 1 else read_volume(files[0], case.series)
+    with output.progress(f"infer {target.name}", None, quiet) as update:
+        result = predictor.predict(volume, progress=lambda done, total: update(done, total),
+                                   **options)
+    _write(predictor, result, volume, target.path, fmt, dtype, checkpoint, quiet)
+    output.stdout().print(f"wrote {target.path}")
+
+
+def _write(predictor, result, volume, path: Path, fmt: str, dtype: str, checkpoint: Path,
+           quiet: bool) -> None:
+    """Write ``result`` (computed from ``volume``) to ``path`` as ``fmt``."""
+    from revmed.io import write_volume
+
+    if fmt == "dicom":
+        from revmed.regions import BRATS
+
+        task, uid = predictor.card.task, volume.meta.get("series_uid")
+        extra = {}
+        if result.meta.get("units") == "label":  # a DICOM-SEG: its segments' names
+            label_set = getattr(predictor.card.data, "labels", None) or BRATS
+            extra["names"] = {value: name for name, value in label_set.labels.items()}
+        write_volume(result, path, format="dicom", like=volume,
+                     description=f"revmed {task} {volume.meta.get('series_description', '')}",
+                     derivation=f"revmed {task} with model {checkpoint.name}"
+                     + (f" from series {uid}" if uid else ""), **extra)
+        return
+    write_volume(result, path, dtype=_output_dtype(predictor, result, volume, dtype, path, quiet))
+
+
+def _output_dtype(predictor, result, volume, dtype: str, path: Path, quiet: bool):
+    """The voxel type to write ``result`` in: the predictor's, or with ``--dtype input`` the
+    input's integer type when the rounded values fit in it."""
+    import numpy as np
+
+    from revmed.io.stored import stored_dtype
+
+    if dtype != "input":
+        return predictor.output_dtype
+    stored = stored_dtype(volume)
+    if stored is None:
+        output.note(f"{path}: written as float32; {volume.source} is not stored as integers",
+                    quiet)
+        return np.float32
+    info, values = np.iinfo(stored), np.rint(result.array)
+    if values.min() < info.min or values.max() > info.max:
+        output.note(f"{path}: written as float32; its values ({values.min():g} to "
+                    f"{values.max():g}) do not fit the input's {stored.name}", quiet)
+        return np.float32
+    return stored

@@ -2,39 +2,61 @@
 
 ``--json`` output goes to stdout and nothing else does, so scripts can parse it; progress bars,
 notes and errors go to stderr.
+
+Both consoles print text literally: rich's markup (``[ct]``, ``[/x]``) and emoji codes
+(``:x:``) are off, so a file name, case name or preset value is shown exactly as it is and
+can never be taken for styling. Styles are applied with ``rich.text.Text`` instead.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.text import Text
+
+
+def _console(file) -> Console:
+    # markup and emoji off: user values (paths, case names) are printed as they are
+    return Console(file=file, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
 def stdout() -> Console:
     """A console on the current ``sys.stdout`` (made per call so tests can capture it)."""
-    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
+    return _console(sys.stdout)
+
+
+def is_terminal() -> bool:
+    """Whether stderr is a terminal (not a file or a pipe, such as a scheduler's log), where
+    progress bars draw."""
+    return stderr().is_terminal
 
 
 def stderr() -> Console:
-    return Console(file=sys.stderr, highlight=False, soft_wrap=True)
+    return _console(sys.stderr)
 
 
 #: What to type to fix a problem, by the library argument a ``RevmedError`` names as its ``fix``.
 FIXES = {
     "compile": "run without --compile",
     "overwrite": "use --overwrite to replace it, or choose another folder",
+    "overwrite_file": "use --overwrite to replace it",
+    "overwrite_run": "use --overwrite to start a new run there (a run's files there are "
+                     "replaced), or choose another --out",
     "precision": "--precision fp32 runs in full precision",
     "resume": "use --resume to continue it or choose another --out",
     "data_range": "pass --data-range",
     "input": "pass --input",
-    "series": "choose one with --series",
+    "series": "choose one with --series UID",
+    "resample": "use --resample to resample it onto the reference",
 }
 
 
@@ -60,22 +82,61 @@ def describe(exc: BaseException) -> str:
 
 def error(message: str) -> None:
     """Print one red error line on stderr."""
-    stderr().print(f"[bold red]error:[/] [red]{escape(message)}[/]")
+    stderr().print(Text.assemble(("error:", "bold red"), " ", (one_line(message), "red")))
 
 
 def warning(message: str) -> None:
-    stderr().print(f"[yellow]warning:[/] {escape(message)}")
+    stderr().print(Text.assemble(("warning:", "yellow"), " ", one_line(message)))
+
+
+@contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """Show each warning raised in the block as one ``warning:`` line on stderr (Python's own
+    format takes two lines and names revmed's source file); revmed's ``RevmedWarning``s read as
+    their message, others with their category."""
+    from revmed.errors import RevmedWarning
+
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        warning(str(message) if issubclass(category, RevmedWarning)
+                else f"{category.__name__}: {message}")
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
 
 
 def note(message: str, quiet: bool = False) -> None:
     """An informative line on stderr (silenced by ``--quiet``)."""
     if not quiet:
-        stderr().print(escape(message))
+        stderr().print(Text(message))
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line: a line break inside it (a file name may hold one) is shown as
+    ``\\n``, so an error is always one line."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float as None (``null``): bare ``NaN`` and
+    ``Infinity`` are not JSON, and strict parsers refuse them (``revmed eval`` does the same)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def emit_json(payload: Any) -> None:
-    """Write ``payload`` as JSON on stdout, alone."""
-    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    """Write ``payload`` as JSON on stdout, alone (strict JSON: see ``json_safe``)."""
+    sys.stdout.write(json.dumps(json_safe(payload), indent=2, default=str, allow_nan=False)
+                     + "\n")
     sys.stdout.flush()
 
 
@@ -86,20 +147,21 @@ def progress(description: str, total: int | None, quiet: bool) -> Iterator[Calla
     The bar appears at the first update, so work that fails while checking its input prints
     only its error line.
     """
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), console=stderr(), disable=quiet, transient=False)
+    bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                   MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+                   TimeRemainingColumn(), console=stderr(), disable=quiet, transient=False)
     task = None
 
     def update(done: int, new_total: int | None = None, text: str | None = None) -> None:
         nonlocal task
         if task is None:
             bar.start()
-            task = bar.add_task(escape(description), total=total)
+            task = bar.add_task(description, total=total)
         fields: dict[str, Any] = {"completed": done}
         if new_total is not None:
             fields["total"] = new_total
         if text is not None:
-            fields["description"] = escape(f"{description} {text}")
+            fields["description"] = f"{description} {text}"
         bar.update(task, **fields)
 
     try:

@@ -1,21 +1,57 @@
 """The Typer application object and its root options; command modules add their commands to
-``app`` when ``revmed.cli.app`` imports them."""
+``app`` when ``revmed.cli.app`` imports them.
+
+Help is click's plain layout (``rich_markup_mode=None``): paragraphs are re-wrapped to the
+terminal, long option names get their own line instead of being cut, and flags show no
+metavar. Typer 0.29 labels every argument with its Python type (``INPUT... <list[Path]>``) and
+braces required arguments in the usage line (``{INPUT...}...``); ``_plain_names`` replaces
+those by click's own metavars (``INPUT...``, ``PATH``, ``TEXT``).
+"""
 
 from __future__ import annotations
 
 import typer
+import typer.core
 
 import revmed
+
+
+def _plain_names() -> None:
+    def argument_type(self, ctx):  # the argument's metavar says enough
+        return None
+
+    def argument_name(self):  # click's style: PREDICTION, INPUT...
+        name = self.metavar or self.name.upper()
+        return name + ("..." if self.nargs != 1 and not name.endswith("...") else "")
+
+    def argument_usage(self):
+        return argument_name(self) if self.required else f"[{argument_name(self)}]"
+
+    typer_option_type = typer.core.TyperOption.display_type_rich
+
+    def option_type(self, ctx):  # click's style: PATH, TEXT, FLOAT RANGE
+        label = typer_option_type(self, ctx)
+        if self.metavar is not None or not label or not label.startswith("<"):
+            return label
+        name = label.strip("<>").replace("str", "text").replace("int", "integer")
+        return name.upper()
+
+    typer.core.TyperArgument.display_type_rich = argument_type
+    typer.core.TyperArgument._usage_display_name = argument_usage
+    typer.core.TyperArgument._rich_display_name = argument_name
+    typer.core.TyperOption.display_type_rich = option_type
+
+
+_plain_names()
 
 app = typer.Typer(
     name="revmed",
     help="Memory-efficient reversible 3D networks for CT and MRI volumes.\n\n"
-         "Example: revmed synth chestct-sr data/demo-sr && "
-         "revmed patchify data/demo-sr patches/demo-sr --preset demo-sr",
+         "Example: revmed demo --out demo",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
 )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import shlex
+import signal
 import time
 from pathlib import Path
 from typing import Optional
@@ -25,6 +27,9 @@ def train(
         None, "--out", help="Run folder (default: runs/PRESET-TIMESTAMP)."),
     set_: list[str] = typer.Option([], "--set", help="Override a preset key: --set k=v."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start a new run in an --out "
+                                   "folder that holds files already (a run there is "
+                                   "replaced)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     seed: Optional[int] = typer.Option(  # noqa: UP007
         None, "--seed", help="Seed (default: the preset's train.seed)."),
@@ -45,6 +50,8 @@ def train(
     The run folder also holds preset.toml (the resolved preset) and metrics.jsonl (one line per
     epoch: losses, validation PSNR and SSIM, learning rate). Under torchrun each process takes
     an equal slice of every batch (DistributedDataParallel) and rank 0 writes the run folder.
+    Ctrl-C, SIGTERM and SIGUSR1 stop after the current step, save last.pt and print the
+    command that continues the run (exit 130, 143 and 138).
 
     Example: revmed train --preset demo-sr --data data/demo-sr --out runs/demo
     """
@@ -66,7 +73,8 @@ def train(
     if job is not None:
         again_text = f"torchrun --nproc-per-node {job.world_size} -m {again_text}"
     silent = quiet or json_ or (job is not None and not job.is_main)
-    record, epochs = _run(resolved, data_dir, out, device, resume, job, again_text, silent)
+    record, epochs, ran = _run(resolved, data_dir, out, device, (resume, overwrite), job,
+                               again_text, silent)
     if job is not None and not job.is_main:
         return
     if json_:
@@ -74,6 +82,11 @@ def train(
         return
     scores = ", ".join(f"{k} {v:.4g}" for k, v in record.items()
                        if k.startswith("val_") and isinstance(v, float))
+    if not ran:
+        output.stdout().print(f"nothing to train: the run in {out} has done its {epochs} "
+                              f"epoch(s) already (raise train.epochs to train longer); "
+                              f"{scores or 'no validation scores'}")
+        return
     output.stdout().print(f"trained {record.get('epoch', epochs)} epoch(s); "
                           f"{scores or 'no validation split'}; checkpoints in {out}")
 
@@ -93,45 +106,79 @@ def _new_run_folder(name: str, resume: bool, job) -> Path:
     if job is not None:
         raise InputError("under torchrun give --out RUN_DIR: every process must name the "
                          "same run folder")
-    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # the name as one plain folder name: a preset name never leads out of runs/
+    safe = re.sub(r"[^A-Za-z0-9._+-]", "_", name).lstrip(".") or "run"
+    return Path("runs") / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _run(preset, data_dir: Path, out: Path, device: str, resume: bool, job, again_text: str,
-         silent: bool) -> tuple[dict, int]:
-    """Train with a progress bar; returns the last epoch's record and the epochs done. On
-    Ctrl-C says what was saved and how to continue, and exits 130."""
+def _run(preset, data_dir: Path, out: Path, device: str, mode: tuple[bool, bool], job,
+         again_text: str, silent: bool) -> tuple[dict, int, bool]:
+    """Train with a progress bar (``mode``: resume, overwrite); returns the last epoch's
+    record, the epochs done and whether any epoch ran now. On Ctrl-C, SIGTERM or SIGUSR1 says
+    what was saved and how to continue, and exits 128 + the signal's number."""
     from revmed.engine.trainer import Trainer, TrainingInterrupted
     from revmed.runtime import resolve_device
 
     finished = False
     try:
-        trainer = Trainer(preset, data_dir, out, resolve_device(device), resume=resume, job=job)
+        trainer = Trainer(preset, data_dir, out, resolve_device(device), resume=mode[0],
+                          job=job, overwrite=mode[1])
+        start = trainer.epoch
         processes = f", {job.world_size} processes" if job is not None else ""
         output.note(f"training {preset.name} on {data_dir} ({trainer.device}"
                     f"{processes}); run folder {out}", silent)
         with output.progress("train", None, silent) as update:
-            def report(event) -> None:
-                if event.event == "step":
-                    loss = event.logs.get("g_loss", event.logs.get("loss", 0.0))
-                    update(event.step, event.steps,
-                           f"epoch {event.epoch}/{event.epochs} loss {loss:.3f}")
-            record = trainer.fit(progress=report)
+            record = trainer.fit(progress=_reporter(update, start, preset.train.time_limit,
+                                                    silent))
         finished = True
-        return record, trainer.epoch
+        return record, trainer.epoch, trainer.epoch > start
     except TrainingInterrupted as stop:
-        output.note(f"interrupted: saved {stop.checkpoint} at epoch {stop.epoch} step "
-                    f"{stop.step}; continue with: {again_text}",
+        output.note(f"interrupted{_by(stop.signum)}: saved {stop.checkpoint} at epoch "
+                    f"{stop.epoch} step {stop.step}; continue with: {again_text}",
                     job is not None and not job.is_main)
-        raise typer.Exit(130) from None
-    except KeyboardInterrupt:  # before training started, or a second Ctrl-C: nothing saved
-        last = out / "last.pt"
-        output.note(f"interrupted: {last} is unchanged (the last save); continue with: "
-                    f"{again_text}" if last.is_file() else
-                    f"interrupted before the first checkpoint; nothing to resume in {out}")
-        raise typer.Exit(130) from None
+        raise typer.Exit(128 + stop.signum) from None
+    except KeyboardInterrupt as stop:  # before training started, or a second signal
+        last, signum = out / "last.pt", getattr(stop, "signum", signal.SIGINT)
+        output.note(f"interrupted{_by(signum)}: {last} is unchanged (the last save); continue "
+                    f"with: {again_text}" if last.is_file() else
+                    f"interrupted{_by(signum)} before the first checkpoint; nothing to resume "
+                    f"in {out}")
+        raise typer.Exit(128 + signum) from None
     finally:
         if job is not None:
             job.leave(wait_for_others=finished)
+
+
+def _reporter(update, start_epoch: int, time_limit: float, silent: bool):
+    """The ``Trainer.fit`` progress callback: the bar with the loss and the time left for the
+    whole run (from the pace so far, and the time limit), and where stderr is not a terminal
+    (a scheduler's log) one plain line per epoch instead."""
+    from revmed.engine.run_folder import epoch_line
+
+    clock = time.monotonic()
+    plain = not silent and not output.is_terminal()
+
+    def report(event) -> None:
+        if event.event == "epoch":
+            if plain:
+                output.note(epoch_line(event.logs, event.epochs))
+            return
+        done = (event.epoch - 1 - start_epoch) * event.steps + event.step
+        total = max((event.epochs - start_epoch) * event.steps, 1)
+        elapsed = time.monotonic() - clock
+        left = elapsed * (total - done) / max(done, 1)
+        if time_limit:
+            left = min(left, max(time_limit - elapsed, 0.0))
+        loss = event.logs.get("g_loss", event.logs.get("loss", 0.0))
+        update(event.step, event.steps, f"epoch {event.epoch}/{event.epochs} loss {loss:.3f} "
+               f"run ETA {int(left // 60)}:{int(left % 60):02d}")
+
+    return report
+
+
+def _by(signum: int) -> str:
+    """`` by SIGTERM`` for a signal other than Ctrl-C's, which needs no name."""
+    return "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"
 
 
 def _flag_overrides(section: str, compile_: Optional[bool],  # noqa: UP007

@@ -5,6 +5,12 @@ under the real name, because ``os.replace`` is atomic on POSIX and Windows withi
 The data is flushed to disk (``fsync``) before the rename and the folder after it, so the same
 holds after a power loss.
 
+A file made this way gets the permissions a plain ``open()`` would give it: those of the file
+it replaces, or ``0o666`` less the process's umask for a new one (``mkstemp`` makes its files
+``0o600``, which the rename would otherwise keep, hiding results from colleagues on shared
+storage). A write that fails for lack of space, quota or a read-only file system raises
+``OutputError`` naming the target, and leaves the target as it was.
+
 The temporary name records the host and process that write it
 (``.NAME.tmp-HOST-PID-RANDOM``). The next write of the same target removes the leftovers of
 processes of this host that no longer run, so re-running a killed job tidies up behind it;
@@ -14,11 +20,14 @@ files of running processes and of other hosts (a shared folder) are left alone.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
 import re
 import socket
+import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,7 +47,7 @@ def _kept_suffix(target: Path) -> str:
     return target.suffix
 
 
-def _sync(path: Path) -> None:
+def sync_path(path: Path) -> None:
     """Flush ``path`` (a file, or a folder's entries) to disk, so that a rename that survives a
     power loss names complete data. Where a system cannot sync a folder, that part is skipped."""
     try:
@@ -89,16 +98,49 @@ def check_output_file(path: str | os.PathLike, option: str | None = None) -> Pat
     return path
 
 
-def _host() -> str:
+#: Errors of the destination (a full disk, a quota, a read-only mount) rather than of revmed.
+_DESTINATION_ERRORS = frozenset(
+    getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS", "EFBIG", "EIO", "EACCES",
+                                      "EPERM", "EISDIR", "ENOTDIR") if hasattr(errno, name))
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (``/proc``), else
+    set and restored under a lock."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def new_file_mode(target: Path) -> int:
+    """The permission bits a plain ``open(target, "w")`` leaves: those of an existing
+    ``target``, else ``0o666`` less the umask."""
+    try:
+        return stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def host_name() -> str:
+    """This host's name as it goes into temporary names (letters, digits and dots)."""
     return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
 
 
 def _temporary_prefix(target: Path) -> str:
     """``.NAME.tmp-HOST-PID-``: the start of this process's temporary names for ``target``."""
-    return f".{target.name}.tmp-{_host()}-{os.getpid()}-"
+    return f".{target.name}.tmp-{host_name()}-{os.getpid()}-"
 
 
-def _running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -111,11 +153,11 @@ def _running(pid: int) -> bool:
 def remove_stale_temporaries(target: Path) -> list[Path]:
     """Remove the temporary files that killed processes of this host left beside ``target``;
     returns them."""
-    prefix = f".{target.name}.tmp-{_host()}-"
+    prefix = f".{target.name}.tmp-{host_name()}-"
     removed = []
     for leftover in target.parent.glob(glob.escape(prefix) + "*"):
         pid = leftover.name[len(prefix):].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not process_running(int(pid)):
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
                 removed.append(leftover)
@@ -145,10 +187,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        _sync(tmp)
+        sync_path(tmp)
+        os.chmod(tmp, new_file_mode(target))
         os.replace(tmp, target)
-        _sync(folder)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        sync_path(folder)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError) and exc.errno in _DESTINATION_ERRORS:
+            raise OutputError(f"{target}: cannot write ({exc.strerror or exc}); the file "
+                              "is unchanged") from None
         raise

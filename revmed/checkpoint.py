@@ -27,9 +27,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -39,12 +39,15 @@ from revmed.atomic import atomic_path
 from revmed.config import preset_from_dict
 from revmed.errors import CheckpointError, ConfigError
 from revmed.models import build_model, model_spec
-from revmed.preset import InferSection, Preset
+from revmed.preset import DataSection, InferSection, PatchSection, Preset, keys_of, plain
+from revmed.sizes import format_bytes, require_memory
+from revmed.regions import BRATS, LabelSet
 
 FORMAT = "revmed-checkpoint"
 VERSION = 2  # 2: SHA-256 in the zip comment; 1: no checksum (still read)
 
 _EOCD = b"PK\x05\x06"  # zip end-of-central-directory record: 22 bytes, then the comment
+_ZIP_START = b"PK\x03\x04"  # the first local file header of a zip archive
 _MARK = b"revmed-sha256:"
 _TRAILER = len(_MARK) + 64  # the comment: mark + hex digest
 
@@ -57,14 +60,38 @@ def _seal(archive: bytes) -> bytes:
     return head + _MARK + hashlib.sha256(head).hexdigest().encode()
 
 
-def _verify(path: Path, data: bytes) -> bool:
-    """True if ``data`` ends with a matching checksum, False if with none; raise if it differs."""
-    if len(data) < _TRAILER or data[-_TRAILER:-64] != _MARK:
+def _verify(path: Path, handle: BinaryIO, size: int) -> bool:
+    """True if the file open in ``handle`` (``size`` bytes) ends with a matching checksum,
+    False if with none; raise if it differs. Reads the file in chunks, never whole."""
+    if size < _TRAILER:
         return False
-    if hashlib.sha256(data[:-_TRAILER]).hexdigest().encode() != data[-64:]:
+    handle.seek(size - _TRAILER)
+    trailer = handle.read(_TRAILER)
+    if trailer[:-64] != _MARK:
+        return False
+    digest, left = hashlib.sha256(), size - _TRAILER
+    handle.seek(0)
+    while left > 0:
+        chunk = handle.read(min(left, 1 << 20))
+        if not chunk:
+            break
+        digest.update(chunk)
+        left -= len(chunk)
+    if left or digest.hexdigest().encode() != trailer[-64:]:
         raise CheckpointError(f"{path}: corrupt checkpoint: checksum mismatch (the file was "
                               "altered or truncated after it was written)")
     return True
+
+
+def _check_container(path: Path, handle: BinaryIO, size: int) -> None:
+    """Refuse, before reading it, a file that is not a zip archive as ``torch.save`` writes,
+    or that could not be loaded into the memory available."""
+    handle.seek(0)
+    if handle.read(4) != _ZIP_START:
+        raise CheckpointError(f"{path}: not a loadable revmed checkpoint: not the zip archive "
+                              "torch.save writes")
+    # torch.load holds every tensor of the file in memory at once
+    require_memory(str(path), size, f"loading this {format_bytes(size)} checkpoint would")
 
 
 def write_payload(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
@@ -89,27 +116,40 @@ def read_payload(path: str | os.PathLike, kind: str | None = None) -> dict[str, 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    data = path.read_bytes()
-    checked = _verify(path, data)
-    try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for foreign files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            reason = "it holds pickled objects other than tensors and plain values (refused)"
-        raise CheckpointError(f"{path}: not a loadable revmed checkpoint: {reason}") from None
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        _check_container(path, handle, size)
+        checked = _verify(path, handle, size)
+        handle.seek(0)
+        payload = _load(path, handle)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a revmed checkpoint")
-    version = int(payload.get("version", 0))
+    version = payload.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{path}: not a revmed checkpoint (format version {version!r})")
     if version > VERSION:
         raise CheckpointError(f"{path}: written by a newer revmed ({payload.get('revmed')}); "
                               f"this is {revmed.__version__}: upgrade to read it")
     if version >= 2 and not checked:
         raise CheckpointError(f"{path}: corrupt checkpoint: checksum missing (the file was "
                               "altered or truncated after it was written)")
-    if kind is not None and payload["model"]["kind"] != kind:
-        raise CheckpointError(f"{path}: holds a {payload['model']['kind']} model, not {kind}")
+    model = payload.get("model")
+    if kind is not None and isinstance(model, dict) and model.get("kind") != kind:
+        raise CheckpointError(f"{path}: holds a {model.get('kind')} model, not {kind}")
     return payload
+
+
+def _load(path: Path, handle: BinaryIO) -> Any:
+    """``torch.load`` of tensors and plain values only; ``CheckpointError`` for anything else."""
+    try:
+        return torch.load(handle, map_location="cpu", weights_only=True)
+    except MemoryError:
+        raise CheckpointError(f"{path}: too large to load in the memory available") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for foreign files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            reason = "it holds pickled objects other than tensors and plain values (refused)"
+        raise CheckpointError(f"{path}: not a loadable revmed checkpoint: {reason}") from None
 
 
 # --- the typed checkpoint -----------------------------------------------------------------------
@@ -121,8 +161,9 @@ DATA_KEYS = ("in_channels", "out_channels", "intensity", "window", "sr_factors",
 @dataclass(frozen=True)
 class DataCard:
     """How a volume maps into the network and back: channels, intensity mapping, window,
-    super-resolution factors and interpolation, and the dataset's channel names (in the order
-    the network takes them; empty where unknown)."""
+    super-resolution factors and interpolation, the dataset's channel names (in the order the
+    network takes them; empty where unknown), and for segmentation the label set whose regions
+    the network predicts (``revmed.regions``; BraTS in checkpoints older than label sets)."""
 
     in_channels: int
     out_channels: int
@@ -131,6 +172,7 @@ class DataCard:
     sr_factors: tuple[int, int, int]
     sr_upsample: str
     channels: tuple[str, ...] = ()
+    labels: LabelSet | None = None
 
     @property
     def refines_grid(self) -> bool:
@@ -159,11 +201,15 @@ class ModelCard:
     infer: InferSection
 
     @classmethod
-    def of(cls, preset: Preset, channels: tuple[str, ...] = ()) -> ModelCard:
-        """The card of the network ``preset`` describes, for data with ``channels``."""
+    def of(cls, preset: Preset, channels: tuple[str, ...] = (),
+           labels: LabelSet | None = None) -> ModelCard:
+        """The card of the network ``preset`` describes, for data with ``channels`` (and, for
+        segmentation, the label set ``labels``, BraTS by default)."""
         kind, kwargs = model_spec(preset)
+        if preset.task == "seg":
+            labels = labels or BRATS
         data = DataCard(**{k: getattr(preset.data, k) for k in DATA_KEYS},
-                        channels=tuple(channels))
+                        channels=tuple(channels), labels=labels)
         return cls(kind, kwargs, preset.task, data, tuple(preset.patch.size), preset.infer)
 
     def build(self) -> nn.Module:
@@ -181,6 +227,9 @@ class Checkpoint:
     epoch: int = 0
     step_in_epoch: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
+    #: The data the run trained on (``revmed.engine.run_folder.data_source``; empty in
+    #: checkpoints older than that record).
+    data_source: dict[str, str] = field(default_factory=dict)
 
     def to_payload(self) -> dict[str, Any]:
         """The file's dict (see the module doc)."""
@@ -188,10 +237,12 @@ class Checkpoint:
         return {
             "model": {"kind": self.card.kind, "kwargs": dict(self.card.kwargs)},
             "data": {**{k: _plain(getattr(data, k)) for k in DATA_KEYS},
-                     "channels": list(data.channels)},
+                     "channels": list(data.channels),
+                     **(data.labels.to_dict() if data.labels is not None else {})},
             "patch_size": list(self.card.patch_size), "preset": self.preset.to_dict(),
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
             "metrics": self.metrics, "state": self.state,
+            "data_source": dict(self.data_source),
         }
 
     @classmethod
@@ -205,14 +256,119 @@ class Checkpoint:
                 kind=payload["model"]["kind"], kwargs=dict(payload["model"]["kwargs"]),
                 task=preset.task,
                 data=DataCard(**{k: _frozen(data[k]) for k in DATA_KEYS},
-                              channels=tuple(data.get("channels", ()))),
+                              channels=tuple(data.get("channels", ())),
+                              labels=_label_set(data, preset.task, path)),
                 patch_size=tuple(payload["patch_size"]), infer=preset.infer)
+            card = _checked_card(card, preset, payload["preset"], path)
+            _check_network(card, payload.get("state", {}), path)
         except ConfigError as exc:
             raise CheckpointError(str(exc)) from None
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"{path}: not a revmed model checkpoint (no {exc})") from None
         return cls(card, preset, payload.get("state", {}), int(payload.get("epoch", 0)),
-                   int(payload.get("step_in_epoch", 0)), dict(payload.get("metrics", {})))
+                   int(payload.get("step_in_epoch", 0)), dict(payload.get("metrics", {})),
+                   _data_source(payload.get("data_source")))
+
+
+def _card_problem(card: ModelCard, preset: Preset, saved: dict[str, Any]) -> str | None:
+    """What is wrong with ``card`` by the schema, or against the checked ``preset`` where the
+    ``saved`` preset states its ``[model]`` section (revmed always writes it; only hand-made
+    checkpoints leave it out); None when nothing is."""
+    data_keys = keys_of(DataSection)
+    for name in DATA_KEYS:
+        try:
+            data_keys[name].check(_plain(getattr(card.data, name)))
+        except ValueError as exc:
+            return f"data.{name}: {exc}"
+    try:
+        keys_of(PatchSection)["size"].check(list(card.patch_size))
+    except ValueError as exc:
+        return f"patch size: {exc}"
+    for name in ("in_channels", "out_channels"):
+        if name in card.kwargs and card.kwargs[name] != getattr(card.data, name):
+            return f"the network's {name} {card.kwargs[name]!r} is not data.{name}"
+    if len(card.data.channels) not in (0, card.data.in_channels):
+        return f"{len(card.data.channels)} channel names for {card.data.in_channels} channels"
+    model = saved.get("model") if isinstance(saved, dict) else None
+    if not (isinstance(model, dict) and "kind" in model):
+        return None
+    expected = ModelCard.of(preset, card.data.channels, card.data.labels)
+    if card.kind != expected.kind:
+        return f"model kind {card.kind!r}, but its preset's is {expected.kind!r}"
+    for name, value in card.kwargs.items():
+        if name not in expected.kwargs:
+            return f"unknown network argument {name!r}"
+        if plain(value) != plain(expected.kwargs[name]):
+            return (f"network argument {name} = {value!r}, but its preset makes it "
+                    f"{expected.kwargs[name]!r}")
+    for name in DATA_KEYS:
+        if _plain(getattr(card.data, name)) != _plain(getattr(expected.data, name)):
+            return f"data.{name} differs from its preset's"
+    if tuple(card.patch_size) != tuple(expected.patch_size):
+        return "its patch size differs from its preset's"
+    return None
+
+
+def _checked_card(card: ModelCard, preset: Preset, saved: dict[str, Any],
+                  path: str | os.PathLike) -> ModelCard:
+    """``card`` checked by the schema and against its preset (``_card_problem``), with the
+    network arguments its preset makes (a card from an older revmed may lack new ones);
+    ``CheckpointError`` naming ``path`` and the problem otherwise."""
+    problem = _card_problem(card, preset, saved)
+    if problem is not None:
+        raise CheckpointError(f"{path}: its model card does not hold together ({problem}); "
+                              "the file was altered or damaged")
+    model = saved.get("model") if isinstance(saved, dict) else None
+    if isinstance(model, dict) and "kind" in model:
+        return replace(card, kwargs=dict(model_spec(preset)[1]))
+    return card
+
+
+def _check_network(card: ModelCard, state: Any, path: str | os.PathLike) -> None:
+    """Build the card's network on the meta device (no memory), refuse it when its weights
+    would not fit in memory, and check that ``state["generator"]`` holds exactly its weights,
+    shape by shape: ``CheckpointError`` before anything real is built."""
+    try:
+        with torch.device("meta"):
+            expected = card.build().state_dict()
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: its model card does not describe a {card.kind} "
+                              f"network ({type(exc).__name__}: {str(exc)[:200]})") from None
+    count = sum(t.numel() for t in expected.values())
+    require_memory(str(path), count * 4 * 2,
+                   f"the {card.kind} network of its model card ({count:,} parameters) would")
+    weights = state.get("generator") if isinstance(state, dict) else None
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{path}: holds no network weights")
+    for name, want in expected.items():
+        got = weights.get(name)
+        if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(want.shape):
+            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else "missing"
+            raise CheckpointError(f"{path}: its network weights do not fit its model card "
+                                  f"({name}: {shape}, expected {tuple(want.shape)}); the file "
+                                  "was altered or damaged")
+    extra = sorted(set(weights) - set(expected))
+    if extra:
+        raise CheckpointError(f"{path}: its network weights do not fit its model card "
+                              f"(unexpected {extra[0]!r}); the file was altered or damaged")
+
+
+def _data_source(value: Any) -> dict[str, str]:
+    """The recorded data source: a dict of strings (anything else reads as none recorded)."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): v for k, v in value.items() if isinstance(v, str)}
+
+
+def _label_set(data: dict[str, Any], task: str, path: str | os.PathLike) -> LabelSet | None:
+    """The card's label set: the one saved, BraTS for segmentation checkpoints older than
+    label sets, None for other tasks."""
+    if "labels" not in data:
+        return BRATS if task == "seg" else None
+    try:
+        return LabelSet.from_dict(data)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: its label set is not usable ({exc})") from None
 
 
 def _plain(value: Any) -> Any:

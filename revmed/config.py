@@ -5,7 +5,9 @@ A preset is a TOML document with a few top-level keys and the sections ``data``,
 the fields of ``revmed.preset``'s dataclasses (``[model]``: the keys common to every family
 plus each registered family's own, ``revmed.models``). Unknown keys and wrong types are
 ``ConfigError``s that name the key and the file. A preset may name a ``base`` preset whose
-values it overrides, so the ``demo-*`` presets only state what differs.
+values it overrides, so the ``demo-*`` presets only state what differs. A relative path in
+``base`` is read from the folder of the file that names it (not from the working directory), so
+a preset and its base can move together. Files may start with a UTF-8 byte-order mark.
 
 ``load_preset`` returns a ``Preset``; library functions take the section they need
 (``preset.train``), never the whole TOML document.
@@ -98,7 +100,7 @@ def _read_toml(ref: str) -> tuple[dict[str, Any], str]:
             raise ConfigError(f"{path}: no such preset file")
         origin, text = str(path), None
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")  # editors may add a BOM
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read preset file ({exc})") from exc
     else:
@@ -197,13 +199,28 @@ def load_preset(ref: str, overrides: Iterable[str] = ()) -> Preset:
     return build_preset(values, origin)
 
 
+def _chain_key(ref: str) -> str:
+    """How a preset is known in a ``base`` chain: a shipped preset by name, a file by its
+    absolute path (so one file reached by two spellings is one link)."""
+    return os.path.abspath(ref) if _is_path(ref) else ref
+
+
+def _base_ref(base: str, ref: str) -> str:
+    """``base`` as named in the preset ``ref``: a relative path is taken from the folder of
+    the file ``ref``."""
+    if _is_path(base) and _is_path(ref) and not os.path.isabs(base):
+        return os.path.join(os.path.dirname(ref), base)
+    return base
+
+
 def _resolve(ref: str, chain: tuple[str, ...]) -> tuple[dict[str, Any], set[str]]:
-    if ref in chain:
+    if _chain_key(ref) in map(_chain_key, chain):
         raise ConfigError(f"preset {ref}: 'base' chain loops ({' -> '.join(chain + (ref,))})")
     raw, origin = _read_toml(ref)
     base = raw.get("base", "")
     if base and not isinstance(base, str):
         raise ConfigError(f"{origin}: key 'base': expected a string, got {type_name(base)}")
+    base = _base_ref(base, ref) if base else base
     values, given = _resolve(base, chain + (ref,)) if base else (defaults(), set())
     values["name"] = Path(ref).stem if _is_path(ref) else ref
     values["description"] = ""

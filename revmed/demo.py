@@ -60,6 +60,9 @@ def run_demo(out_dir: str | Path, time_limit: float | None = None, device: str =
         f"into {out_dir / 'run'}")
     trainer = Trainer(preset, out_dir / "data", out_dir / "run", torch.device(device))
     training = trainer.fit(progress=on_train)
+    stopped = (f", then stopped at the {preset.train.time_limit:.0f} s time limit"
+               if training.get("stopped_at_time_limit") else "")
+    say(f"trained {training.get('epoch', 0)} of {preset.train.total_epochs} epoch(s){stopped}")
     checkpoint = out_dir / "run" / "best.pt"
     factors = preset.data.sr_factors
     translator = Translator.load(checkpoint, device)

@@ -8,6 +8,11 @@ on the grid refined by the card's factors (``revmed.transforms.upsample``), and 
 the input's physical extent and direction with the finer spacing (``revmed.io.zoom_affine``).
 In reverse (``G``: high to low resolution) the output is block-averaged back to the coarse
 grid.
+
+Outputs keep the input's full range. The network only sees intensities inside the card's
+window (HU [-1150, 350] for chest CT), so it cannot say anything of bone at 1200 HU or metal at
+3000 HU; where the input (on the output grid: interpolated for super-resolution, block-averaged
+for ``G``) lies outside the window, the output is that input value, not the window's edge.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from torch import nn
 from revmed.checkpoint import Checkpoint, ModelCard, load_checkpoint
 from revmed.errors import CheckpointError, InputError
 from revmed.io import Volume, check_finite, zoom_affine
-from revmed.regions import regions_to_labels
+from revmed.regions import BRATS
 from revmed.runtime import prepare
 from revmed.sizes import require_memory, shape_text, voxel_bytes
 from revmed.transforms import denormalise, downsample, normalise, upsample
@@ -84,18 +89,19 @@ class Predictor:
         raise NotImplementedError
 
     def working_bytes(self, volume: Volume, reverse: bool = False) -> int:
-        """Estimated bytes inference on ``volume`` holds at once on the CPU: the network's
-        input on the output grid, MONAI's blended output and weight map, and the result."""
+        """Estimated bytes inference on ``volume`` holds at once on the CPU: the input on the
+        output grid in its units and in the network's range, MONAI's blended output and weight
+        map, and the result."""
         data, grid = self.card.data, list(volume.shape)
         if data.refines_grid and not reverse:
             grid = [s * f for s, f in zip(grid, data.sr_factors)]
         out = data.in_channels if reverse else data.out_channels
-        return voxel_bytes(grid, volume.channels + 3 * out + 2)
+        return voxel_bytes(grid, 2 * volume.channels + 3 * out + 2)
 
-    def _checked_input(self, volume: Volume, reverse: bool = False) -> np.ndarray:
-        """``volume``'s array in the network's range, after the checks every prediction
-        makes: the channel count the model expects (its input, or its output for
-        ``reverse``), memory for the whole inference, finite voxels."""
+    def _check_input(self, volume: Volume, reverse: bool = False) -> None:
+        """The checks every prediction makes: the channel count the model expects (its
+        input, or its output for ``reverse``), memory for the whole inference, finite
+        voxels."""
         data = self.card.data
         expected = data.out_channels if reverse else data.in_channels
         if volume.channels != expected:
@@ -104,7 +110,6 @@ class Predictor:
         require_memory(volume.source or "volume", self.working_bytes(volume, reverse),
                        f"inference on its {shape_text(volume.shape)} grid and the result")
         check_finite(volume)
-        return normalise(volume.array, data.intensity, data.window)
 
     def _windows(self, net: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray,
                  overlap: float | None, sw_batch_size: int | None, progress: Progress | None,
@@ -117,6 +122,17 @@ class Predictor:
             infer.sw_batch_size if sw_batch_size is None else sw_batch_size, self.device,
             blend=infer.blend, progress=progress, precision=precision or infer.precision,
             channels_last=self.channels_last)
+
+
+def keep_outside_window(out: np.ndarray, source: np.ndarray,
+                        window: tuple[float, float]) -> np.ndarray:
+    """``out`` ``(C, I, J, K)``, with the voxels where ``source`` (the input on the output
+    grid, same shape) lies outside ``window`` taken from ``source``: what the network cannot
+    see, it passes through (see the module doc). In place; returns ``out``."""
+    lo, hi = window
+    outside = (source < lo) | (source > hi)
+    out[outside] = source[outside]
+    return out
 
 
 class Translator(Predictor):
@@ -135,24 +151,29 @@ class Translator(Predictor):
         ``overlap``, ``sw_batch_size`` and ``precision`` default to the card's ``[infer]``.
         """
         data = self.card.data
-        image = self._checked_input(volume, reverse)
-        affine = volume.affine
+        self._check_input(volume, reverse)
+        source, affine = volume.array, volume.affine  # the input, in its units
         if data.refines_grid and not reverse:
-            image = upsample(image, data.sr_factors, data.sr_upsample)
+            # interpolated in the input's units, then windowed: as training makes its inputs
+            source = upsample(source, data.sr_factors, data.sr_upsample)
             affine = zoom_affine(volume.affine, data.sr_factors)
+        image = normalise(source, data.intensity, data.window)
         net = self.model.reverse if reverse else self.model
         out = self._windows(net, image, overlap, sw_batch_size, progress, precision)
+        del image
         if data.refines_grid and reverse:
             out = downsample(out, data.sr_factors)
+            source = downsample(source, data.sr_factors)
             affine = zoom_affine(volume.affine, [1.0 / f for f in data.sr_factors])
-        # the network only ever saw the window: values beyond it are clipped, not extrapolated
-        out = denormalise(np.clip(out, -1.0, 1.0), data.window)
+        out = keep_outside_window(denormalise(np.clip(out, -1.0, 1.0), data.window), source,
+                                  data.window)
         meta = {k: v for k, v in volume.meta.items() if k in ("units", "modality")}
         return Volume(out, affine, source=volume.source, meta=meta)
 
 
 class Segmenter(Predictor):
-    """A trained segmentation network: volume in, BraTS label map out (same grid)."""
+    """A trained segmentation network: volume in, label map out (same grid), labelled by the
+    checkpoint's label set (``revmed.regions``; BraTS for older checkpoints)."""
 
     tasks = ("seg",)
     output_dtype = np.uint8
@@ -166,9 +187,10 @@ class Segmenter(Predictor):
                 sw_batch_size: int | None = None, progress: Progress | None = None,
                 precision: str | None = None) -> Volume:
         """Label map ``(1, I, J, K)`` uint8 of ``volume`` ``(C, I, J, K)``, in its geometry."""
-        image = self._checked_input(volume)
+        self._check_input(volume)
+        image = normalise(volume.array, self.card.data.intensity, self.card.data.window)
         logits = self._windows(self.model, image, overlap, sw_batch_size, progress, precision)
-        labels = regions_to_labels(logits > 0.0)
+        labels = (self.card.data.labels or BRATS).to_labels(logits)
         return Volume(labels.astype(np.float32), volume.affine, source=volume.source,
                       meta={"units": "label"})
 

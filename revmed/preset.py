@@ -48,17 +48,33 @@ def text(choices: Iterable[str] | None = None) -> Checker:
     return check
 
 
-def integer(minimum: int | None = None) -> Checker:
-    """An integer (at least ``minimum``); booleans are refused."""
+def integer(minimum: int | None = None, maximum: int | None = None) -> Checker:
+    """An integer (at least ``minimum``, at most ``maximum``); booleans are refused."""
     def check(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"expected an integer, got {type_name(value)}")
         if minimum is not None and value < minimum:
             raise ValueError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"must be at most {maximum}, got {value}")
         return value
 
-    check.describe = "integer" if minimum is None else f"integer >= {minimum}"  # type: ignore[attr-defined]
+    bounds = ([f">= {minimum}"] if minimum is not None else []) + (
+        [f"<= {maximum}"] if maximum is not None else [])
+    check.describe = " ".join(["integer", ", ".join(bounds)]).strip()  # type: ignore[attr-defined]
     return check
+
+
+def plain_name(value: Any) -> str:
+    """A string usable as one file name: no path separator or control character, not ``.``
+    or ``..`` (a preset's name names its run folder under ``runs/``)."""
+    value = text()(value)
+    if any(c in "/\\" or ord(c) < 32 for c in value) or value in (".", ".."):
+        raise ValueError(f"must be a plain name (no path separators), got {value!r}")
+    return value
+
+
+plain_name.describe = "string (a plain name)"  # type: ignore[attr-defined]
 
 
 def number(minimum: float | None = None, maximum: float | None = None,
@@ -158,6 +174,12 @@ SYNTH_TASKS = ("chestct-sr", "chestct-da", "hcp-sr", "brats-seg")
 #: ``precision`` values (``revmed.runtime``).
 PRECISIONS = ("fp32", "bf16", "fp16")
 OBJECTIVES = ("paired", "unpaired", "segmentation")
+#: Largest values of keys whose larger values can only exhaust memory or fail later: a seed
+#: must fit NumPy's and MONAI's 32-bit seeds; no scanner needs a 16-fold finer grid along an
+#: axis, and no 3D network a patch of more than 1024 voxels along one.
+MAX_SEED = 2**32 - 1
+MAX_SR_FACTOR = 16
+MAX_PATCH_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -172,7 +194,7 @@ class DataSection:
     window: tuple[float, float] = key(sequence(number(), 2, ordered=True), [-1150.0, 350.0],
                                       "intensity range mapped to [-1, 1] (HU for CT)")
     sr_factors: tuple[int, int, int] = key(
-        sequence(integer(1), 3), [1, 1, 1],
+        sequence(integer(1, MAX_SR_FACTOR), 3), [1, 1, 1],
         "super-resolution factor per voxel axis (i, j, k); 1 = none")
     sr_upsample: str = key(text(("bspline", "trilinear", "nearest")), "bspline",
                            "how the low-resolution input is put on the output grid")
@@ -187,7 +209,7 @@ class DataSection:
 class PatchSection:
     """``[patch]``: the training patches."""
 
-    size: tuple[int, int, int] = key(sequence(integer(1), 3), [64, 64, 64],
+    size: tuple[int, int, int] = key(sequence(integer(1, MAX_PATCH_SIZE), 3), [64, 64, 64],
                                      "patch size per voxel axis")
     sampler: str = key(text(("random", "grid")), "random", "random crops or a regular grid")
     per_volume: int = key(integer(1), 8, "random crops drawn per volume")
@@ -223,7 +245,7 @@ class TrainSection:
     lambda_gan: float = key(number(0.0), 1.0,
                             "weight of the adversarial term (0: w/o L_GAN)")
     pool_size: int = key(integer(0), 50, "unpaired: generated volumes kept for the critics")
-    seed: int = key(integer(0), 0, "seed of every random choice")
+    seed: int = key(integer(0, MAX_SEED), 0, "seed of every random choice")
     time_limit: float = key(number(0.0), 0.0, "stop after this many seconds (0: no limit)")
     precision: str = key(text(PRECISIONS), "fp32",
                          "autocast dtype of the forward passes (fp16 adds a gradient scaler)")
@@ -262,7 +284,7 @@ SECTIONS: dict[str, type] = {"data": DataSection, "patch": PatchSection, "model"
 class Preset:
     """A resolved preset: top-level keys, then one object per section (see the module doc)."""
 
-    name: str = key(text(), "", "preset name (defaults to the file name)")
+    name: str = key(plain_name, "", "preset name (defaults to the file name)")
     description: str = key(text(), "", "one line saying what the preset is for")
     base: str = key(text(), "", "preset whose values this one starts from")
     task: str = key(text(TASKS), "sr", "sr (super-resolution), da (domain adaptation) or seg")

@@ -42,6 +42,7 @@ them gets one clear error instead of a failure deep inside the first step.
 from __future__ import annotations
 
 import contextlib
+import re
 
 import torch
 from torch import nn
@@ -52,16 +53,38 @@ from revmed.nn import InvertibleModule, ReversibleSequence
 # --- device ------------------------------------------------------------------------------------
 
 
+def device_choices() -> list[str]:
+    """The device names ``resolve_device`` takes: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, and
+    ``mps`` where this PyTorch build has it."""
+    return ["auto", "cpu", "cuda", "cuda:N"] + (["mps"] if torch.backends.mps.is_built() else [])
+
+
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; ``cuda`` without a GPU is a clear error."""
+    """The device ``name`` names; ``auto`` picks CUDA when available. A name that is no
+    device, or a device this machine lacks, is a ``ConfigError`` of one line that names the
+    choices (``device_choices``)."""
+    choices = f"choose one of {', '.join(device_choices())}"
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name}: no CUDA device is available here", option="device")
-    try:
+    if name == "cpu":
+        return torch.device("cpu")
+    cuda = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if cuda:
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"device {name}: no CUDA device is available here; {choices}",
+                              option="device")
+        if cuda.group(1) is not None and int(cuda.group(1)) >= count:
+            raise ConfigError(f"device {name}: this machine has {count} CUDA device(s), "
+                              f"cuda:0 to cuda:{count - 1}", option="device")
         return torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"device {name}: {exc}", option="device") from None
+    if name == "mps" and torch.backends.mps.is_built():
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"device mps: no MPS device is available here; {choices}",
+                              option="device")
+        return torch.device("mps")
+    what = "this PyTorch build has no MPS support" if name == "mps" else "not a device"
+    raise ConfigError(f"device {name}: {what}; {choices}", option="device")
 
 
 # --- precision ---------------------------------------------------------------------------------

@@ -6,6 +6,12 @@ far larger than its input, should fail with one line that gives the estimate, no
 kernel's out-of-memory killer half-way through a batch: readers call ``require_memory`` with
 the size the header declares before reading any voxels, and inference calls it with its
 working set.
+
+What "available" means: the least of what the system can give (``MemAvailable``), what this
+process's address-space limit leaves (``ulimit -v``, RLIMIT_AS, which SLURM and batch systems
+set), and what its control group's memory limit leaves (cgroup v1 or v2, at every level of the
+hierarchy: what SLURM, Docker and Kubernetes set; page cache the kernel can drop counts as
+free).
 """
 
 from __future__ import annotations
@@ -25,8 +31,24 @@ def shape_text(size: Iterable[int]) -> str:
     return "x".join(str(int(n)) for n in size)
 
 
+#: Where control groups are mounted, and where a process's are listed.
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
+#: cgroup v1 writes "no limit" as a number near 2**63.
+_NO_LIMIT = 1 << 60
+
+
 def available_memory() -> int | None:
-    """Bytes the system can give this process now (MemAvailable), or None if unknown."""
+    """Bytes this process can allocate now: the least of the system's MemAvailable, the
+    address-space limit's room and the control group's room (see the module doc); None if
+    none is known."""
+    known = [left for left in (system_memory(), address_space_left(), cgroup_memory_left())
+             if left is not None]
+    return min(known) if known else None
+
+
+def system_memory() -> int | None:
+    """Bytes the system can give now (MemAvailable), or None if unknown."""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
@@ -37,6 +59,76 @@ def available_memory() -> int | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, OSError, ValueError):
         return None
+
+
+def address_space_left() -> int | None:
+    """Bytes the soft RLIMIT_AS leaves above this process's address space (VmSize); None
+    without a limit."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if soft == resource.RLIM_INFINITY or soft < 0:
+        return None
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                return max(soft - int(line.split()[1]) * 1024, 0)
+    except (OSError, ValueError, IndexError):
+        pass
+    return soft
+
+
+def cgroup_memory_left(root: Path = CGROUP_ROOT, listing: Path = PROC_CGROUP) -> int | None:
+    """Bytes the memory limits of this process's control group, and of each group above it,
+    leave (the least of them); None without a limit."""
+    try:
+        lines = listing.read_text().splitlines()
+    except OSError:
+        return None
+    left = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[1] == "":  # cgroup v2 (or its half of a hybrid mount)
+            base = root if (root / "cgroup.controllers").exists() else root / "unified"
+            names = ("memory.max", "memory.current", "inactive_file")
+        elif "memory" in parts[1].split(","):
+            base = root / "memory"
+            names = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+        else:
+            continue
+        folder = base / parts[2].lstrip("/")
+        while True:
+            room = _group_room(folder, *names)
+            if room is not None:
+                left.append(room)
+            if folder == base or base not in folder.parents:
+                break
+            folder = folder.parent
+    return min(left) if left else None
+
+
+def _group_room(folder: Path, limit_file: str, usage_file: str, inactive: str) -> int | None:
+    """A control group's limit less its usage (less the page cache it may drop)."""
+    try:
+        text = (folder / limit_file).read_text().strip()
+        if text == "max" or int(text) >= _NO_LIMIT:
+            return None
+        usage = int((folder / usage_file).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    cache = 0
+    try:
+        for stat_line in (folder / "memory.stat").read_text().splitlines():
+            key, _, value = stat_line.partition(" ")
+            if key == inactive:
+                cache = int(value)
+    except (OSError, ValueError):
+        pass
+    return max(int(text) - (usage - cache), 0)
 
 
 def format_bytes(count: float) -> str:

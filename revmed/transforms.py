@@ -122,18 +122,25 @@ def upsample(array: np.ndarray, factors: Sequence[int], mode: str = "bspline",
 _SPLINE_MARGIN = 2
 
 
-def _bspline(channel: np.ndarray, f: tuple[int, int, int], full: tuple[int, ...]) -> np.ndarray:
-    """Cubic B-spline interpolation of one ``(i, j, k)`` channel in fine-grid index units."""
-    m = _SPLINE_MARGIN
-    padded = np.pad(channel, m, mode="edge")
-    image = sitk.GetImageFromArray(padded.transpose(2, 1, 0))  # SimpleITK arrays are (k, j, i)
-    image.SetSpacing([float(v) for v in f])
-    image.SetOrigin([(v - 1) / 2.0 - m * v for v in f])
+def bspline_onto_unit_grid(array: np.ndarray, spacing, origin, size) -> np.ndarray:
+    """Cubic B-spline resampling of ``(I, J, K)`` ``array``, whose voxel centres lie at
+    ``origin + index * spacing``, onto the unit grid ``0 .. size - 1`` (float32; samples
+    beyond the array take the nearest voxel)."""
+    image = sitk.GetImageFromArray(array.transpose(2, 1, 0))  # SimpleITK arrays are (k, j, i)
+    image.SetSpacing([float(v) for v in spacing])
+    image.SetOrigin([float(v) for v in origin])
     resampler = sitk.ResampleImageFilter()
-    resampler.SetSize([int(s) for s in full])
+    resampler.SetSize([int(s) for s in size])
     resampler.SetOutputSpacing([1.0, 1.0, 1.0])
     resampler.SetOutputOrigin([0.0, 0.0, 0.0])
     resampler.SetInterpolator(sitk.sitkBSpline)
     resampler.SetUseNearestNeighborExtrapolator(True)
     resampler.SetOutputPixelType(sitk.sitkFloat32)
     return sitk.GetArrayFromImage(resampler.Execute(image)).transpose(2, 1, 0)
+
+
+def _bspline(channel: np.ndarray, f: tuple[int, int, int], full: tuple[int, ...]) -> np.ndarray:
+    """Cubic B-spline interpolation of one ``(i, j, k)`` channel in fine-grid index units."""
+    m = _SPLINE_MARGIN
+    return bspline_onto_unit_grid(np.pad(channel, m, mode="edge"), f,
+                                  [(v - 1) / 2.0 - m * v for v in f], full)

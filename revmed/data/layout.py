@@ -7,6 +7,7 @@ A dataset is a folder with a ``dataset.toml`` and one folder per split::
                          channels = [...]   (optional, default ["image"])
                          units = "..."      (optional)
                          description = "..." (optional)
+                         [labels] [regions] (segmentation, optional: see revmed.regions)
       train/ val/ test/  train required, val and test optional
         X/<case>.nii.gz       source domain        (paired, unpaired)
         Y/<case>.nii.gz       target domain        (paired, unpaired, hr-only)
@@ -34,6 +35,7 @@ from revmed.errors import InputError
 from revmed.io.cases import folder_entries, scan_folder
 from revmed.io.formats import DICOM_SUFFIXES, VOLUME_SUFFIXES, case_name, volume_suffix
 from revmed.io.geometry import Geometry, read_geometry
+from revmed.regions import BRATS, LabelSet
 
 try:  # Python >= 3.11
     import tomllib
@@ -44,7 +46,7 @@ KINDS = ("paired", "unpaired", "hr-only", "segmentation")
 SPLITS = ("train", "val", "test")
 MANIFEST = "dataset.toml"
 #: Keys ``dataset.toml`` may hold (anything else is an error, to catch typos).
-MANIFEST_KEYS = ("kind", "channels", "units", "description")
+MANIFEST_KEYS = ("kind", "channels", "units", "description", "labels", "regions")
 DEFAULT_CHANNELS = ("image",)
 #: Sub-folders of a split per kind (masks/ is always optional).
 FOLDERS = {
@@ -97,6 +99,8 @@ class Dataset:
         splits: cases per split; always has the keys ``train``, ``val`` and ``test`` (a split
             whose folder is absent has no cases), cases sorted by name.
         units: informative unit string from dataset.toml, or None.
+        labels: the label set of a segmentation dataset (``revmed.regions.LabelSet``; BraTS
+            unless dataset.toml declares ``[labels]``), None for other kinds.
         description: free text from dataset.toml, or None.
     """
 
@@ -106,6 +110,7 @@ class Dataset:
     splits: dict[str, list[Case]]
     units: str | None = None
     description: str | None = None
+    labels: LabelSet | None = None
 
     def cases(self, split: str) -> list[Case]:
         """The cases of ``split`` (an empty list for an absent split)."""
@@ -159,7 +164,27 @@ def _read_manifest(root: Path) -> dict:
         if key in data and not isinstance(data[key], str):
             raise InputError(f"{path}: key {key!r} must be a string, got {data[key]!r}")
     return {"kind": kind, "channels": list(channels), "units": data.get("units"),
+            "labels": _label_set(path, kind, data),
             "description": data.get("description")}
+
+
+def _label_set(path: Path, kind: str, data: dict) -> LabelSet | None:
+    """The label set ``dataset.toml`` declares (BraTS when it declares none); None for datasets
+    that are not for segmentation, which must not declare one."""
+    given = {k: data[k] for k in ("labels", "regions") if k in data}
+    if kind != "segmentation":
+        if given:
+            raise InputError(f"{path}: key {next(iter(given))!r} only applies to segmentation "
+                             "datasets")
+        return None
+    if not given:
+        return BRATS
+    if "labels" not in given:
+        raise InputError(f"{path}: [regions] needs a [labels] table naming the label values")
+    try:
+        return LabelSet.from_dict(given)
+    except ValueError as exc:
+        raise InputError(f"{path}: {exc}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,6 +387,7 @@ def load_dataset(root: str | os.PathLike) -> Dataset:
         problems.append(f"{root / 'train'}: no cases")
     _raise(problems, root)
     return Dataset(root=root, kind=kind, channels=channels, splits=splits,
+                   labels=manifest["labels"],
                    units=manifest["units"], description=manifest["description"])
 
 

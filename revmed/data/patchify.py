@@ -171,7 +171,7 @@ def patchify(data_dir: str | Path, out_dir: str | Path, preset: Preset,
     for index, case in enumerate(cases):
         shard = _shard_path(out_dir, case.name)
         if not shard.exists():
-            sample = load_sample(case, dataset.kind, preset.data)
+            sample = load_sample(case, dataset.kind, preset.data, *_labels(dataset))
             _check_grid_fits(case, sample, patch)
             patches = preset_patches(sample, patch, preset.data.min_foreground,
                                      seed=seed * 1_000_003 + index)
@@ -187,11 +187,17 @@ def patchify(data_dir: str | Path, out_dir: str | Path, preset: Preset,
     manifest = {
         **header, "preset": preset.name, "dataset": str(Path(data_dir).resolve()),
         "kind": dataset.kind, "channels": list(dataset.channels),
+        **({"labels": dataset.labels.to_dict()} if dataset.labels is not None else {}),
         "patch_size": list(patch.size), "patches": sum(s["patches"] for s in shards),
         "shards": shards, "complete": True,
     }
     _write_manifest(out_dir, manifest)
     return manifest
+
+
+def _labels(dataset) -> tuple:
+    """``load_sample``'s label-set argument for ``dataset`` (none for other kinds)."""
+    return (dataset.labels,) if dataset.labels is not None else ()
 
 
 def read_manifest(out_dir: str | Path) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from revmed.data.layout import Case
 from revmed.errors import InputError
 from revmed.io import Volume, check_finite, read_channels, read_volume
 from revmed.preset import DataSection
+from revmed.regions import BRATS, LabelSet
 from revmed.transforms import downsample, normalise, upsample
 
 
@@ -46,9 +47,24 @@ def _check_channels(volume: Volume, expected: int, role: str) -> None:
                          f"expects {expected}")
 
 
-def load_sample(case: Case, kind: str, data: DataSection) -> dict[str, np.ndarray]:
+def read_label_map(path, labels: LabelSet) -> np.ndarray:
+    """The label map at ``path`` as uint8 ``(1, I, J, K)``; ``InputError`` naming the file for
+    values that are not whole numbers of ``labels`` (or 0)."""
+    array = read_volume(path).array[:1]
+    rounded = np.rint(array)
+    unknown = labels.unknown_values(rounded)
+    if unknown or not np.array_equal(rounded, array):
+        shown = ", ".join(f"{v:g}" for v in unknown[:8]) or "values that are not whole numbers"
+        raise InputError(f"{path}: holds label(s) {shown} that the dataset does not declare "
+                         f"(labels: 0 background, {labels.describe_values()}); declare its "
+                         "labels under [labels] in dataset.toml (docs/data.md)")
+    return rounded.astype(np.uint8)
+
+
+def load_sample(case: Case, kind: str, data: DataSection,
+                labels: LabelSet = BRATS) -> dict[str, np.ndarray]:
     """Read and prepare one case of a dataset of ``kind`` (see ``revmed.data.layout``) as the
-    preset's ``[data]`` section says."""
+    preset's ``[data]`` section says; label maps must hold only the values of ``labels``."""
     sample: dict[str, np.ndarray] = {}
     reference: Volume | None = None
     if kind == "hr-only":
@@ -70,8 +86,7 @@ def load_sample(case: Case, kind: str, data: DataSection) -> dict[str, np.ndarra
             sample["Y"] = normalise(target.array, data.intensity, data.window)
             reference = reference or target
         if case.label is not None:
-            label = read_volume(case.label)
-            sample["label"] = np.rint(label.array).astype(np.uint8)
+            sample["label"] = read_label_map(case.label, labels)
     if reference is None:
         raise InputError(f"case {case.name}: no volume to read")
     if case.mask is not None:

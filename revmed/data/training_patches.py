@@ -20,6 +20,7 @@ from revmed.data.patchify import MANIFEST, preset_patches, read_shards, require_
 from revmed.data.samples import load_sample
 from revmed.errors import InputError
 from revmed.preset import Preset
+from revmed.regions import BRATS, LabelSet
 
 TRAINING_KEYS = ("X", "Y", "label")
 
@@ -40,6 +41,8 @@ class TrainingPatches:
         channels: the dataset's channel names (e.g. ``["t1", "t1ce", "t2", "flair"]``).
         kind: the dataset kind (``paired``, ``unpaired``, ``hr-only``, ``segmentation``).
         dataset_root: the dataset folder (for validation cases), or None when unknown.
+        labels: the label set of segmentation data (BraTS for patch folders made before label
+            sets were recorded), None for other kinds.
     """
 
     def __init__(self, data_dir: str | Path, preset: Preset) -> None:
@@ -55,6 +58,7 @@ class TrainingPatches:
             self._fixed = _stack([patches])
             self.kind = manifest["kind"]
             self.channels = list(manifest["channels"])
+            self.labels = _manifest_labels(manifest, data_dir)
             root = Path(manifest["dataset"])
             self.dataset_root = root if root.is_dir() else None
         else:
@@ -63,7 +67,10 @@ class TrainingPatches:
             cases = dataset.splits.get("train", [])
             if not cases:
                 raise InputError(f"{data_dir}: the train split has no cases")
-            self._samples = [load_sample(case, dataset.kind, preset.data) for case in cases]
+            self.labels = dataset.labels
+            extra = (self.labels,) if self.labels is not None else ()
+            self._samples = [load_sample(case, dataset.kind, preset.data, *extra)
+                             for case in cases]
             self.kind = dataset.kind
             self.channels = list(dataset.channels)
             self.dataset_root = data_dir
@@ -80,6 +87,17 @@ class TrainingPatches:
             raise InputError("no training patch passed the foreground rule "
                              f"(data.min_foreground = {self.data.min_foreground})")
         return patches
+
+
+def _manifest_labels(manifest: dict, folder: Path) -> LabelSet | None:
+    if manifest["kind"] != "segmentation":
+        return None
+    if "labels" not in manifest:
+        return BRATS
+    try:
+        return LabelSet.from_dict(manifest["labels"])
+    except ValueError as exc:
+        raise InputError(f"{folder}: the manifest's label set is not usable ({exc})") from None
 
 
 def validation_cases(root: Path | None) -> tuple[str, list[Case]]:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from revmed.preset import TrainSection
-from revmed.regions import labels_to_regions
+from revmed.regions import BRATS, LabelSet
 
 
 def gan_loss(logits: torch.Tensor, real: bool, least_squares: bool) -> torch.Tensor:
@@ -151,26 +151,26 @@ class CycleGANObjective(Objective):
 
 
 class SegmentationObjective(Objective):
-    """Sigmoid outputs for the overlapping regions: soft Dice (MONAI's ``DiceLoss``) plus
-    binary cross-entropy, per region channel.
+    """Sigmoid outputs for the (possibly overlapping) regions of a label set: soft Dice
+    (MONAI's ``DiceLoss``) plus binary cross-entropy, per region channel.
 
     MONAI's ``DiceCELoss`` is not used: for outputs of several channels its cross-entropy term
     is a softmax over the channels even with ``sigmoid=True``, which is wrong for nested
     regions (a voxel of the enhancing tumour is in all three).
 
     Batches hold ``X`` ``(B, C, D, H, W)`` and an integer ``label`` map ``(B, 1, D, H, W)``;
-    the model maps ``X`` to ``(B, len(REGIONS), D, H, W)`` logits.
+    the model maps ``X`` to ``(B, R, D, H, W)`` logits, one channel per region of ``labels``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, labels: LabelSet = BRATS) -> None:
         from monai.losses import DiceLoss
 
-        self.dice = DiceLoss(sigmoid=True)
+        self.dice, self.labels = DiceLoss(sigmoid=True), labels
 
     def generator_step(self, model: nn.Module, critics: dict[str, nn.Module],
                        batch: dict[str, torch.Tensor]):
         logits = model(batch["X"])
-        target = labels_to_regions(batch["label"])
+        target = self.labels.to_regions(batch["label"])
         dice = self.dice(logits, target)
         bce = F.binary_cross_entropy_with_logits(logits, target)
         loss = dice + bce
@@ -178,14 +178,15 @@ class SegmentationObjective(Objective):
                       "bce": float(bce.detach())}, {}
 
 
-def build_objective(train: TrainSection, seed: int | None = None) -> Objective:
+def build_objective(train: TrainSection, seed: int | None = None,
+                    labels: LabelSet = BRATS) -> Objective:
     """The objective a preset's ``[train]`` section names (``seed``: of the image pools,
-    ``train.seed`` by default)."""
+    ``train.seed`` by default; ``labels``: the regions a segmentation network learns)."""
     if train.objective == "paired":
         return Pix2PixObjective(train.lambda_l1, train.lambda_gan)
     if train.objective == "unpaired":
         return CycleGANObjective(train.lambda_cycle, train.lambda_gan, train.pool_size,
                                  train.seed if seed is None else seed)
     if train.objective == "segmentation":
-        return SegmentationObjective()
+        return SegmentationObjective(labels)
     raise ValueError(f"unknown objective {train.objective!r}")

@@ -24,6 +24,7 @@ from revmed.engine.objectives import build_objective
 from revmed.errors import ConfigError
 from revmed.models import build_critics, get_family, model_spec
 from revmed.preset import Preset
+from revmed.regions import BRATS, LabelSet
 from revmed.runtime import as_channels_last, autocast, grad_scaler, prepare
 
 
@@ -51,11 +52,12 @@ class TrainingStep:
     """The trainable parts of ``preset`` on ``device``; ``step(batch)`` updates them once.
 
     With ``job`` (a ``torchrun`` job) each step's losses run inside DistributedDataParallel,
-    and the unpaired objective's image pools are seeded per process.
+    and the unpaired objective's image pools are seeded per process. ``labels``: the regions
+    a segmentation network learns (BraTS by default).
     """
 
-    def __init__(self, preset: Preset, device: torch.device,
-                 job: Distributed | None = None) -> None:
+    def __init__(self, preset: Preset, device: torch.device, job: Distributed | None = None,
+                 labels: LabelSet = BRATS) -> None:
         train = preset.train
         if train.objective != "segmentation" and preset.data.intensity != "window":
             raise ConfigError(f"preset {preset.name}: key 'data.intensity': RevGAN needs a "
@@ -67,9 +69,15 @@ class TrainingStep:
         self.model = family.network(**self.model_kwargs).to(device)
         family.check_training(self.model, preset, device)
         rank = job.rank if job is not None else 0
-        self.objective = build_objective(train, seed=train.seed + 1000 * rank)
+        self.objective = build_objective(train, seed=train.seed + 1000 * rank, labels=labels)
         self.use_gan = train.uses_critics
         self.critics = build_critics(preset) if self.use_gan else {}
+        for critic in self.critics.values():
+            # PyTorch's CPU bf16 convolution (oneDNN, seen on 2.13) returns weight gradients of
+            # order 1e14 where an output is 2 voxels deep, as the critic's last two layers are
+            # at 32^3 patches; bf16 training then turns to NaN within an epoch. The critics are
+            # small: they run in float32, the generator in bf16.
+            critic.full_precision = device.type == "cpu" and train.precision == "bf16"
         for net in (self.model, *self.critics.values()):
             prepare(net, device, channels_last=self.channels_last, compile=train.compile)
         # each step's losses as one module call, which DDP wraps when there are several

@@ -19,6 +19,10 @@ line is written once the epoch completes. A second Ctrl-C stops at once without 
 ``last.pt`` then keeps the previous save (files are written to a temporary name and renamed).
 A killed process (SIGKILL, the out-of-memory killer) leaves ``last.pt`` as it was after the
 last completed save, or no ``last.pt`` before the first one.
+
+SIGTERM (what SLURM at the time limit, ``timeout``, ``docker stop`` and ``kill`` send) and
+SIGUSR1 (what SLURM sends ahead of the time limit or a pre-emption with ``--signal=USR1@...``)
+are handled as Ctrl-C is; ``TrainingInterrupted.signum`` says which signal stopped the run.
 """
 
 from __future__ import annotations
@@ -38,18 +42,23 @@ import torch
 
 from revmed.checkpoint import Checkpoint, ModelCard
 from revmed.data.batches import batch_count, epoch_batches
+from revmed.data.layout import load_dataset
+from revmed.data.patchify import MANIFEST, read_manifest, require_dataset
 from revmed.data.training_patches import TrainingPatches
 from revmed.engine.distributed import Distributed
-from revmed.engine.run_folder import RunFolder
+from revmed.engine.run_folder import RunFolder, data_source
 from revmed.engine.step import TrainingStep
-from revmed.engine.validation import Validator
-from revmed.errors import ConfigError, InputError, RevmedError
+from revmed.engine.validation import Validator, check_regions
+from revmed.errors import CheckpointError, ConfigError, InputError, OutputError, RevmedError
 from revmed.nn import invertibility_error
 from revmed.preset import Preset
 
 #: Dataset kinds each objective can train on.
 OBJECTIVE_DATA = {"paired": ("paired", "hr-only"), "unpaired": ("unpaired", "paired", "hr-only"),
                   "segmentation": ("segmentation",)}
+#: Signals that stop training at the next step boundary, with a save (see the module doc).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1")
+                     if hasattr(signal, name))
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -60,9 +69,19 @@ class TrainingInterrupted(KeyboardInterrupt):
     it already done (0: none; the epochs before it are complete).
     """
 
-    def __init__(self, checkpoint: Path, epoch: int, step: int) -> None:
+    def __init__(self, checkpoint: Path, epoch: int, step: int,
+                 signum: int = signal.SIGINT) -> None:
         super().__init__(f"training interrupted: saved {checkpoint} at epoch {epoch} step {step}")
-        self.checkpoint, self.epoch, self.step = checkpoint, epoch, step
+        self.checkpoint, self.epoch, self.step, self.signum = checkpoint, epoch, step, signum
+
+
+class StoppedAtOnce(KeyboardInterrupt):
+    """A second stop signal (``signum``) while the first was being handled: training stopped
+    without saving; ``last.pt`` keeps the previous save."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped at once by signal {signum}")
+        self.signum = signum
 
 
 class TrainingDiverged(RevmedError):
@@ -71,29 +90,62 @@ class TrainingDiverged(RevmedError):
 
 
 @contextlib.contextmanager
-def _deferred_sigint():
-    """Yield ``requested()``: True once Ctrl-C was pressed; a second Ctrl-C raises at once.
+def _deferred_signals():
+    """Yield ``requested()``: the first ``STOP_SIGNALS`` signal received (0: none yet); a
+    second one raises ``StoppedAtOnce`` at once.
 
-    Only the main thread receives signals, and an application's own SIGINT handler is left in
-    place; in both cases ``requested()`` stays False and a ``KeyboardInterrupt`` raised by that
-    handler is caught where it lands (see ``Trainer.fit``).
+    Only the main thread receives signals, and an application's own handlers are left in place
+    (a signal is taken over only while it has its default handler); then ``requested()`` stays
+    0 and a ``KeyboardInterrupt`` raised by such a handler is caught where it lands (see
+    ``Trainer.fit``).
     """
-    pressed = [False]
+    received = [0]
 
     def handler(signum, frame):
-        if pressed[0]:
-            raise KeyboardInterrupt
-        pressed[0] = True
+        if received[0]:
+            raise StoppedAtOnce(signum)
+        received[0] = signum
 
-    install = (threading.current_thread() is threading.main_thread()
-               and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
-    if install:
-        signal.signal(signal.SIGINT, handler)
+    taken = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in STOP_SIGNALS:
+            default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+            if signal.getsignal(signum) is default:
+                taken[signum] = default
+                signal.signal(signum, handler)
     try:
-        yield lambda: pressed[0]
+        yield lambda: received[0]
     finally:
-        if install:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+        for signum, default in taken.items():
+            signal.signal(signum, default)
+
+
+def _check_data_kind(data_dir: str | Path, preset: Preset) -> None:
+    """``InputError`` when the data at ``data_dir`` is of a kind the preset's objective cannot
+    train on; read from ``dataset.toml`` or the patch manifest, before any volume is."""
+    require_dataset(data_dir, preset.synth)
+    folder = Path(data_dir)
+    kind = (read_manifest(folder)["kind"] if (folder / MANIFEST).is_file()
+            else load_dataset(folder).kind)
+    objective = preset.train.objective
+    if kind not in OBJECTIVE_DATA[objective]:
+        raise InputError(f"{data_dir}: holds a {kind} dataset, which cannot train the "
+                         f"{objective} objective of preset {preset.name} (it trains on "
+                         f"{' or '.join(OBJECTIVE_DATA[objective])} datasets)")
+
+
+def _on_every_process(job: Distributed | None, check: Callable[[], Any]) -> Any:
+    """``check()``, on every process of ``job``: if it fails on one, it fails on all (those
+    whose own check passed say so), before any process writes."""
+    if job is None:
+        return check()
+    try:
+        result, failed = check(), None
+    except RevmedError as exc:
+        result, failed = None, exc
+    if job.any(failed is not None)[0]:
+        raise failed or OutputError("another process of this job refused the run folder")
+    return result
 
 
 @dataclass
@@ -135,26 +187,39 @@ class Trainer:
 
     def __init__(self, preset: Preset, data_dir: str | Path, run_dir: str | Path,
                  device: torch.device, resume: bool = False,
-                 job: Distributed | None = None) -> None:
+                 job: Distributed | None = None, overwrite: bool = False) -> None:
         self.preset, self.train, self.job = preset, preset.train, job
         self.is_main = job is None or job.is_main
         self.device = _join(job, device, self.train.batch_size)
         self.run = RunFolder(run_dir, writes=self.is_main)
-        saved = self.run.check(preset, resume)
+        self._requested: Callable[[], int] = lambda: 0
+        try:
+            self._set_up(preset, data_dir, resume, overwrite)
+        except BaseException:
+            self.run.release()
+            raise
+
+    def _set_up(self, preset: Preset, data_dir: str | Path, resume: bool,
+                overwrite: bool) -> None:
+        """Check the data kind and the run folder, load the data, build the networks, and
+        start or restore the run (``__init__``; the folder's lock is held from here on)."""
+        _check_data_kind(data_dir, preset)
+        source = data_source(data_dir)
+        saved = _on_every_process(self.job, lambda: self.run.check(preset, resume, source,
+                                                                   overwrite))
         torch.manual_seed(self.train.seed)
         np.random.seed(self.train.seed % 2**32)
         self.patches = TrainingPatches(data_dir, preset)
-        if self.patches.kind not in OBJECTIVE_DATA[self.train.objective]:
-            raise InputError(f"a {self.patches.kind} dataset cannot train the "
-                             f"{self.train.objective} objective of preset {preset.name}")
-        self.training = TrainingStep(preset, self.device, job)
-        self.card = ModelCard.of(preset, tuple(self.patches.channels))
-        self.validate = Validator(self.patches.dataset_root, preset, self.device)
+        labels = check_regions(preset, self.patches)
+        self.training = TrainingStep(preset, self.device, self.job, labels=labels)
+        self.card = ModelCard.of(preset, tuple(self.patches.channels), self.patches.labels)
+        self.validate = Validator(self.patches.dataset_root, preset, self.device, labels)
         self.epoch, self.best_score = 0, -float("inf")
         # Where in the current epoch the run stands (not 0 after resuming an interrupted one).
         self.step_in_epoch, self._epoch_sums, self._epoch_seconds = 0, {}, 0.0
+        self.data_source, self.last_record = source, {}
         if saved is None:
-            self.run.begin(preset)
+            self.run.begin(preset, overwrite)
         else:
             self._restore(saved)
         self.run.tidy(self.epoch)
@@ -175,17 +240,25 @@ class Trainer:
         """Train until the last epoch (or ``time_limit`` seconds, counted from this call; the
         epoch under way then ends early and counts as done); returns the last epoch's log.
 
-        Raises ``TrainingInterrupted`` after saving ``last.pt`` on Ctrl-C or when ``progress``
-        raises ``KeyboardInterrupt`` (see the module doc).
+        Raises ``TrainingInterrupted`` after saving ``last.pt`` on Ctrl-C, SIGTERM or SIGUSR1,
+        or when ``progress`` raises ``KeyboardInterrupt`` (see the module doc). A run that has
+        trained all its epochs already returns the record of its last one.
         """
         limit = self.train.time_limit if time_limit is None else time_limit
         deadline = time.monotonic() + limit if limit else math.inf
-        record: dict[str, Any] = {}
-        with _deferred_sigint() as requested:
-            while self.epoch < self.epochs:
-                record, stopped = self._fit_epoch(progress, requested, deadline)
-                if stopped:
-                    break
+        record: dict[str, Any] = dict(self.last_record)
+        if self.is_main:
+            self.run.lock.acquire()
+        try:
+            with _deferred_signals() as requested:
+                self._requested = requested
+                while self.epoch < self.epochs:
+                    record, stopped = self._fit_epoch(progress, requested, deadline)
+                    if stopped:
+                        break
+        finally:
+            self._requested = lambda: 0
+            self.run.release()
         if self.job is not None:
             weights = [*self.model.parameters(),
                        *(p for c in self.training.critics.values() for p in c.parameters())]
@@ -234,7 +307,7 @@ class Trainer:
                                 skip=self.step_in_epoch)
         try:
             for step, batch in enumerate(batches, start=self.step_in_epoch + 1):
-                if self._agree(requested())[0]:
+                if self._agree(bool(requested()))[0]:
                     raise KeyboardInterrupt
                 safe = False
                 last_batch = batch if self.job is None else self.job.shard(batch)
@@ -247,7 +320,8 @@ class Trainer:
                 self.step_in_epoch, safe = step, True
                 if progress is not None:
                     progress(TrainEvent("step", self.epoch + 1, self.epochs, step, steps, logs))
-                interrupt, time_up = self._agree(requested(), time.monotonic() > deadline)
+                interrupt, time_up = self._agree(bool(requested()),
+                                                 time.monotonic() > deadline)
                 if interrupt:
                     raise KeyboardInterrupt
                 if time_up:
@@ -263,18 +337,22 @@ class Trainer:
         """Raise ``TrainingDiverged`` for the non-finite ``logs`` of ``step`` (the processes of
         a job all see the same averaged losses, so they all stop here)."""
         bad = ", ".join(f"{k} = {v}" for k, v in logs.items() if not math.isfinite(v))
-        last = self.run.last
-        if self._saved_at is None:
-            kept = "nothing was saved yet"
-        elif self._saved_at[1] == 0:
-            kept = f"{last} keeps the state after epoch {self._saved_at[0]}"
-        else:
-            kept = f"{last} keeps epoch {self._saved_at[0] + 1} up to step {self._saved_at[1]}"
         precision = self.train.precision
+        self.run.log(f"diverged in epoch {self.epoch + 1} at step {step}: {bad}")
         hint = "" if precision == "fp32" else f" or fp32 (train.precision is {precision})"
         raise TrainingDiverged(
             f"{self.run.path}: training diverged at epoch {self.epoch + 1} step {step}: {bad}; "
-            f"{kept}; try a lower train.lr{hint}", fix=None if precision == "fp32" else "precision")
+            f"{self._kept()}; try a lower train.lr{hint}",
+            fix=None if precision == "fp32" else "precision")
+
+    def _kept(self) -> str:
+        """What ``last.pt`` holds now, for messages."""
+        last = self.run.last
+        if self._saved_at is None:
+            return "nothing was saved yet"
+        if self._saved_at[1] == 0:
+            return f"{last} keeps the state after epoch {self._saved_at[0]}"
+        return f"{last} keeps epoch {self._saved_at[0] + 1} up to step {self._saved_at[1]}"
 
     def _agree(self, *flags: bool) -> list[bool]:
         """``flags`` OR-ed over the processes of a job (as they are for a single process)."""
@@ -293,14 +371,22 @@ class Trainer:
         state = {**self.training.state_dict(), "torch_rng": torch.get_rng_state(),
                  "best_score": self.best_score, "epoch_sums": dict(self._epoch_sums),
                  "epoch_seconds": self._epoch_seconds}
-        return Checkpoint(self.card, self.preset, state, self.epoch, self.step_in_epoch, record)
+        return Checkpoint(self.card, self.preset, state, self.epoch, self.step_in_epoch, record,
+                          self.data_source)
+
+    def _save(self, write: Callable[[], None]) -> None:
+        """``write()`` a checkpoint; a write that fails (a full disk) says what is kept."""
+        try:
+            write()
+        except OutputError as exc:
+            raise OutputError(f"{exc}; {self._kept()}") from None
 
     def _end_epoch(self, record: dict[str, Any]) -> None:
         score = record.get(self.validate.score_key)
         improved = score is None or score > self.best_score
         if score is not None and improved:
             self.best_score = score
-        self.run.end_epoch(record, self._checkpoint(record), best=improved)
+        self._save(lambda: self.run.end_epoch(record, self._checkpoint(record), best=improved))
         self._saved_at = (self.epoch, 0)
 
     def _stop(self) -> NoReturn:
@@ -309,15 +395,25 @@ class Trainer:
         if self.is_main and self._saved_at != (self.epoch, self.step_in_epoch):
             record = {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                       "interrupted": True}
-            self.run.save_last(self._checkpoint(record))
+            self._save(lambda: self.run.save_last(self._checkpoint(record)))
             self._saved_at = (self.epoch, self.step_in_epoch)
-        raise TrainingInterrupted(self.run.last, self.epoch + 1, self.step_in_epoch) from None
+        raise TrainingInterrupted(self.run.last, self.epoch + 1, self.step_in_epoch,
+                                  self._requested() or signal.SIGINT) from None
 
     def _restore(self, saved: Checkpoint) -> None:
         state = saved.state
-        self.training.load_state_dict(state)
-        torch.set_rng_state(state["torch_rng"])
-        self.best_score = state["best_score"]
+        try:
+            self.training.load_state_dict(state)
+            torch.set_rng_state(state["torch_rng"])
+            self.best_score = float(state["best_score"])
+            self._epoch_sums = {str(k): float(v) for k, v in state.get("epoch_sums", {}).items()}
+            self._epoch_seconds = float(state.get("epoch_seconds", 0.0))
+        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise CheckpointError(f"{self.run.last}: its training state does not fit this run "
+                                  f"({type(exc).__name__}: {reason[:200]})") from None
         self.epoch, self.step_in_epoch = saved.epoch, saved.step_in_epoch
-        self._epoch_sums = dict(state.get("epoch_sums", {}))
-        self._epoch_seconds = float(state.get("epoch_seconds", 0.0))
+        self.last_record = dict(saved.metrics)
+        if self.epoch < self.epochs:  # a finished run asked to resume trains nothing
+            self.run.log(f"resumed after epoch {self.epoch}, step {self.step_in_epoch} of the "
+                         "next")

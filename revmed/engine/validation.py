@@ -2,7 +2,8 @@
 
 A RevGAN is scored by the mean PSNR and SSIM of F on the validation volumes, in the network's
 ``[-1, 1]`` range (``val_psnr``, ``val_ssim``); a segmentation network by the Dice of each
-BraTS region and their mean (``val_dice_ET``, ``val_dice_TC``, ``val_dice_WT``, ``val_dice``).
+region of its label set and their mean (BraTS: ``val_dice_ET``, ``val_dice_TC``,
+``val_dice_WT``, ``val_dice``).
 Volumes run through the same sliding windows as inference (``revmed.windows``).
 """
 
@@ -16,21 +17,39 @@ from torch import nn
 
 from revmed.data.samples import load_sample
 from revmed.data.training_patches import validation_cases
+from revmed.errors import ConfigError
 from revmed.metrics import dice, psnr, ssim3d
 from revmed.preset import Preset
-from revmed.regions import REGIONS, labels_to_regions
+from revmed.regions import BRATS, LabelSet
 from revmed.windows import sliding_window_predict
 
 #: The data range of images inside the network ([-1, 1]), for validation PSNR and SSIM.
 NETWORK_RANGE = 2.0
 
 
+def check_regions(preset: Preset, patches) -> LabelSet:
+    """The label set segmentation trains on (BraTS for other objectives, where it is unused);
+    ``ConfigError`` when the network's outputs do not match the data's regions."""
+    labels = patches.labels
+    if preset.train.objective != "segmentation" or labels is None:
+        return BRATS
+    if len(labels.names) != preset.data.out_channels:
+        where = patches.dataset_root or "the data"
+        raise ConfigError(f"preset {preset.name}: key 'data.out_channels' is "
+                          f"{preset.data.out_channels}, but {where} declares "
+                          f"{len(labels.names)} region(s) ({', '.join(labels.names)}); set "
+                          f"data.out_channels = {len(labels.names)}")
+    return labels
+
+
 class Validator:
     """The validation cases of the dataset at ``root`` (none when it has no val split or no
-    dataset is known), scored as ``preset`` trains; calling it scores a network."""
+    dataset is known), scored as ``preset`` trains (segmentation: the regions of ``labels``);
+    calling it scores a network."""
 
-    def __init__(self, root: Path | None, preset: Preset, device: torch.device) -> None:
-        self.preset, self.device = preset, device
+    def __init__(self, root: Path | None, preset: Preset, device: torch.device,
+                 labels: LabelSet | None = None) -> None:
+        self.preset, self.device, self.labels = preset, device, labels or BRATS
         self.segmentation = preset.train.objective == "segmentation"
         #: The score ``best.pt`` is chosen by.
         self.score_key = "val_dice" if self.segmentation else "val_psnr"
@@ -53,7 +72,9 @@ class Validator:
         if not self.cases:
             return {}
         if self._samples is None:  # read once, on first use
-            self._samples = [load_sample(c, self.kind, self.preset.data) for c in self.cases]
+            extra = (self.labels,) if self.segmentation else ()
+            self._samples = [load_sample(c, self.kind, self.preset.data, *extra)
+                             for c in self.cases]
         model.eval()
         scores: dict[str, list[float]] = {}
         for sample in self._samples:
@@ -63,14 +84,16 @@ class Validator:
         model.train()
         result = {k: float(np.mean(v)) for k, v in scores.items()}
         if self.segmentation:
-            result["val_dice"] = float(np.mean([result[f"val_dice_{r}"] for r in REGIONS]))
+            result["val_dice"] = float(np.mean([result[f"val_dice_{r}"]
+                                                for r in self.labels.names]))
         return result
 
     def _scores(self, pred: np.ndarray, sample: dict[str, np.ndarray]) -> dict[str, float]:
         if self.segmentation:
             found = pred > 0.0  # sigmoid(logit) > 1/2
-            truth = labels_to_regions(sample["label"]) > 0.5
-            return {f"val_dice_{name}": dice(p, r) for name, p, r in zip(REGIONS, found, truth)}
+            truth = self.labels.to_regions(sample["label"]) > 0.5
+            return {f"val_dice_{name}": dice(p, r)
+                    for name, p, r in zip(self.labels.names, found, truth)}
         pred = np.clip(pred, -1.0, 1.0)
         return {"val_psnr": psnr(pred, sample["Y"], NETWORK_RANGE),
                 "val_ssim": ssim3d(pred, sample["Y"], NETWORK_RANGE)}

@@ -32,11 +32,16 @@ def _volumes(path: Path) -> dict[str, Path] | None:
     cases = find_cases(path)
     if cases is None:
         return None
-    for name, files in cases.items():
-        if len(files) > 1:
-            raise InputError(f"{files[0].parent}: a case of one file per channel; evaluation "
-                             "takes one volume per case")
-    return {name: files[0] for name, files in cases.items()}
+    for name, case in cases.items():
+        if case.problem:
+            raise InputError(case.problem)
+        if len(case.files) > 1:
+            raise InputError(f"{case.files[0].parent}: a case of one file per channel; "
+                             "evaluation takes one volume per case")
+        if case.series:
+            raise InputError(f"{case.files[0]}: holds several DICOM series (case {name!r}); "
+                             "evaluation takes one series per folder")
+    return {name: case.files[0] for name, case in cases.items() if not case.skip}
 
 
 def _missing(problems: list[str], option: str | None = None) -> InputError:

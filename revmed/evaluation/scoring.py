@@ -1,6 +1,12 @@
 """Scoring predictions against references, case by case: the metrics of ``revmed.metrics``
 for the prediction and for interpolation baselines of the low-resolution input, or the Dice,
-sensitivity and HD95 of BraTS label maps.
+sensitivity and HD95 of each region of label maps.
+
+Volumes are compared in world space (``revmed.io.grids``): a prediction stored in another
+voxel order than its reference is reordered exactly; one on another grid (shifted, another
+spacing) is refused with a line saying how the grids differ, or resampled onto the
+reference's grid when asked (``resample=True``: linear for images, nearest neighbour for
+masks and label maps).
 
 ``evaluate`` and ``evaluate_regions`` read each case, check that its volumes fit together and
 return a ``Report``; nothing is written (``revmed.evaluation.reports`` writes it). The
@@ -21,9 +27,10 @@ from revmed import metrics
 from revmed.errors import ConfigError, InputError
 from revmed.evaluation.cases import CaseFiles, match_cases
 from revmed.evaluation.preview import case_preview
-from revmed.io import Volume, check_finite, read_volume
-from revmed.regions import REGIONS, region_masks
-from revmed.transforms import coarse_shape, upsample
+from revmed.io import Volume, check_finite, read_volume, zoom_affine
+from revmed.io.grids import on_grid_of, reoriented_like
+from revmed.regions import BRATS, LabelSet
+from revmed.transforms import coarse_shape, normalise, upsample
 from revmed.sizes import shape_text
 
 #: Baseline name -> ``revmed.transforms.upsample`` mode ("tricubic" is the cubic B-spline).
@@ -34,10 +41,11 @@ METRICS = ("mae", "rmse", "psnr", "ssim")
 MASK_METRICS = ("mae_mask", "rmse_mask", "rmse_interior")
 #: Metrics of each region of a label map.
 REGION_METRICS = ("dice", "sensitivity", "hd95")
+#: How SSIM is computed (named in every report, as papers differ).
+SSIM_VARIANT = ("3D, Gaussian window of 11 voxels (sigma 1.5) per axis, valid positions only, "
+                "values shifted by the reference's minimum (monai.metrics.SSIMMetric)")
 #: Side of the cube that must fit inside the mask around an interior voxel.
 INTERIOR_SIZE = 5
-#: Spacings (mm) that differ by more than this are a mismatch.
-SPACING_TOLERANCE = 1e-3
 #: How far (relative) a low-resolution spacing may be from an integer multiple of the
 #: reference's.
 FACTOR_TOLERANCE = 0.01
@@ -87,7 +95,10 @@ class Report:
         data_range: the ``data_range`` given, or None when each case used its reference's
             max - min.
         kind: ``"image"`` (``evaluate``), or ``"regions"`` (``evaluate_regions``: the methods
-            are the BraTS regions and the metrics Dice, sensitivity and HD95).
+            are the regions of ``labels`` and the metrics Dice, sensitivity and HD95).
+        labels: the label set of a ``"regions"`` report.
+        window: the intensity window both volumes were mapped through to [-1, 1] before
+            scoring (the papers' protocol), or None when they were scored in their units.
     """
 
     cases: list[CaseResult]
@@ -95,6 +106,8 @@ class Report:
     metric_names: list[str]
     data_range: float | None
     kind: str = "image"
+    labels: LabelSet | None = None
+    window: tuple[float, float] | None = None
 
     def summary(self) -> dict[str, dict[str, dict[str, float | int]]]:
         """method -> metric -> {"mean", "std", "n"} over the cases where the metric is defined.
@@ -134,6 +147,8 @@ class Report:
         payload = {"kind": self.kind, "methods": list(self.methods),
                    "metrics": list(self.metric_names),
                    "data_range": self.data_range, "interior_size": INTERIOR_SIZE,
+                   **({"window": list(self.window)} if self.window is not None else {}),
+                   **({"ssim": SSIM_VARIANT} if self.kind == "image" else {}),
                    "cases": cases, "summary": self.summary()}
         return _finite(payload)
 
@@ -178,23 +193,24 @@ def _read(path: Path) -> Volume:
     return volume
 
 
-def _same_grid(a, b, what: str) -> None:
-    """Raise ``InputError`` unless volume ``a`` (a ``what``) is on the grid of reference ``b``."""
-    if a.array.shape[1:] != b.array.shape[1:] or (what == "prediction"
-                                                  and a.array.shape[0] != b.array.shape[0]):
-        raise InputError(f"{a.source}: {what} of shape {_shape_text(a.array)} does not match "
-                         f"the reference {b.source} of shape {_shape_text(b.array)}")
-    if np.max(np.abs(a.spacing - b.spacing)) > SPACING_TOLERANCE:
-        raise InputError(f"{a.source}: {what} spacing {_spacing_text(a.spacing)} does not match "
-                         f"the reference {b.source} spacing {_spacing_text(b.spacing)}")
+def _on_reference(volume: Volume, ref: Volume, what: str, resample: str | None) -> Volume:
+    """``volume`` (a ``what``) on the reference's grid (see the module doc); ``InputError``
+    when the grids differ and ``resample`` is None, or when a prediction's channels differ."""
+    if what == "prediction" and volume.channels != ref.channels:
+        raise InputError(f"{volume.source}: {what} of shape {_shape_text(volume.array)} does "
+                         f"not match the reference {ref.source} of shape "
+                         f"{_shape_text(ref.array)}")
+    return on_grid_of(volume, ref, what, resample)
 
 
 def baseline_factors(low_res, ref) -> tuple[int, int, int]:
     """Integer refinement factors from a low-resolution input's grid to the reference's.
 
-    ``low_res``, ``ref``: ``Volume``s. Each factor is the ratio of the spacings, which must be
-    an integer >= 1 (within 1 %), and the input must cover the reference grid exactly as
-    ``revmed.transforms.downsample`` makes it: shape ``ceil(reference shape / factors)``.
+    ``low_res``, ``ref``: ``Volume``s, ``low_res`` with its axes along the reference's
+    (``reoriented_like``). Each factor is the ratio of the spacings, which must be an integer
+    >= 1 (within 1 %), and the input must cover the reference grid exactly as
+    ``revmed.transforms.downsample`` makes it: shape ``ceil(reference shape / factors)``, over
+    the same extent in space.
     """
     ratio = low_res.spacing / ref.spacing
     factors = np.round(ratio).astype(int)
@@ -211,6 +227,16 @@ def baseline_factors(low_res, ref) -> tuple[int, int, int]:
     if low_res.channels != ref.channels:
         raise InputError(f"{low_res.source}: input has {low_res.channels} channels, the "
                          f"reference {ref.source} has {ref.channels}")
+    # where the input's first voxel lies on the coarsened reference grid, in coarse voxels:
+    # conventions for the first voxel of a coarse grid differ by a fraction of a voxel, a grid
+    # of another place by more
+    coarse = zoom_affine(ref.affine, 1.0 / factors)
+    offset = (np.linalg.inv(coarse) @ np.append(low_res.origin, 1.0))[:3]
+    if np.abs(offset).max() > 0.5:
+        shift = float(np.linalg.norm(low_res.origin - coarse[:3, 3]))
+        raise InputError(f"{low_res.source}: the input does not cover the reference "
+                         f"{ref.source} in space: its first voxel is {shift:.3g} mm from the "
+                         f"reference's coarsened by {shape_text(factors)}")
     return tuple(int(f) for f in factors)  # type: ignore[return-value]
 
 
@@ -227,10 +253,10 @@ def _metrics(pred: np.ndarray, ref: np.ndarray, data_range: float, low: float,
     return values
 
 
-def _read_mask(path: Path, ref: Volume) -> tuple[np.ndarray, np.ndarray]:
+def _read_mask(path: Path, ref: Volume,
+               resample: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The boolean mask ``(I, J, K)`` at ``path`` on ``ref``'s grid, and its interior."""
-    volume = _read(path)
-    _same_grid(volume, ref, "mask")
+    volume = _on_reference(_read(path), ref, "mask", "nearest" if resample else None)
     if volume.channels != 1:
         raise InputError(f"{path}: a mask must have one channel, it has {volume.channels}")
     mask = volume.array[0] != 0
@@ -251,26 +277,51 @@ def _data_range(ref: Volume, data_range: float | None) -> tuple[float, float]:
     return low, span
 
 
+def _read_input(path: Path, ref: Volume) -> tuple[Volume, tuple[int, int, int]]:
+    """The low-resolution input at ``path`` with its axes along the reference's, and the
+    factors that refine it to the reference's grid."""
+    low_res = _read(path)
+    aligned = reoriented_like(low_res, ref)
+    if aligned is None:
+        raise InputError(f"{path}: the input's axes are not the reference {ref.source}'s axes "
+                         "(an oblique or rotated grid)")
+    return aligned, baseline_factors(aligned, ref)
+
+
+def _windowed(array: np.ndarray, window: tuple[float, float] | None) -> np.ndarray:
+    """``array`` clipped to ``window`` and mapped to [-1, 1] (as it is without a window)."""
+    return array if window is None else normalise(array, "window", window)
+
+
 def evaluate_case(files: CaseFiles, baselines: Sequence[str] = (),
-                  data_range: float | None = None, preview: bool = False) -> CaseResult:
+                  data_range: float | None = None, preview: bool = False,
+                  resample: bool = False,
+                  window: tuple[float, float] | None = None) -> CaseResult:
     """Read one case's files, check them and compute its metrics (see ``evaluate``)."""
-    pred, ref = _read(files.prediction), _read(files.reference)
-    _same_grid(pred, ref, "prediction")
-    low, span = _data_range(ref, data_range)
-    mask, inner = _read_mask(files.mask, ref) if files.mask is not None else (None, None)
+    ref = _read(files.reference)
+    pred = _on_reference(_read(files.prediction), ref, "prediction",
+                         "linear" if resample else None)
+    if window is not None:  # the papers' protocol: both mapped to [-1, 1] through the window
+        ref, pred = ref.with_array(_windowed(ref.array, window)), pred.with_array(
+            _windowed(pred.array, window))
+        low, span = -1.0, 2.0
+    else:
+        low, span = _data_range(ref, data_range)
+    mask, inner = (_read_mask(files.mask, ref, resample) if files.mask is not None
+                   else (None, None))
     ssim_window_check(ref, files.reference)
     results = {"prediction": _metrics(pred.array, ref.array, span, low, mask, inner)}
     low_res = factors = None
     if files.input is not None:
-        low_res = _read(files.input)
-        factors = baseline_factors(low_res, ref)
+        low_res, factors = _read_input(files.input, ref)
         for name in baselines:
-            base = upsample(low_res.array, factors, BASELINES[name], shape=ref.shape)
+            base = _windowed(upsample(low_res.array, factors, BASELINES[name], shape=ref.shape),
+                             window)
             results[name] = _metrics(base, ref.array, span, low, mask, inner)
     image = None
     if preview:
-        shown = (None if low_res is None
-                 else upsample(low_res.array, factors, "nearest", shape=ref.shape))
+        shown = (None if low_res is None else
+                 _windowed(upsample(low_res.array, factors, "nearest", shape=ref.shape), window))
         image = case_preview(pred.array, ref.array, shown, (low, low + span), mask, ref.spacing)
     return CaseResult(files=files, data_range=span, low=low, metrics=results,
                       mask_voxels=None if mask is None else int(mask.sum()),
@@ -294,14 +345,19 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, *,
              mask: str | os.PathLike | None = None,
              input: str | os.PathLike | None = None,  # noqa: A002
              baselines: Sequence[str] = (), data_range: float | None = None,
-             preview: bool = False, progress: Progress | None = None) -> Report:
+             preview: bool = False, resample: bool = False,
+             window: tuple[float, float] | None = None,
+             progress: Progress | None = None) -> Report:
     """Evaluate predictions against references, case by case.
 
     ``prediction``, ``reference``, ``mask``, ``input``: see ``match_cases``. ``baselines``:
     names from ``BASELINES``, computed by upsampling ``input`` onto the reference grid (needs
     ``input``). ``data_range``: the value range for PSNR and SSIM (e.g. 1500 for CT in HU);
     None uses each reference's max - min. ``preview``: keep a PNG mosaic per case.
-    ``progress(done, total, case_name)`` is called after each case.
+    ``resample``: put predictions (linear) and masks (nearest) on another grid than the
+    reference's onto it, instead of refusing them. ``window``: score the papers' way, both
+    volumes clipped to this intensity window and mapped to [-1, 1] (data range 2; excludes
+    ``data_range``). ``progress(done, total, case_name)`` is called after each case.
 
     Raises ``InputError`` (files that do not fit together, naming them) or ``ConfigError`` (bad
     options) before returning anything.
@@ -317,41 +373,65 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, *,
     if data_range is not None and (not math.isfinite(data_range) or data_range <= 0):
         raise ConfigError(f"data_range {data_range:g}: must be a positive number",
                           option="data_range")
+    if window is not None:
+        window = _check_window(window, data_range)
     cases = match_cases(prediction, reference, mask=mask, input=input)
     results = []
     for done, files in enumerate(cases, start=1):
-        results.append(evaluate_case(files, baselines, data_range, preview))
+        results.append(evaluate_case(files, baselines, data_range, preview, resample, window))
         if progress is not None:
             progress(done, len(cases), files.name)
     names = list(METRICS) + (list(MASK_METRICS) if mask is not None else [])
     return Report(cases=results, methods=["prediction", *baselines], metric_names=names,
-                  data_range=None if data_range is None else float(data_range))
+                  data_range=2.0 if window is not None else
+                  None if data_range is None else float(data_range), window=window)
+
+
+def _check_window(window: Sequence[float], data_range: float | None) -> tuple[float, float]:
+    values = tuple(float(v) for v in window)
+    if len(values) != 2 or not all(math.isfinite(v) for v in values) or values[0] >= values[1]:
+        raise ConfigError(f"window {window}: expected two increasing numbers, e.g. -1150,350",
+                          option="window")
+    if data_range is not None:
+        raise ConfigError("window: maps both volumes to [-1, 1], whose data range is 2; give "
+                          "no data_range with it", option="window")
+    return values  # type: ignore[return-value]
+
+
+def _region_scores(files: CaseFiles, labels: LabelSet, resample: bool) -> CaseResult:
+    ref = _read(files.reference)
+    pred = _on_reference(_read(files.prediction), ref, "prediction",
+                         "nearest" if resample else None)
+    masks = {}
+    for role, volume in (("prediction", pred), ("reference", ref)):
+        try:
+            masks[role] = labels.masks(volume.array)
+        except ValueError as exc:
+            raise InputError(f"{volume.source}: the {role} {exc}") from None
+    found, truth = masks["prediction"], masks["reference"]
+    scores = {name: {"dice": metrics.dice(found[name], truth[name]),
+                     "sensitivity": metrics.sensitivity(found[name], truth[name]),
+                     "hd95": metrics.hd95(found[name], truth[name], ref.spacing)}
+              for name in labels.names}
+    return CaseResult(files=files, data_range=math.nan, low=math.nan, metrics=scores)
 
 
 def evaluate_regions(prediction: str | os.PathLike, reference: str | os.PathLike, *,
+                     labels: LabelSet = BRATS, resample: bool = False,
                      progress: Progress | None = None) -> Report:
-    """Evaluate predicted BraTS label maps against reference ones, region by region.
+    """Evaluate predicted label maps against reference ones, region by region.
 
-    Cases pair up as in ``match_cases``. Per case and region (ET, TC, WT; see
-    ``revmed.regions``): Dice, sensitivity and HD95 in mm (using the reference's spacing).
+    Cases pair up as in ``match_cases``. Per case and region of ``labels`` (BraTS: ET, TC,
+    WT; see ``revmed.regions``): Dice, sensitivity and HD95 in mm (using the reference's
+    spacing). Label maps holding values ``labels`` does not declare are refused.
+    ``resample``: put predictions on another grid onto the reference's (nearest neighbour).
     The report's "methods" are the regions.
     """
     cases = match_cases(prediction, reference)
     results = []
     for done, files in enumerate(cases, start=1):
-        pred, ref = _read(files.prediction), _read(files.reference)
-        _same_grid(pred, ref, "prediction")
-        try:
-            found, truth = region_masks(pred.array), region_masks(ref.array)
-        except ValueError as exc:
-            raise InputError(f"{files.prediction} / {files.reference}: {exc}") from None
-        scores = {name: {"dice": metrics.dice(found[name], truth[name]),
-                         "sensitivity": metrics.sensitivity(found[name], truth[name]),
-                         "hd95": metrics.hd95(found[name], truth[name], ref.spacing)}
-                  for name in REGIONS}
-        results.append(CaseResult(files=files, data_range=math.nan, low=math.nan,
-                                  metrics=scores))
+        results.append(_region_scores(files, labels, resample))
         if progress is not None:
             progress(done, len(cases), files.name)
-    return Report(cases=results, methods=list(REGIONS), metric_names=list(REGION_METRICS),
-                  data_range=None, kind="regions")
+    return Report(cases=results, methods=list(labels.names), metric_names=list(REGION_METRICS),
+                  data_range=None, kind="regions", labels=labels)

@@ -4,22 +4,56 @@
 A folder's entries (hidden files and sidecars skipped, ``revmed.io.formats``) are:
 
 * volume files (``case_003.nii.gz``): one case each, named without the format suffix;
-* sub-folders: one case each, named after the folder. A sub-folder that holds volume files is
-  a case of one file per channel (``case_003/t1.nii.gz``, ``case_003/flair.nii.gz``); any
-  other sub-folder is a DICOM series;
-* other files: *strays*. A folder with strays and no case at all is itself one DICOM series.
+* sub-folders: a sub-folder that holds volume files is one case of one file per channel
+  (``case_003/t1.nii.gz``, ``case_003/flair.nii.gz``), named after the folder. Any other
+  sub-folder holds DICOM: every image series in it and in its sub-folders, at any depth (a
+  patient/study/series export), is one case. A sub-folder that is one series is named after
+  the folder; otherwise each series is named by its folder's path below the top folder, the
+  parts joined by ``__`` (``p01/ct/s3`` -> ``p01__ct__s3``), with ``__`` and its
+  SeriesInstanceUID added when one folder holds several series;
+* other files: *strays* (DICOM slices, stray files). A folder with strays and no case at all
+  is itself one DICOM series; when its files hold several series, each is a case named by
+  its SeriesInstanceUID (as are the series among the strays of a folder of cases).
 
-Two entries with one case name (``a.nii.gz`` and ``a.nrrd``) are reported, never merged.
+Nothing is skipped silently: a broken symbolic link, or a sub-folder without volume files or
+image series (e.g. an empty ``c5.nii.gz/``), is a case whose ``problem`` says what is wrong,
+for the caller to report as a failed case. Localizer (scout) series, which are no volume, are
+cases whose ``skip`` says so. Two entries with one case name (``a.nii.gz`` and ``a.nrrd``)
+are reported, never merged. Datasets (``revmed.data.layout``) take each folder entry as one
+case, as ``scan_folder`` sorts them; they do not search DICOM trees.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pydicom
+
 from revmed.errors import InputError
+from revmed.io.channels import match_channel_files
+from revmed.io.dicom import SeriesInfo, list_dicom_series
 from revmed.io.formats import case_name, is_sidecar, volume_suffix
+
+
+@dataclass(frozen=True)
+class CaseSource:
+    """What to read for one case of a folder.
+
+    Attributes:
+        files: one volume file or DICOM folder, or one file per channel.
+        series: the SeriesInstanceUID to read, when the folder holds several series.
+        problem: why the case cannot be read (a broken link, a folder without volumes): a
+            case that fails, with this as its error.
+        skip: why the case is passed over (a localizer series): said, never read.
+    """
+
+    files: tuple[Path, ...]
+    series: str | None = None
+    problem: str | None = None
+    skip: str | None = None
 
 
 @dataclass
@@ -61,14 +95,12 @@ def scan_folder(folder: str | Path) -> FolderScan:
 
 
 def channel_files(folder: Path, channels: Sequence[str]) -> list[Path]:
-    """The volume files of a per-channel case folder: in ``channels`` order when the folder
-    has one file for each of them, else all of them in name order (the reader's channel check
-    then says what is wrong)."""
-    files = {case_name(f): f for f in folder_entries(folder)
-             if not f.is_dir() and volume_suffix(f) is not None}
-    if channels and all(c in files for c in channels):
-        return [files[c] for c in channels]
-    return [files[n] for n in sorted(files)]
+    """The volume files of a per-channel case folder: in ``channels`` order when their names
+    match the channels (``revmed.io.channels.match_channel_files``), else all of them in
+    name order (the reader's channel check then says what is wrong)."""
+    files = sorted(f for f in folder_entries(folder)
+                   if not f.is_dir() and volume_suffix(f) is not None)
+    return match_channel_files(files, channels) or files
 
 
 def holds_volume_files(folder: Path) -> bool:
@@ -77,15 +109,17 @@ def holds_volume_files(folder: Path) -> bool:
 
 
 def find_cases(path: str | Path,
-               channels: Sequence[str] = ()) -> dict[str, list[Path]] | None:
-    """The cases of ``path``: case name -> the files to read for it (one volume file or DICOM
-    folder, or one file per channel in ``channels`` order); None when ``path`` is a single
-    volume (a file, or a folder that is one DICOM series).
+               channels: Sequence[str] = ()) -> dict[str, CaseSource] | None:
+    """The cases of ``path``: case name -> ``CaseSource`` (one volume file or DICOM folder,
+    or one file per channel in ``channels`` order, with the series to read); None when
+    ``path`` is a single volume (a file, or a folder that is one DICOM series).
 
     Raises ``InputError`` naming the path when it does not exist, is an empty folder, or
     holds two entries with one case name.
     """
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise InputError(f"{path}: broken symbolic link (to {os.readlink(path)})")
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     if not path.is_dir():
@@ -94,10 +128,86 @@ def find_cases(path: str | Path,
     if scan.duplicates:
         entry, first = scan.duplicates[0]
         raise InputError(f"{entry}: case {case_name(entry)!r} appears twice (also {first})")
-    if not scan.cases:
-        if scan.strays:
-            return None  # a DICOM series
-        raise InputError(f"{path}: empty folder; expected volumes or a DICOM series")
-    return {name: (channel_files(entry, channels) if entry.is_dir() and holds_volume_files(entry)
-                   else [entry])
-            for name, entry in scan.cases.items()}
+    cases: dict[str, CaseSource] = {}
+    for name, entry in scan.cases.items():
+        _add(cases, _entry_cases(name, entry, channels))
+    broken = [e for e in scan.strays if e.is_symlink() and not e.exists()]
+    _add(cases, {e.name: _broken(e) for e in broken})
+    strays = [e for e in scan.strays if e not in broken]
+    own = list_dicom_series(path) if strays else []
+    if not cases:
+        if len(own) <= 1 and strays:
+            return None  # one DICOM series (or none: reading it says what is wrong)
+        if not own:
+            raise InputError(f"{path}: empty folder; expected volumes or a DICOM series")
+    if len(own) > 1 or cases:
+        _add(cases, {info.uid: _series_case(path, info, several=True) for info in own})
+    return cases
+
+
+def _add(cases: dict[str, CaseSource], more: dict[str, CaseSource]) -> None:
+    for name, case in more.items():
+        if name in cases:
+            raise InputError(f"{case.files[0]}: case {name!r} appears twice (also "
+                             f"{cases[name].files[0]})")
+        cases[name] = case
+
+
+def _broken(entry: Path) -> CaseSource:
+    return CaseSource((entry,), problem=f"{entry}: broken symbolic link (to "
+                                        f"{os.readlink(entry)})")
+
+
+def _entry_cases(name: str, entry: Path, channels: Sequence[str]) -> dict[str, CaseSource]:
+    """The cases of one entry of a folder of cases (see the module doc)."""
+    if entry.is_symlink() and not entry.exists():
+        return {name: _broken(entry)}
+    if not entry.is_dir():
+        return {name: CaseSource((entry,))}
+    if holds_volume_files(entry):
+        return {name: CaseSource(tuple(channel_files(entry, channels)))}
+    found = [(folder, info, len(infos) > 1) for folder, infos in dicom_folders(entry)
+             for info in infos]
+    if not found:
+        what = ("a folder named like a volume file" if volume_suffix(entry.name)
+                else "a folder")
+        return {name: CaseSource((entry,), problem=f"{entry}: {what}, holding no volume "
+                                                   "file and no DICOM image series")}
+    if len(found) == 1 and found[0][0] == entry:
+        return {name: _series_case(entry, found[0][1], several=False)}
+    cases = {}
+    for folder, info, several in found:
+        parts = [name, *folder.relative_to(entry).parts] + ([info.uid] if several else [])
+        cases["__".join(parts)] = _series_case(folder, info, several)
+    return cases
+
+
+def _series_case(folder: Path, info: SeriesInfo, several: bool) -> CaseSource:
+    """The case of one DICOM image series ``info`` in ``folder`` (``several``: the folder
+    holds other series too, so the case names its UID)."""
+    skip = "a localizer (scout) series, not a volume" if _is_localizer(info) else None
+    return CaseSource((folder,), series=info.uid if several else None, skip=skip)
+
+
+def dicom_folders(root: Path) -> list[tuple[Path, list[SeriesInfo]]]:
+    """Every folder at or below ``root`` (hidden ones and symbolic links to folders below
+    ``root`` left out) with the DICOM image series directly in it, in name order."""
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        if any(not is_sidecar(f) for f in files):
+            infos = list_dicom_series(Path(folder))
+            if infos:
+                found.append((Path(folder), infos))
+    return found
+
+
+def _is_localizer(info: SeriesInfo) -> bool:
+    """Whether the ImageType of the series' first file marks it as a localizer (scout)."""
+    try:
+        header = pydicom.dcmread(info.files[0], stop_before_pixels=True,
+                                 specific_tags=["ImageType"])
+    except Exception:  # pydicom raises many types on damaged headers; reading will say
+        return False
+    value = header.get("ImageType") or []
+    return "LOCALIZER" in [str(v).upper() for v in ([value] if isinstance(value, str) else value)]

@@ -51,6 +51,29 @@ def read_channels(paths: Sequence[str | os.PathLike]) -> Volume:
     return Volume(array, first.affine, source=", ".join(str(p) for p in paths), meta=meta)
 
 
+def match_channel_files(paths: Sequence[Path], channels: Sequence[str]) -> list[Path] | None:
+    """``paths`` in the order of the channel names ``channels``, or None when their names do
+    not allow it. A file matches a channel when its name without the format suffix is the
+    channel's name or ends with it after ``_``, ``-`` or ``.`` (``BraTS-0001_t1ce.nii.gz`` is
+    channel ``t1ce``; case is ignored); every channel must match exactly one file and every
+    file exactly one channel."""
+    if not channels or len(paths) != len(channels):
+        return None
+    stems = [Path(p).name[: len(Path(p).name) - len(full_suffix(p))].lower() for p in paths]
+
+    def fits(stem: str, channel: str) -> bool:
+        channel = channel.lower()
+        return stem == channel or any(stem.endswith(sep + channel) for sep in "_-.")
+
+    ordered = []
+    for channel in channels:
+        matches = [p for p, stem in zip(paths, stems) if fits(stem, channel)]
+        if len(matches) != 1:
+            return None
+        ordered.append(matches[0])
+    return ordered if len(set(ordered)) == len(paths) else None
+
+
 def _check_same_grid(first: Volume, other: Volume) -> None:
     if other.shape != first.shape:
         raise InputError(

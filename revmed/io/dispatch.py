@@ -9,8 +9,10 @@ import numpy as np
 
 from revmed.errors import InputError, OutputError
 from revmed.io.dicom import is_dicom_file, read_dicom_file, read_dicom_series
-from revmed.io.formats import (DICOM_SUFFIXES, ITK_FORMATS, ITK_WRITE_SUFFIXES, NIFTI_SUFFIXES,
-                               READ_SUFFIXES, WRITE_SUFFIXES, full_suffix)
+from revmed.io.dicom_seg import write_dicom_seg
+from revmed.io.dicom_write import write_dicom_series
+from revmed.io.formats import (DICOM_SUFFIXES, ITK_FORMATS, NIFTI_SUFFIXES, READ_SUFFIXES,
+                               full_suffix, output_format)
 from revmed.io.nifti import read_nifti, write_nifti
 from revmed.io.sitk_formats import read_sitk_file, write_sitk_file
 from revmed.io.volume import Volume
@@ -31,7 +33,8 @@ def read_volume(path: str | os.PathLike, series: str | None = None) -> Volume:
     if path.is_dir():
         return read_dicom_series(path, series)
     if series is not None:
-        raise InputError(f"{path}: series={series!r} only applies to a folder of DICOM files")
+        raise InputError(f"{path}: a series ({series!r}) can only be chosen in a folder of DICOM "
+                         "files", option="series")
     suffix = full_suffix(path).lower()
     if suffix in NIFTI_SUFFIXES:
         return read_nifti(path)
@@ -45,22 +48,46 @@ def read_volume(path: str | os.PathLike, series: str | None = None) -> Volume:
     )
 
 
-def write_volume(volume: Volume, path: str | os.PathLike, dtype=np.float32) -> Path:
-    """Write ``volume`` atomically to ``path`` (.nii, .nii.gz, .nrrd or .mha) and return it.
+def write_volume(volume: Volume, path: str | os.PathLike, dtype=np.float32,
+                 format: str | None = None, like: Volume | None = None,  # noqa: A002
+                 **dicom) -> Path:
+    """Write ``volume`` atomically to ``path`` and return it; a missing parent folder is made.
 
-    Several channels become a 4D NIfTI (I, J, K, C) or a vector image (NRRD, MHA). ``dtype``
-    is the stored voxel type: float32 by default, an integer type for label maps (values are
-    rounded; out-of-range values raise ``OutputError``).
+    The format is ``format`` (a key of ``revmed.io.formats.OUTPUT_FORMATS``) or, without it,
+    the suffix of ``path`` (.nii, .nii.gz, .nrrd or .mha). Several channels become a 4D NIfTI
+    (I, J, K, C) or a vector image (NRRD, MHA). ``dtype`` is the stored voxel type: float32
+    by default, an integer type for label maps (values are rounded; out-of-range values raise
+    ``OutputError``).
+
+    ``format="dicom"`` makes ``path`` a series folder: a label map (``meta["units"] ==
+    "label"``) becomes a DICOM-SEG (``revmed.io.dicom_seg``), anything else a derived image
+    series (``revmed.io.dicom_write``); ``like`` is the volume the result was computed from
+    (its DICOM source gives patient and study), and ``dicom`` holds the writers' other
+    keyword arguments (``description``, ``derivation``; ``names`` for a SEG). ``dtype`` does
+    not apply to DICOM, which stores int16 with a rescale (or SEG bits).
     """
     path = Path(path)
-    suffix = full_suffix(path).lower()
-    if suffix in NIFTI_SUFFIXES:
+    fmt = output_format(path, format)
+    _make_parent(path)
+    if fmt == "dicom":
+        if volume.meta.get("units") == "label":
+            if like is None:
+                raise OutputError(f"{path}: a DICOM-SEG needs the DICOM series it segments "
+                                  "(like=the input volume)")
+            names = dicom.pop("names", None) or volume.meta.get("label_names")
+            return write_dicom_seg(volume, path, like, names, **dicom)
+        return write_dicom_series(volume, path, like, **dicom)
+    if fmt in ("nii.gz", "nii"):
         write_nifti(volume, path, dtype=dtype)
-    elif suffix in ITK_WRITE_SUFFIXES:
-        write_sitk_file(volume, path, dtype=dtype)
     else:
-        raise OutputError(
-            f"{path}: cannot write format {suffix or '(no suffix)'!r}; "
-            f"use one of {', '.join(WRITE_SUFFIXES)}"
-        )
+        write_sitk_file(volume, path, dtype=dtype)
     return path
+
+
+def _make_parent(path: Path) -> None:
+    """Create the folder ``path`` goes in (``OutputError`` when that is impossible)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot create its folder {path.parent} "
+                          f"({exc.strerror or exc})") from None

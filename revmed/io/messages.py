@@ -1,12 +1,29 @@
-"""Turning library exceptions into the one-line reasons that follow a path in revmed's errors.
+"""Turning library exceptions into the one-line reasons that follow a path in revmed's errors,
+and keeping the libraries' own printing off the terminal.
 
 nibabel, SimpleITK and pydicom raise exceptions whose text spans several lines and, for ITK,
-starts with C++ source locations. Users only need the gist, after the path.
+starts with C++ source locations. Users only need the gist, after the path. Some also print:
+GDCM's codecs and MetaIO write to the process's standard error from C++, nibabel logs, NumPy
+warns. ``quiet_libraries`` silences all of that around a library call (keeping what the C++
+side printed, for the error message), so that an error is always one line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import re
+import stat
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from revmed.errors import InputError, RevmedWarning
 
 #: Longest reason kept; a longer one is cut and ends with an ellipsis.
 MAX_REASON = 300
@@ -48,3 +65,49 @@ def itk_reason(exc: BaseException) -> str:
     if nrrd_reason:
         lines.append(nrrd_reason)
     return one_line(" ".join(lines)) or type(exc).__name__
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[list[str]]:
+    """Run the block with the process's standard error (file descriptor 2) sent to a temporary
+    file, library logging and warnings silenced (revmed's own ``RevmedWarning``s pass), and
+    NumPy's floating-point warnings off; yields a list that receives, after the block, the
+    lines the block printed there (for an error message)."""
+    printed: list[str] = []
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 (a daemon): nothing to keep off it
+        saved = None
+    with tempfile.TemporaryFile() as sink, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("always", RevmedWarning)
+        disabled = logging.root.manager.disable
+        logging.disable(logging.CRITICAL)
+        if saved is not None:
+            os.dup2(sink.fileno(), 2)
+        try:
+            with np.errstate(all="ignore"):
+                yield printed
+        finally:
+            if saved is not None:
+                os.dup2(saved, 2)
+                os.close(saved)
+            logging.disable(disabled)
+            sink.seek(0)
+            printed.extend(line.strip() for line in
+                           sink.read(1 << 16).decode(errors="replace").splitlines()
+                           if line.strip())
+
+
+def check_regular_file(path: str | os.PathLike) -> None:
+    """``InputError`` unless ``path`` is a regular file (a FIFO or a device would block or
+    never end a read)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode)
+                else "a device or socket")
+        raise InputError(f"{Path(path)}: is {kind}, not a regular file")

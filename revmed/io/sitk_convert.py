@@ -21,7 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from revmed.errors import InputError, OutputError
-from revmed.io.checks import cast_for_writing, check_spatial_shape
+from revmed.io.checks import cast_for_writing, check_affine, check_spatial_shape
 from revmed.io.volume import LPS_TO_RAS, Volume, spacing_of
 
 
@@ -30,7 +30,8 @@ def volume_from_sitk(image: sitk.Image, source: str, meta: dict[str, Any] | None
 
     A 4D scalar image is read as channels along its 4th axis when that axis is not tilted into
     space. Voxels become float32 ``(C, I, J, K)``; raises ``InputError`` naming ``source`` for
-    2D images, complex voxels or 5D+ images.
+    2D images, complex voxels, 5D+ images or a geometry ``check_affine`` refuses. ``meta``
+    gets ``stored_dtype`` (the image's voxel type) unless it holds one.
     """
     dim = image.GetDimension()
     size = tuple(int(s) for s in image.GetSize())  # (nx, ny, nz[, nt])
@@ -67,7 +68,9 @@ def volume_from_sitk(image: sitk.Image, source: str, meta: dict[str, Any] | None
     affine = np.eye(4)
     affine[:3, :3] = LPS_TO_RAS @ direction[:3, :3] * spacing[None, :]
     affine[:3, 3] = LPS_TO_RAS @ origin
-    return Volume(array, affine, source=source, meta=dict(meta or {}))
+    check_affine(source, affine)
+    meta = {"stored_dtype": view.dtype.name, **(meta or {})}
+    return Volume(array, affine, source=source, meta=meta)
 
 
 def sitk_from_volume(volume: Volume, dtype=np.float32, path="") -> sitk.Image:

@@ -69,6 +69,12 @@ class Volume:
         """RAS+ position in mm of the centre of voxel ``(0, 0, 0)``."""
         return self.affine[:3, 3].copy()
 
+    @property
+    def axis_codes(self) -> str:
+        """Where the voxel axes ``i, j, k`` point, as the RAS+ letters of their main direction
+        (``"RAS"``, ``"LPS"``, ``"LAS"``, ...; see ``axis_codes``)."""
+        return axis_codes(self.affine)
+
     def with_array(self, array: np.ndarray, affine: np.ndarray | None = None) -> Volume:
         """A copy with new voxels (and optionally a new affine), same source and meta."""
         return replace(self, array=array, affine=self.affine if affine is None else affine,
@@ -105,3 +111,16 @@ def zoom_affine(affine: np.ndarray, factors) -> np.ndarray:
     index_map[:3, :3] = np.diag(1.0 / f)
     index_map[:3, 3] = (1.0 / f - 1.0) / 2.0
     return np.asarray(affine, dtype=np.float64) @ index_map
+
+
+def axis_codes(affine: np.ndarray) -> str:
+    """The orientation code of a RAS+ affine: per voxel axis, the world axis it runs along most
+    (R/L, A/P or S/I) and the way it runs: ``"RAS"`` when ``i`` runs to the right, ``j`` to the
+    front and ``k`` up; ``"LPS"`` is DICOM's usual order."""
+    letters = (("L", "R"), ("P", "A"), ("I", "S"))
+    columns = np.asarray(affine, dtype=np.float64)[:3, :3]
+    codes = []
+    for axis in range(3):
+        world = int(np.argmax(np.abs(columns[:, axis])))
+        codes.append(letters[world][int(columns[world, axis] > 0)])
+    return "".join(codes)

@@ -8,6 +8,7 @@ sees the input volume concatenated with the real or generated output.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from revmed.errors import ConfigError
@@ -23,7 +24,19 @@ class PatchDiscriminator3D(nn.Sequential):
         width: channels of the first layer; doubled per layer up to 8x.
         layers: stride-2 layers (3 in pix2pix's 70x70 PatchGAN).
         init_std: std of the N(0, std) initialisation.
+
+    ``full_precision = True`` runs the critic in float32 under an autocast context (see
+    ``revmed.engine.step``: PyTorch's CPU bf16 convolution gives wrong weight gradients where
+    the critic's last layers reach outputs 2 voxels deep).
     """
+
+    full_precision = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.full_precision:
+            return super().forward(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
 
     def __init__(self, in_channels: int, width: int = 32, layers: int = 3,
                  init_std: float = 0.02) -> None:

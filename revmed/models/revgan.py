@@ -1,18 +1,22 @@
 """3D RevGAN generator (van der Ouderaa & Worrall, CVPR 2019; MIDL 2019 chest-CT abstract).
 
-Per domain an SRCNN-style encoder (replication pad + 3x3x3 convolution + ReLU, lifting the
-image to ``width`` channels) and decoder (1x1x1 convolution back to image channels), around one
-shared invertible core ``C`` of additive-coupling blocks::
+Per domain an encoder (lifting the image to ``width`` feature channels) and a decoder (back to
+image channels), around one shared invertible core ``C`` of additive-coupling blocks::
 
     F = Dec_Y . C     . Enc_X      (X -> Y, e.g. low -> high resolution, B50f -> B30f)
     G = Dec_X . C^-1  . Enc_Y      (Y -> X, the same core weights run backwards)
 
+The encoders and decoders are one of the variants of ``revmed.models.encoders``: the papers'
+SRCNN-style ones (a 3x3x3 convolution in, a 1x1x1 convolution out; with ``depth=0`` the linear
+``srcnn`` variant is the 3D-SRCNN baseline of the paper's tables) or the strided ones of the
+authors' chest-CT runs, whose core runs at half the resolution. The strided generator pads odd
+sizes by replication to even ones and crops its output back.
+
 Each coupling's sub-networks are pad, 3x3x3 conv, instance norm, ReLU, pad, 3x3x3 conv, and the
-last convolution starts at zero, so the core starts as the identity. ``depth=0`` gives the
-plain 3D-SRCNN baseline of the paper's tables. With ``residual=True`` the network predicts a
-correction to its input (``F(x) = x + Dec_Y(C(Enc_X(x)))``), so an untrained model already
-equals the interpolated input (the decoders start at zero); this needs matching input and
-output channels.
+last convolution starts at zero, so the core starts as the identity. With ``residual=True`` the
+network predicts a correction to its input (``F(x) = x + Dec_Y(C(Enc_X(x)))``), so an
+untrained model already equals the interpolated input (the decoders' last convolutions start
+at zero); this needs matching input and output channels.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from revmed.models.encoders import ENCODERS, build_codec, last_convolution
 from revmed.models.registry import ModelFamily, register
 from revmed.nn import AdditiveCoupling, ReversibleSequence
-from revmed.preset import InvalidKey, ModelSection, Preset, flag, integer, key, number
+from revmed.preset import InvalidKey, ModelSection, Preset, flag, integer, key, number, text
 
 
 def coupling_subnet(channels: int) -> nn.Sequential:
@@ -39,17 +45,6 @@ def coupling_subnet(channels: int) -> nn.Sequential:
         nn.InstanceNorm3d(channels, affine=True), nn.ReLU(inplace=True),
         nn.ReplicationPad3d(1), last,
     )
-
-
-def encoder(in_channels: int, width: int) -> nn.Sequential:
-    """``(B, in_channels, D, H, W) -> (B, width, D, H, W)``."""
-    return nn.Sequential(nn.ReplicationPad3d(1), nn.Conv3d(in_channels, width, 3),
-                         nn.ReLU(inplace=True))
-
-
-def decoder(width: int, out_channels: int) -> nn.Conv3d:
-    """``(B, width, D, H, W) -> (B, out_channels, D, H, W)``."""
-    return nn.Conv3d(width, out_channels, 1)
 
 
 def init_weights(module: nn.Module, std: float = 0.02) -> None:
@@ -76,22 +71,27 @@ class RevGAN3D(nn.Module):
         residual: add the input to the output (needs ``in_channels == out_channels``).
         memory_saving: rebuild the core's activations in backward instead of storing them.
         init_std: std of the N(0, std) initialisation.
+        encoder: the encoder and decoder variant (``revmed.models.encoders.ENCODERS``); the
+            default is revmed's first form, which checkpoints without this argument hold.
 
     ``forward``: ``(B, in_channels, D, H, W) -> (B, out_channels, D, H, W)``;
-    ``reverse``: ``(B, out_channels, D, H, W) -> (B, in_channels, D, H, W)``.
+    ``reverse``: ``(B, out_channels, D, H, W) -> (B, in_channels, D, H, W)``; any D, H, W.
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, width: int = 32,
                  depth: int = 2, residual: bool = False, memory_saving: bool = True,
-                 init_std: float = 0.02) -> None:
+                 init_std: float = 0.02, encoder: str = "srcnn-relu") -> None:
         super().__init__()
-        if width < 2 or width % 2:
-            raise ValueError(f"width must be even and at least 2, got {width}")
+        if width < 2 or width % 2 or (encoder == "strided" and width % 4):
+            raise ValueError(f"width must be even and at least 2 (a multiple of 4 for the "
+                             f"strided encoder), got {width}")
         if residual and in_channels != out_channels:
             raise ValueError("residual=True needs in_channels == out_channels")
-        self.residual = residual
-        self.enc_x, self.dec_x = encoder(in_channels, width), decoder(width, in_channels)
-        self.enc_y, self.dec_y = encoder(out_channels, width), decoder(width, out_channels)
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
+        self.residual, self.encoder, self.stride = residual, encoder, ENCODERS[encoder]
+        self.enc_x, self.dec_x = build_codec(encoder, in_channels, width, residual)
+        self.enc_y, self.dec_y = build_codec(encoder, out_channels, width, residual)
         half = width // 2
         self.core = ReversibleSequence(
             [AdditiveCoupling(coupling_subnet(half), coupling_subnet(half)) for _ in range(depth)],
@@ -100,26 +100,40 @@ class RevGAN3D(nn.Module):
         init_weights(self, init_std)
         if residual:  # start exactly at the interpolated input
             for dec in (self.dec_x, self.dec_y):
-                nn.init.zeros_(dec.weight)
-                nn.init.zeros_(dec.bias)
+                nn.init.zeros_(last_convolution(dec).weight)
+                nn.init.zeros_(last_convolution(dec).bias)
 
     @property
     def depth(self) -> int:
         return len(self.core.blocks)
 
+    def _padding(self, size) -> list[int]:
+        """``F.pad``'s list (last axis first) that makes ``size`` a multiple of the stride."""
+        pads = [(-n) % self.stride for n in size]
+        return [p for pad in reversed(pads) for p in (0, pad)]
+
+    def _translate(self, x: torch.Tensor, encode: nn.Module, core, decode: nn.Module):
+        size = x.shape[2:]
+        padding = self._padding(size)
+        padded = F.pad(x, padding, mode="replicate") if any(padding) else x
+        out = decode(core(encode(padded)))
+        if any(padding):
+            out = out[(..., *(slice(0, n) for n in size))]
+        return x + out if self.residual else out
+
     def core_input(self, x: torch.Tensor) -> torch.Tensor:
-        """What the core sees for a domain-X input: ``Enc_X(x)``, ``(B, width, D, H, W)``."""
-        return self.enc_x(x)
+        """What the core sees for a domain-X input: ``Enc_X(x)``, ``(B, width, d, h, w)``
+        (the input's size, halved by the strided encoder)."""
+        padding = self._padding(x.shape[2:])
+        return self.enc_x(F.pad(x, padding, mode="replicate") if any(padding) else x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """F: domain X -> domain Y."""
-        y = self.dec_y(self.core(self.enc_x(x)))
-        return x + y if self.residual else y
+        return self._translate(x, self.enc_x, self.core, self.dec_y)
 
     def reverse(self, y: torch.Tensor) -> torch.Tensor:
         """G: domain Y -> domain X, through the inverse of the same core."""
-        x = self.dec_x(self.core.inverse(self.enc_y(y)))
-        return y + x if self.residual else x
+        return self._translate(y, self.enc_y, self.core.inverse, self.dec_x)
 
 
 @dataclass(frozen=True)
@@ -128,6 +142,10 @@ class RevGANSection(ModelSection):
     objectives train critics."""
 
     depth: int = key(integer(0), 2, "RevGAN: additive-coupling blocks in the invertible core")
+    encoder: str = key(text(tuple(ENCODERS)), "srcnn-relu",
+                       "RevGAN: encoder/decoder: srcnn (the papers' linear 3x3x3 lift), "
+                       "srcnn-relu (the same with a ReLU), strided (the chest-CT runs': core "
+                       "at half resolution)")
     residual: bool = key(flag, False, "RevGAN: output = upsampled input + network")
     init_std: float = key(number(0.0), 0.02, "RevGAN: std of the N(0, std) initialisation")
     disc_width: int = key(integer(1), 32, "PatchGAN: channels of the first layer")
@@ -138,6 +156,7 @@ def _kwargs(preset: Preset) -> dict[str, Any]:
     data, model = preset.data, preset.model
     return {"in_channels": data.in_channels, "out_channels": data.out_channels,
             "width": model.width, "depth": model.depth, "residual": model.residual,
+            "encoder": model.encoder,
             "memory_saving": model.memory_saving, "init_std": model.init_std}
 
 
@@ -145,6 +164,9 @@ def _check(model: RevGANSection) -> None:
     if model.width % 2:
         raise InvalidKey("model.width", "must be even (couplings split it in two), got "
                          f"{model.width}")
+    if model.encoder == "strided" and model.width % 4:
+        raise InvalidKey("model.width", "the strided encoder lifts to width / 2 channels "
+                         f"first, so it needs a multiple of 4, got {model.width}")
 
 
 FAMILY = register(ModelFamily(name="revgan3d", section=RevGANSection, network=RevGAN3D,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +30,23 @@ def test_every_command_has_help_with_an_example(cli, command):
     result = cli(command, "--help")
     assert result.code == 0
     assert "Example: revmed " + command in " ".join(result.out.split())
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_reads_like_a_command_line_tool(command):
+    """Paragraphs wrapped to the terminal, no line longer than it, click's metavars (no Python
+    types such as <bool> or <list[Path]>, no braces around required arguments)."""
+    result = subprocess.run(["revmed", command, "--help"], capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, max(lines, key=len)
+    assert not re.search(r"<(bool|str|path|int|float|list)[^>]*>|\{[A-Z]", result.stdout)
+    assert lines[0].startswith(f"Usage: revmed {command} [OPTIONS]")
+
+
+def test_shell_completion_can_be_installed(cli):
+    assert "--install-completion" in cli("--help").out
 
 
 def test_usage_error_exits_2(cli):

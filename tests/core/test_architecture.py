@@ -27,7 +27,8 @@ LAYERS = [
     ["revmed.data"],
     ["revmed.engine"],
     ["revmed.inference", "revmed.evaluation"],
-    ["revmed.planner", "revmed.demo"],
+    ["revmed.selfsr"],
+    ["revmed.planner", "revmed.demo", "revmed.api"],
     ["revmed.cli"],
     ["revmed.__main__"],
 ]

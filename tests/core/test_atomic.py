@@ -37,7 +37,7 @@ def test_the_next_write_removes_what_killed_writers_of_this_host_left(tmp_path):
 
     finished = subprocess.Popen([sys.executable, "-c", "pass"])
     finished.wait()  # a process id that no longer runs
-    host, dead, alive = atomic._host(), finished.pid, os.getppid()
+    host, dead, alive = atomic.host_name(), finished.pid, os.getppid()
     planted = {
         "dead": f".out.nii.gz.tmp-{host}-{dead}-a1b2.nii.gz",
         "alive": f".out.nii.gz.tmp-{host}-{alive}-c3d4.nii.gz",

@@ -25,9 +25,9 @@ _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
 VALID = {
     "train.lr": st.one_of(_finite, st.integers(0, INT64)),
     "train.epochs": st.integers(1, INT64),
-    "train.seed": st.integers(0, INT64),
+    "train.seed": st.integers(0, 2**32 - 1),  # NumPy's and MONAI's seeds are 32-bit
     "train.betas": st.lists(_fraction, min_size=2, max_size=2),
-    "patch.size": st.lists(st.integers(1, 10**6), min_size=3, max_size=3),
+    "patch.size": st.lists(st.integers(1, 1024), min_size=3, max_size=3),
     "patch.overlap": _fraction,
     "model.residual": st.booleans(),
     "model.width": st.integers(1, 512).map(lambda n: 2 * n),
@@ -106,7 +106,8 @@ _scalars = st.one_of(st.booleans(), st.integers(-INT64, INT64), st.floats(), _te
 INVALID = {
     "train.epochs": st.one_of(st.integers(-INT64, 0), st.floats(), _text, st.booleans(),
                               st.lists(st.integers(), max_size=3)),
-    "train.seed": st.one_of(st.integers(-INT64, -1), st.floats(), _text, st.booleans()),
+    "train.seed": st.one_of(st.integers(-INT64, -1), st.integers(2**32, INT64), st.floats(),
+                            _text, st.booleans()),
     "train.lr": st.one_of(st.floats(max_value=-1e-300), st.just(float("nan")),
                           st.just(float("inf")), _text, st.booleans(),
                           st.lists(_finite, min_size=1, max_size=2)),

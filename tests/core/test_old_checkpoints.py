@@ -4,6 +4,7 @@ what they predicted then, and resume.
 ``tests/data/old-checkpoints`` holds two ``best.pt`` files trained by revmed 0.1.0 as of the
 commit before that redesign (9301c87), with the overrides below, and ``expected.npz``: what
 that revmed's ``Translator`` and ``Segmenter`` made of the inputs ``_inputs`` draws.
+(Super-resolution has since changed on purpose: outputs keep the input's full range.)
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from revmed import config
 from revmed.checkpoint import load_checkpoint, read_payload
 from revmed.inference import Segmenter, Translator, load_predictor
 from revmed.io import Volume, make_affine, read_volume, write_volume
+from revmed.transforms import denormalise, normalise, upsample
+from revmed.windows import sliding_window_predict
 
 OLD = Path(__file__).resolve().parents[1] / "data" / "old-checkpoints"
 SR_OVERRIDES = ["train.epochs=1", "train.time_limit=0", "patch.size=[16,16,16]",
@@ -58,15 +61,32 @@ def test_old_presets_become_the_typed_presets_of_today(name, preset, overrides, 
     assert checkpoint.epoch == 1 and card.build() is not None
 
 
+def _as_before(translator, volume: Volume) -> np.ndarray:
+    """What the previous version's ``Translator.translate`` did: window, then interpolate the
+    windowed input, and clip the output to the window (today the input is interpolated in its
+    own units and values outside the window pass through; see revmed.inference)."""
+    data = translator.card.data
+    image = upsample(normalise(volume.array, data.intensity, data.window), data.sr_factors,
+                     data.sr_upsample)
+    out = sliding_window_predict(translator.model, image, translator.card.patch_size,
+                                 translator.card.infer.overlap, 1, "cpu",
+                                 translator.card.infer.blend)
+    return denormalise(np.clip(out, -1.0, 1.0), data.window)
+
+
 def test_old_checkpoints_predict_what_they_predicted():
+    """The networks of old checkpoints compute what they computed then."""
     expected = np.load(OLD / "expected.npz")
     ct, mr = _inputs()
-    sr = Translator.load(OLD / "revgan-sr.pt").translate(ct)
-    assert sr.array.shape == expected["sr"].shape == (1, 16, 16, 16)
+    translator = Translator.load(OLD / "revgan-sr.pt")
+    before = _as_before(translator, ct)
+    assert before.shape == expected["sr"].shape == (1, 16, 16, 16)
     inside = (expected["sr"] > -1150) & (expected["sr"] < 350)
     assert inside.mean() > 0.1  # not only the clipped window edges
-    np.testing.assert_allclose(sr.array, expected["sr"], rtol=1e-5, atol=1e-2)
+    np.testing.assert_allclose(before, expected["sr"], rtol=1e-5, atol=1e-2)
+    sr = translator.translate(ct)  # today's path: the same grid, the input's full range
     np.testing.assert_allclose(sr.affine, expected["sr_affine"])
+    assert sr.array.min() < -1150 and np.abs(sr.array - expected["sr"])[inside].mean() < 50
     labels = Segmenter.load(OLD / "iunet-seg.pt").segment(mr)
     assert len(np.unique(expected["seg"])) > 1
     assert np.mean(labels.array == expected["seg"]) > 0.999
@@ -78,7 +98,7 @@ def test_the_cli_runs_an_old_checkpoint(cli, tmp_path):
     result = cli("infer", tmp_path / "ct.nii.gz", "-o", tmp_path / "sr.nii.gz", "--model",
                  OLD / "revgan-sr.pt", "--quiet")
     assert result.code == 0, result.err
-    expected = np.load(OLD / "expected.npz")["sr"]
+    expected = Translator.load(OLD / "revgan-sr.pt").translate(ct).array
     np.testing.assert_allclose(read_volume(tmp_path / "sr.nii.gz").array, expected, rtol=1e-5,
                                atol=1e-2)
     assert isinstance(load_predictor(OLD / "iunet-seg.pt"), Segmenter)

@@ -79,8 +79,8 @@ def test_two_processes_train_what_one_trains_and_write_one_run(data, tmp_path, c
     assert record["processes"] == 2 and record["epoch"] == 2
     assert record["rank_weight_spread"] == 0.0  # both ranks hold identical weights
 
-    assert sorted(p.name for p in two.iterdir()) == ["best.pt", "last.pt", "metrics.jsonl",
-                                                     "preset.toml"]
+    assert sorted(p.name for p in two.iterdir() if not p.name.startswith(".")) == [
+        "best.pt", "curves.svg", "last.pt", "metrics.jsonl", "preset.toml", "train.log"]
     lines = (two / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]  # written once, by rank 0
 

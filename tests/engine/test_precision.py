@@ -91,3 +91,28 @@ def test_bf16_on_the_cpu_refuses_an_iunet_scale_two_voxels_deep():
             step(patch, "bf16")
     step("[48,32,32]", "bf16")  # 48, 24, 12, 6, 3; the other axes are not affected
     step("[32,48,48]", "fp32")
+
+
+def test_bf16_on_the_cpu_trains_the_critics_in_float32():
+    """demo-da's critics at 32^3 reach outputs 2 voxels deep, where CPU bf16 convolution
+    gives weight gradients of order 1e14 (demo-da --precision bf16 turned to NaN within an
+    epoch): under CPU bf16 the critics run in float32, so their gradients match fp32's."""
+    from revmed.engine.step import TrainingStep
+
+    steps = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        preset = config.load_preset("demo-da", [f"train.precision='{precision}'"])
+        steps[precision] = TrainingStep(preset, torch.device("cpu"))
+    g = torch.Generator().manual_seed(1)
+    batch = {k: torch.rand(2, 1, 32, 32, 32, generator=g) * 2 - 1 for k in ("X", "Y")}
+    fakes = {k: torch.rand(2, 1, 32, 32, 32, generator=g) * 2 - 1 for k in ("X", "Y")}
+    grads = {}
+    for precision, step in steps.items():
+        assert all(c.full_precision == (precision == "bf16") for c in step.critics.values())
+        with step.autocast():
+            loss, _ = step.objective.critic_step(step.critics, batch, fakes)
+        params = [p for c in step.critics.values() for p in c.parameters()]
+        grads[precision] = torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)])
+    error = (grads["bf16"] - grads["fp32"]).norm() / grads["fp32"].norm()
+    assert torch.isfinite(grads["bf16"]).all() and error < 1e-4

@@ -85,7 +85,7 @@ def test_unsupported_suffix(tmp_path):
 
 def test_series_argument_needs_a_folder(tmp_path):
     path = write_volume(small_volume(), tmp_path / "vol.nii.gz")
-    read_error(path, "only applies to a folder", series="1.2.3")
+    read_error(path, "can only be chosen in a folder", series="1.2.3")
 
 
 def test_check_finite_counts_bad_voxels():
@@ -162,6 +162,10 @@ def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["out.mha"]
 
 
-def test_missing_output_folder(tmp_path):
-    with pytest.raises(OutputError, match="does not exist"):
-        write_volume(small_volume(), tmp_path / "nowhere" / "out.nii.gz")
+def test_missing_output_folder_is_created(tmp_path):
+    volume = small_volume()
+    target = write_volume(volume, tmp_path / "new" / "deeper" / "out.nii.gz")
+    np.testing.assert_array_equal(read_volume(target).array, volume.array)
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(OutputError, match="cannot create its folder"):
+        write_volume(volume, tmp_path / "file" / "sub" / "out.nii.gz")

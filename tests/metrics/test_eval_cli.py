@@ -114,7 +114,7 @@ def test_folders_matched_by_case_name_with_mask_and_baselines(cli, folders):
 def test_csv_json_and_png_files(cli, folders):
     d = folders
     result = cli("eval", d / "pred", d / "ref", "--input", d / "lr", "--baseline", "trilinear",
-                 "--csv", d / "out.csv", "--json", d / "out.json", "--png", d / "previews",
+                 "--csv", d / "out.csv", "--json-out", d / "out.json", "--png", d / "previews",
                  "--quiet")
     assert result.code == 0, result.err
     with open(d / "out.csv", newline="") as f:
@@ -171,7 +171,7 @@ def test_missing_partners_are_listed(cli, write, smooth, tmp_path):
         write(f"pred/{name}.nii.gz", smooth())
     for name in ("case_000", "case_002"):
         write(f"ref/{name}.nii.gz", smooth())
-    result = cli("eval", tmp_path / "pred", tmp_path / "ref", "--json", tmp_path / "r.json")
+    result = cli("eval", tmp_path / "pred", tmp_path / "ref", "--json-out", tmp_path / "r.json")
     _one_red_line(result, "case_001", "case_002", "no reference", "no prediction")
     assert not (tmp_path / "r.json").exists()
 
@@ -185,7 +185,7 @@ def test_missing_mask_or_input_case_is_an_error(cli, folders):
 
 def test_unwritable_outputs_fail_before_any_work(cli, folders):
     d = folders
-    _one_red_line(cli("eval", d / "pred", d / "ref", "--json", d / "nowhere" / "r.json"),
+    _one_red_line(cli("eval", d / "pred", d / "ref", "--json-out", d / "nowhere" / "r.json"),
                   "nowhere", "does not exist")
     _one_red_line(cli("eval", d / "pred", d / "ref", "--csv", "-"), "--csv -")
     (d / "taken.png").write_bytes(b"")
@@ -201,7 +201,7 @@ def test_file_against_folder_is_an_error(cli, folders):
 def test_a_bad_case_writes_nothing(cli, folders, write, smooth):
     d = folders
     write("pred/case_001.nrrd", smooth((16, 16, 12)), SPACING)  # the second case is broken
-    result = cli("eval", d / "pred", d / "ref", "--json", d / "r.json", "--csv", d / "r.csv",
+    result = cli("eval", d / "pred", d / "ref", "--json-out", d / "r.json", "--csv", d / "r.csv",
                  "--png", d / "png", "--quiet")
     _one_red_line(result, "case_001")
     assert not (d / "r.json").exists() and not (d / "r.csv").exists()

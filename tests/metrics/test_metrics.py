@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from revmed import metrics
-from revmed.regions import region_masks
+from revmed.regions import BRATS
 
 # --------------------------------------------------------------------------------------------
 # MAE, RMSE, PSNR
@@ -283,7 +283,7 @@ def test_hd95_matches_monai(smooth):
 def test_brats_regions_nest_the_labels():
     labels = np.zeros((4, 4, 4), dtype=np.float32)  # float, as read_volume returns it
     labels[0, 0, :] = [1, 2, 4, 0]
-    regions = region_masks(labels[None])
+    regions = BRATS.masks(labels[None])
     assert set(regions) == {"ET", "TC", "WT"}
     assert regions["ET"][0, 0].tolist() == [False, False, True, False]
     assert regions["TC"][0, 0].tolist() == [True, False, True, False]
@@ -291,7 +291,7 @@ def test_brats_regions_nest_the_labels():
     assert sum(int(r.sum()) for r in regions.values()) == 1 + 2 + 3
     labels[1, 1, 1] = 3
     with pytest.raises(ValueError, match="3"):
-        region_masks(labels)
+        BRATS.masks(labels)
 
 
 # --------------------------------------------------------------------------------------------
@@ -305,13 +305,13 @@ import sys
 sys.modules["scipy"] = None  # any `import scipy...` now fails
 import numpy as np
 from revmed import metrics
-from revmed.regions import region_masks
+from revmed.regions import BRATS
 a = np.zeros((8, 8, 8), bool); a[2:5, 2:5, 2:5] = True
 b = np.roll(a, 1, axis=0)
 x = np.random.default_rng(0).normal(size=(1, 8, 8, 8))
 print(metrics.hd95(a, b, (1, 1, 2)), metrics.dice(a, b), metrics.sensitivity(a, b),
       metrics.ssim3d(x + 0.1, x, 4.0), metrics.psnr(x + 0.1, x, 4.0), metrics.rmse(x, x, a),
-      metrics.interior(a, 3).sum(), sorted(region_masks(a * 4)))
+      metrics.interior(a, 3).sum(), sorted(BRATS.masks(a * 4)))
 import revmed.evaluation, revmed.evaluation.preview
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -17,7 +17,8 @@ def test_demo_pipeline_end_to_end(tmp_path):
                       overrides=["patch.size=[16,16,16]", "patch.per_volume=2", "model.width=4",
                                  "model.disc_layers=2", "train.epochs=1"],
                       on_stage=stages.append)
-    assert len(stages) == 4 and result.checkpoint.is_file()
+    assert len(stages) == 5 and result.checkpoint.is_file()
+    assert stages[2].startswith("trained 1 of 1 epoch(s)")
     (case,) = result.report.cases
     assert set(result.report.methods) == {"prediction", "trilinear", "tricubic"}
     for method in result.report.methods:

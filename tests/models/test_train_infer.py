@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from revmed import config
 from revmed.data.synthetic import synthesize
 from revmed.checkpoint import read_payload, write_payload
 from revmed.inference import Translator
 from revmed.io import Volume, make_affine, read_volume, write_volume, zoom_affine
 from revmed.models import build_model
-from revmed.transforms import denormalise, normalise, upsample
+from revmed.transforms import downsample, upsample
 
 TINY = ["patch.size=[16,16,16]", "patch.per_volume=2", "model.width=4", "model.depth=1",
         "model.disc_width=4", "model.disc_layers=2", "train.epochs=1"]
@@ -103,7 +104,13 @@ def test_infer_refines_the_grid_over_the_same_extent(cli, trained, tmp_path):
     np.testing.assert_allclose(sr.direction, lr.direction, atol=1e-6)
     for a, b in zip(_corners(lr.affine, lr.shape), _corners(sr.affine, sr.shape)):
         np.testing.assert_allclose(a, b, atol=1e-4)
-    assert sr.array.min() >= -1150 and sr.array.max() <= 350  # back in HU, inside the window
+    # back in HU: the network's window, and what lies outside it passes through from the
+    # interpolated input (B-spline overshoot below -1150 HU here)
+    upsampled = upsample(lr.array, [2, 2, 4], "bspline")
+    outside = (upsampled < -1150) | (upsampled > 350)
+    assert outside.any()
+    np.testing.assert_allclose(sr.array[outside], upsampled[outside], atol=1e-3)
+    assert sr.array[~outside].min() >= -1150 and sr.array[~outside].max() <= 350
     assert sr.array.std() > 10
     back = cli("infer", tmp_path / "sr.nii.gz", "-o", tmp_path / "lr_again.nii.gz",
                "--model", trained / "best.pt", "--reverse", "--quiet")
@@ -123,11 +130,24 @@ def test_untrained_residual_model_returns_the_interpolated_input(tmp_path):
         "preset": {"infer": {"overlap": 0.5, "blend": "gaussian", "sw_batch_size": 1}},
         "state": {"generator": build_model("revgan3d", **kwargs).state_dict()}})
     lr = read_volume(_oblique_lr(tmp_path, shape=(6, 7, 5)))
+    lr.array[0, 1, 1, 1], lr.array[0, 2, 3, 2], lr.array[0, 4, 4, 3] = 786.0, 1167.0, 3000.0
+    lr.array[0, 0, 0, 0] = -2048.0  # outside the field of view
     sr = Translator.load(path).translate(lr)
-    upsampled = upsample(normalise(lr.array, "window", (-1150, 350)), [2, 2, 2], "bspline")
-    expected = denormalise(np.clip(upsampled, -1, 1), (-1150, 350))
+    # the whole range, bone and metal above the window and padding below it included: the
+    # network passes through what it cannot see, and the rest is exactly the interpolation
+    expected = upsample(lr.array, [2, 2, 2], "bspline")
+    assert expected.max() > 1500 and expected.min() < -1500
     np.testing.assert_allclose(sr.array, expected, atol=1e-3)
     np.testing.assert_allclose(sr.affine, zoom_affine(lr.affine, [2, 2, 2]))
+    # G: block means; blocks of in-window voxels are exact, block means outside the window
+    # pass through (blocks that mix both differ by the network's clipping, as they should)
+    reverse = Translator.load(path).translate(sr, reverse=True)
+    means = downsample(expected, [2, 2, 2])
+    pure = downsample(((expected < -1150) | (expected > 350)).astype(np.float32), [2, 2, 2]) == 0
+    beyond = (means < -1150) | (means > 350)
+    assert pure.any() and beyond.any()
+    np.testing.assert_allclose(reverse.array[pure], means[pure], atol=1e-3)
+    np.testing.assert_allclose(reverse.array[beyond], means[beyond], atol=1e-3)
 
 
 def test_infer_folder_env_model_and_refusals(cli, trained, tmp_path, monkeypatch):
@@ -136,7 +156,7 @@ def test_infer_folder_env_model_and_refusals(cli, trained, tmp_path, monkeypatch
     for name in ("a", "b"):
         _oblique_lr(tmp_path).rename(folder / f"{name}.nii.gz")
     monkeypatch.setenv("REVMED_MODEL", str(trained / "best.pt"))
-    result = cli("infer", folder, "-o", tmp_path / "out", "--quiet")
+    result = cli("infer", folder, "-o", tmp_path / "out")  # --quiet would silence the note
     assert result.code == 0, result.err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.nii.gz", "b.nii.gz"]
     assert str(trained / "best.pt") in result.err  # says which model it used
@@ -154,6 +174,8 @@ def test_infer_folder_env_model_and_refusals(cli, trained, tmp_path, monkeypatch
     ("chestct-da", "chestct-da", (24, 24, 24), ["train.lambda_gan=0"]),
     ("chestct-da-unpaired", "chestct-da", (24, 24, 24), ["train.pool_size=2"]),
     ("hcp-sr", "hcp-sr", (24, 24, 24), ["patch.size=[12,12,12]", "model.disc_layers=1"]),
+    ("chestct-da-strided", "chestct-da", (24, 24, 24), ["train.epochs_decay=0"]),
+    ("chestct-sr-strided", "chestct-sr", (24, 24, 32), ["train.epochs_decay=0"]),
 ])
 def test_each_revgan_preset_trains_and_infers_on_its_synthetic_data(cli, tmp_path, preset, task,
                                                                      shape, extra):
@@ -169,9 +191,10 @@ def test_each_revgan_preset_trains_and_infers_on_its_synthetic_data(cli, tmp_pat
     out = tmp_path / "out.nii.gz"
     assert cli("infer", test_case, "-o", out, "--model", run_dir / "best.pt", "--quiet").code == 0
     source, result_volume = read_volume(test_case), read_volume(out)
-    factor = 2 if task == "hcp-sr" else 1
+    factors = config.load_preset(preset).data.sr_factors if preset.endswith("sr") or \
+        preset == "chestct-sr-strided" else (1, 1, 1)
     assert result_volume.channels == source.channels
-    assert result_volume.shape == tuple(s * factor for s in source.shape)
+    assert result_volume.shape == tuple(s * f for s, f in zip(source.shape, factors))
 
 
 def test_resume_refuses_a_different_run_but_may_train_longer(cli, sr_data, tmp_path):

@@ -29,6 +29,7 @@ from revmed.data.synthetic.fields import centred_affine
 from revmed.atomic import check_output_folder
 from revmed.errors import InputError, OutputError
 from revmed.io import Volume, write_volume
+from revmed.regions import BRATS
 from revmed.sizes import shape_text
 
 
@@ -104,10 +105,17 @@ def _manifest_text(spec: SynthTask, seed: int, cases: int, shape) -> str:
     description = (f"{spec.description}; written by `revmed synth {spec.name}` "
                    f"(seed {seed}, {cases} cases, grid {shape_text(shape)})")
     channels = ", ".join(json.dumps(c) for c in spec.channels)
-    return (f"kind = {json.dumps(spec.kind)}\n"
+    text = (f"kind = {json.dumps(spec.kind)}\n"
             f"channels = [{channels}]\n"
             f"units = {json.dumps(spec.units)}\n"
             f"description = {json.dumps(description)}\n")
+    if spec.kind == "segmentation":  # the BraTS label set, written out so it can be edited
+        labels = BRATS.to_dict()
+        text += "\n[labels]\n" + "".join(f"{k} = {v}\n" for k, v in labels["labels"].items())
+        text += "\n[regions]\n" + "".join(
+            f"{k} = [{', '.join(json.dumps(m) for m in v)}]\n"
+            for k, v in labels["regions"].items())
+    return text
 
 
 def _write_case(spec: SynthTask, split_dir: Path, name: str, rng: np.random.Generator,

@@ -1,0 +1,249 @@
+"""`revmed selfsr` on simulated thick-slice scans, against trilinear and tricubic
+interpolation and against a model trained on a separate hr-only dataset.
+
+Each case is an isotropic (or near-isotropic) volume. Its thick-slice version is made by block
+means of ``factor`` slices along k (``revmed.transforms.downsample``); only that goes to
+``revmed selfsr`` (run as a command, ``--factor F --axis k``; the time is the command's wall
+time, reading, training, inference and writing included). The result is scored against the
+original with ``revmed.evaluation.evaluate`` (the library of ``revmed eval``), beside the
+trilinear and tricubic baselines of the same thick scan: PSNR and SSIM over the whole volume
+(data range: the reference's max - min), PSNR inside a foreground mask (Otsu threshold of the
+reference, holes filled; from ``rmse_mask``) and SSIM over the mask's bounding box.
+
+Cases (``--cases``; each names its source):
+
+* ``mni``: the MNI ICBM152 2009a T1 template, 1 mm (an average of 152 adults' T1 scans), as
+  nilearn ships it; a central 112x128x112 crop. Needs ``pip install nilearn`` (not a revmed
+  dependency).
+* ``epi``: nibabel's ``example4d.nii.gz`` (an fMRI EPI run, 2x2x2.2 mm), its first volume.
+* ``t1``: nibabel's ``anatomical.nii`` (a small T1 brain, 2 mm).
+* ``dwi``: dipy's ``aniso_vox.nii.gz`` (a b0 diffusion image, 4x4x5 mm). Needs ``pip install
+  dipy`` (not a revmed dependency).
+* ``chest``: a synthetic chest CT (``revmed synth chestct-sr`` phantom, 0.7x0.7x1 mm, HU).
+* ``brain``: a synthetic brain MRI (the T1 of the ``brats-seg`` phantom, 1 mm).
+
+The hr-only comparison (``--hr-only``) trains, per domain and factor, the same network (3D
+patches of 32^3, where a model trained on isotropic volumes has no in-plane/through-plane gap)
+for the same time on separate isotropic volumes degraded the same way: four synthetic brain
+T1 phantoms for the MRI cases, four synthetic chest CTs for ``chest``. MRI units are
+arbitrary, so each MRI volume is scaled to its own 99.9th percentile before that model sees
+it, and back after.
+
+    python benchmarks/selfsr.py                         # every case, 4x and 6x, hr-only too
+    python benchmarks/selfsr.py --cases epi --factors 4 --time-limit 30 --no-hr-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+CASES = ("mni", "epi", "t1", "dwi", "chest", "brain")
+MRI = ("mni", "epi", "t1", "dwi", "brain")
+METHODS = ("trilinear", "tricubic", "hr-only", "selfsr")
+
+
+def _package_file(package: str, *parts: str) -> Path:
+    import importlib
+
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        sys.exit(f"case needs {package}: pip install {package} (benchmark only)")
+    return Path(module.__file__).parent.joinpath(*parts)
+
+
+def load_case(name: str):
+    """``(array (I, J, K) float32, spacing, source text)`` of a case."""
+    import nibabel as nib
+
+    from revmed.data.synthetic.brain import brats_phantom
+    from revmed.data.synthetic.chest_ct import chest_ct_sr
+
+    if name in ("mni", "epi", "t1", "dwi"):
+        path = {"mni": _package_file("nilearn", "datasets", "data",
+                                     "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"),
+                "epi": _package_file("nibabel", "tests", "data", "example4d.nii.gz"),
+                "t1": _package_file("nibabel", "tests", "data", "anatomical.nii"),
+                "dwi": _package_file("dipy", "data", "files", "aniso_vox.nii.gz")}[name]
+        image = nib.load(path)
+        array = np.asanyarray(image.dataobj).astype(np.float32)
+        array = array[..., 0] if array.ndim == 4 else array
+        if name == "mni":
+            array = array[42:154, 52:180, 38:150]
+        return array, tuple(float(s) for s in image.header.get_zooms()[:3]), str(path)
+    rng = np.random.default_rng(100)
+    if name == "chest":
+        array, _ = chest_ct_sr(rng, (128, 128, 96), (0.7, 0.7, 1.0))
+        return array.astype(np.float32), (0.7, 0.7, 1.0), "revmed chestct-sr phantom, seed 100"
+    images, _, _ = brats_phantom(rng, (96, 112, 80), (1.0, 1.0, 1.0))
+    return images[0].astype(np.float32), (1.0, 1.0, 1.0), "revmed brats-seg phantom T1, seed 100"
+
+
+def _write(array, spacing, path: Path, factor: int = 1) -> None:
+    """``array`` on the grid of ``spacing`` coarsened ``factor``-fold along k (same extent)."""
+    from revmed.io import Volume, make_affine, write_volume, zoom_affine
+
+    affine = zoom_affine(make_affine(spacing), (1.0, 1.0, 1.0 / factor))
+    write_volume(Volume(np.asarray(array, np.float32)[None], affine), path)
+
+
+def _mask(array: np.ndarray) -> np.ndarray:
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
+    mask = sitk.BinaryFillhole(sitk.OtsuThreshold(image, 0, 1))
+    return sitk.GetArrayFromImage(mask).transpose(2, 1, 0).astype(np.uint8)
+
+
+def prepare(name: str, factor: int, work: Path) -> dict:
+    """Write a case's reference, mask and thick version; returns their paths."""
+    from revmed.transforms import downsample
+
+    array, spacing, source = load_case(name)
+    # whole thick slices only, so the thick scan covers the reference's extent exactly
+    array = array[:, :, : array.shape[2] - array.shape[2] % factor]
+    folder = work / f"{name}-{factor}x"
+    folder.mkdir(parents=True, exist_ok=True)
+    thick = downsample(array[None], (1, 1, factor))[0]
+    files = {"ref": folder / "ref.nii.gz", "mask": folder / "mask.nii.gz",
+             "thick": folder / "thick.nii.gz", "source": source, "folder": folder}
+    _write(array, spacing, files["ref"])
+    _write(_mask(array), spacing, files["mask"])
+    _write(thick, spacing, files["thick"], factor)
+    return files
+
+
+def run_selfsr(files: dict, factor: int, args) -> tuple[Path, float, int]:
+    """Run the command; returns the output, its wall time and the training steps it ran."""
+    from revmed.checkpoint import load_checkpoint
+
+    out = files["folder"] / "selfsr.nii.gz"
+    command = [sys.executable, "-m", "revmed", "selfsr", str(files["thick"]), "-o", str(out),
+               "--factor", str(factor), "--axis", "k", "--time-limit", str(args.time_limit),
+               "--steps", str(args.steps), "--seed", "0", "--device", "cpu", "--overwrite",
+               "--keep-model", "-q"]
+    start = time.monotonic()
+    subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+    seconds = time.monotonic() - start
+    steps = load_checkpoint(files["folder"] / "selfsr.selfsr.pt").metrics["selfsr_steps"]
+    return out, seconds, int(steps)
+
+
+def score(prediction: Path, files: dict) -> dict[str, dict[str, float]]:
+    """Whole-volume PSNR/SSIM, PSNR in the mask and SSIM over its bounding box, per method."""
+    from revmed import metrics
+    from revmed.evaluation import evaluate
+    from revmed.io import read_volume
+    from revmed.transforms import upsample
+
+    report = evaluate(prediction, files["ref"], mask=files["mask"], input=files["thick"],
+                      baselines=["trilinear", "tricubic"])
+    case = report.cases[0]
+    ref = read_volume(files["ref"]).array
+    mask = read_volume(files["mask"]).array[0] > 0
+    box = tuple(slice(int(w.min()), int(w.max()) + 1) for w in np.nonzero(mask))
+    thick = read_volume(files["thick"]).array
+    factors = (1, 1, round(ref.shape[3] / thick.shape[3]))
+    arrays = {"prediction": read_volume(prediction).array,
+              "trilinear": upsample(thick, factors, "trilinear", shape=ref.shape[1:]),
+              "tricubic": upsample(thick, factors, "bspline", shape=ref.shape[1:])}
+    out = {}
+    for method, values in case.metrics.items():
+        crop = (slice(None), *box)
+        out[method] = {
+            "psnr": values["psnr"], "ssim": values["ssim"],
+            "psnr_mask": 20 * math.log10(case.data_range) - 20 * math.log10(values["rmse_mask"]),
+            "ssim_mask": metrics.ssim3d(arrays[method][crop], ref[crop], case.data_range,
+                                        low=case.low)}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--factors", default="4,6")
+    parser.add_argument("--time-limit", type=float, default=200.0)
+    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--hr-only", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/selfsr.json"))
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    sys.path.insert(0, str(Path(__file__).parent))
+    work = args.work or Path(tempfile.mkdtemp(prefix="selfsr-bench-"))
+    rows = []
+    for factor in (int(f) for f in args.factors.split(",")):
+        hr_models = {}
+        for name in args.cases.split(","):
+            files = prepare(name, factor, work)
+            prediction, seconds, steps = run_selfsr(files, factor, args)
+            result = {"case": name, "factor": factor, "source": files["source"],
+                      "selfsr_seconds": seconds, "selfsr_steps": steps,
+                      "load": os.getloadavg()[0], **_renamed(score(prediction, files))}
+            if args.hr_only:
+                from _selfsr_hronly import hr_only_prediction
+
+                domain = "mri" if name in MRI else "ct"
+                hr_path = hr_only_prediction(files, factor, domain, hr_models, args)
+                result["hr-only"] = score(hr_path, files)["prediction"]
+            rows.append(result)
+            print(json.dumps(result), flush=True)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(rows, indent=2))
+    print(table(rows))
+
+
+def _renamed(scores: dict) -> dict:
+    return {"selfsr" if k == "prediction" else k: v for k, v in scores.items()}
+
+
+def table(rows: list[dict]) -> str:
+    """Per case and factor: each method's PSNR in the mask (and whole), SSIM in the mask;
+    then the medians per factor."""
+    methods = [m for m in METHODS if any(m in r for r in rows)]
+    head = ("| case | factor | " + " | ".join(f"{m} PSNR fg / all" for m in methods)
+            + " | " + " | ".join(f"{m} SSIM fg / all" for m in methods)
+            + " | selfsr − tricubic fg dB | selfsr s (steps) |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for factor in sorted({r["factor"] for r in rows}):
+        group = [r for r in rows if r["factor"] == factor]
+        for r in group + [_median(group)]:
+            psnr = [f"{r[m]['psnr_mask']:.2f} / {r[m]['psnr']:.2f}" for m in methods]
+            ssim = [f"{r[m]['ssim_mask']:.4f} / {r[m]['ssim']:.4f}" for m in methods]
+            gain = r.get("gain", r["selfsr"]["psnr_mask"] - r["tricubic"]["psnr_mask"])
+            lines.append(f"| {r['case']} | {factor}× | " + " | ".join(psnr + ssim)
+                         + f" | {gain:+.2f} | {r['selfsr_seconds']:.0f}{_steps(r)} |")
+    return "\n".join(lines)
+
+
+def _steps(row: dict) -> str:
+    return f" ({row['selfsr_steps']})" if "selfsr_steps" in row else ""
+
+
+def _median(group: list[dict]) -> dict:
+    methods = [m for m in METHODS if m in group[0]]
+    out = {"case": "**median**", "selfsr_seconds": float(np.median(
+        [r["selfsr_seconds"] for r in group]))}
+    for m in methods:
+        out[m] = {k: float(np.median([r[m][k] for r in group])) for k in group[0][m]}
+    # the median of the gains, not the gain of the medians
+    out["gain"] = float(np.median([r["selfsr"]["psnr_mask"] - r["tricubic"]["psnr_mask"]
+                                   for r in group]))
+    return out
+
+
+if __name__ == "__main__":
+    main()

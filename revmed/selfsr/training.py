@@ -1,0 +1,150 @@
+"""Training a RevGAN on one scan's (or several scans') own training pairs.
+
+The network, objective and optimiser are those of a preset (``selfsr`` by default: a small
+residual RevGAN, paired L1 without the GAN term), run through ``revmed.engine.TrainingStep``;
+the data keys that depend on the scan are set here: the intensity window (from the scan's
+values, ``scan_window``), the refinement factors and the patch size on the scan's axes. The
+result is a ``Checkpoint`` whose model card lets ``revmed infer`` run it on other scans of the
+same protocol.
+
+Training stops at ``steps`` optimisation steps or after ``time_limit`` seconds, whichever
+comes first. With the same seed, scans and steps (and a time limit that is not reached) a run
+on the CPU repeats exactly: the weights are initialised from ``torch.manual_seed(seed)`` and
+the patches drawn from a generator seeded with it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from revmed import config
+from revmed.checkpoint import Checkpoint, ModelCard
+from revmed.engine.step import TrainingStep
+from revmed.errors import ConfigError, InputError
+from revmed.preset import Preset
+from revmed.selfsr.pairs import training_pairs
+from revmed.selfsr.plan import Refinement
+from revmed.selfsr.sampling import PatchSampler
+from revmed.transforms import normalise
+
+#: The preset whose network and training settings selfsr uses unless told otherwise.
+DEFAULT_PRESET = "selfsr"
+#: Percentiles of a scan's values that bound its window, and the margin added on each side
+#: (a fraction of their span): values beyond pass through the network unchanged.
+WINDOW_PERCENTILES = (0.1, 99.9)
+WINDOW_MARGIN = 0.02
+
+#: ``progress(step, steps, loss, seconds_left)`` after each step.
+Progress = Callable[[int, int, float, float], None]
+
+
+@dataclass
+class TrainedModel:
+    """A trained selfsr network: its checkpoint, and how its training went."""
+
+    checkpoint: Checkpoint
+    steps: int
+    seconds: float
+    loss: float
+
+
+def scan_window(arrays: Sequence[np.ndarray]) -> tuple[float, float]:
+    """The intensity window of the scans' values: their 0.1th and 99.9th percentiles, widened
+    by 2 % of the span each side. ``InputError`` for scans of one value."""
+    values = np.concatenate([np.asarray(a, dtype=np.float32).ravel() for a in arrays])
+    lo, hi = (float(v) for v in np.percentile(values, WINDOW_PERCENTILES))
+    if not hi > lo:
+        lo, hi = float(values.min()), float(values.max())
+    if not hi > lo:
+        raise InputError(f"the scan holds one value ({lo:g}) only: nothing to refine")
+    margin = WINDOW_MARGIN * (hi - lo)
+    return lo - margin, hi + margin
+
+
+def voxel_patch(size: Sequence[int], plan: Refinement) -> list[int]:
+    """The preset's ``patch.size``, given in the pairs' frame (the scan's through-plane axis,
+    the other in-plane axis, the refined axis; ``revmed.selfsr.pairs.frame``), on the scan's
+    voxel axes. For a scan whose slices run along ``k`` the two are the same."""
+    out = [0, 0, 0]
+    out[plan.inplane[0]], out[plan.inplane[1]], out[plan.axis] = (int(s) for s in size)
+    return out
+
+
+def check_preset(ref: str, overrides: Sequence[str] = ()) -> Preset:
+    """The preset ``ref`` (a name or .toml path) with ``overrides`` (``key=value``), checked
+    for what selfsr needs: ``ConfigError`` for one it cannot train."""
+    preset = config.load_preset(ref, overrides)
+    if preset.model.kind != "revgan3d" or not getattr(preset.model, "residual", False):
+        raise ConfigError(f"preset {ref}: selfsr trains a residual RevGAN (model.kind = "
+                          "'revgan3d', model.residual = true)", option="preset")
+    if preset.train.objective != "paired":
+        raise ConfigError(f"preset {ref}: selfsr trains on pairs (train.objective = 'paired')",
+                          option="preset")
+    return preset
+
+
+def selfsr_preset(ref: str, plan: Refinement, window: tuple[float, float], seed: int,
+                  overrides: Sequence[str] = ()) -> Preset:
+    """``check_preset(ref, overrides)`` with the keys a scan decides: task, one channel in and
+    out, the window, the factors, the patch on the scan's axes (``voxel_patch``), the seed."""
+    patch = voxel_patch(check_preset(ref, overrides).patch.size, plan)
+    scan = [f"task={'sr'!r}", "data.in_channels=1", "data.out_channels=1",
+            f"data.intensity={'window'!r}", f"data.window=[{window[0]!r}, {window[1]!r}]",
+            f"data.sr_factors={list(plan.sr_factors)}", f"data.sr_upsample={'bspline'!r}",
+            f"patch.size={patch}", f"train.seed={int(seed)}"]
+    return config.load_preset(ref, [*overrides, *scan])
+
+
+def _pairs(scans: Sequence[np.ndarray], plans: Sequence[Refinement],
+           window: tuple[float, float]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The normalised training pairs of every scan (``(I, J, K)`` arrays each)."""
+    pairs = []
+    for scan, plan in zip(scans, plans, strict=True):
+        for x, y in training_pairs(scan, plan):
+            pairs.append((normalise(x[None], "window", window)[0],
+                          normalise(y[None], "window", window)[0]))
+    return pairs
+
+
+def train_selfsr(scans: Sequence[np.ndarray], plans: Sequence[Refinement], preset: Preset,
+                 device: torch.device, steps: int, time_limit: float,
+                 progress: Progress | None = None) -> TrainedModel:
+    """Train ``preset``'s network (``selfsr_preset``) on the pairs of ``scans`` (``(I, J,
+    K)`` arrays in their units, refined as ``plans`` say, every plan with the same axis and
+    factor) for ``steps`` steps or ``time_limit`` seconds (0: no limit)."""
+    if steps < 1:
+        raise ConfigError(f"steps {steps}: must be at least 1", option="steps")
+    pairs = _pairs(scans, plans, preset.data.window)
+    seed = preset.train.seed
+    torch.manual_seed(seed)
+    trainer = TrainingStep(preset, device)
+    trainer.model.train()
+    # the pairs and the resolved patch size are both on the scan's voxel axes
+    sampler = PatchSampler(pairs, preset.patch.size, seed)
+    start, done, losses = time.monotonic(), 0, []
+    while done < steps:
+        batch = {k: v.to(device) for k, v in sampler.batch(preset.train.batch_size).items()}
+        logs = trainer.step(batch)
+        done += 1
+        losses.append(float(logs.get("l1", logs.get("g_loss", 0.0))))
+        elapsed = time.monotonic() - start
+        left = (steps - done) * elapsed / done
+        if time_limit > 0:
+            left = min(left, max(0.0, time_limit - elapsed))
+        if progress is not None:
+            progress(done, steps, float(np.mean(losses[-20:])), left)
+        if time_limit > 0 and elapsed >= time_limit:
+            break
+    seconds = time.monotonic() - start
+    trainer.model.eval()
+    card = ModelCard.of(preset, channels=("image",))
+    state = {"generator": {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}}
+    checkpoint = Checkpoint(card=card, preset=preset, state=state, epoch=1,
+                            metrics={"selfsr_steps": done, "selfsr_loss": float(losses[-1])})
+    return TrainedModel(checkpoint, done, seconds, float(np.mean(losses[-20:])))
+

@@ -1,0 +1,131 @@
+"""The memory guard: it sees the limits schedulers and containers set, and its estimate of a
+read is not below what the read really takes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from revmed import sizes
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_an_address_space_limit_refuses_a_read_that_would_fail(tmp_path):
+    """Under ``ulimit -v`` (RLIMIT_AS, as SLURM sets it) a volume that does not fit is refused
+    with one line, instead of a MemoryError traceback half-way."""
+    path = tmp_path / "big.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((400, 400, 400), np.int16), np.eye(4)), path)
+    done = _python(f"""
+        import resource, sys
+        from revmed.io import read_volume  # the libraries first: they map memory at import
+        from revmed import sizes
+        vm = [int(l.split()[1]) * 1024 for l in open("/proc/self/status")
+              if l.startswith("VmSize:")][0]
+        resource.setrlimit(resource.RLIMIT_AS, (vm + (150 << 20), resource.RLIM_INFINITY))
+        left = sizes.available_memory()
+        print("left", left, file=sys.stderr)
+        assert left <= 150 << 20, left
+        from revmed.cli.app import run
+        sys.exit(run(["info", {str(path)!r}]))
+    """)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if not line.startswith("left")]
+    assert len(lines) == 1 and "refused before allocating" in lines[0], done.stderr
+    assert "MemoryError" not in done.stderr
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_a_cgroup_v2_limit_at_any_level_is_seen(tmp_path):
+    root = tmp_path / "cgroup"
+    _write(root / "cgroup.controllers", "cpu memory")
+    _write(root / "job" / "memory.max", str(1 << 30))
+    _write(root / "job" / "memory.current", str(600 << 20))
+    _write(root / "job" / "memory.stat", f"anon 1\ninactive_file {100 << 20}\n")
+    _write(root / "job" / "step" / "memory.max", "max")
+    _write(root / "job" / "step" / "memory.current", "5")
+    listing = tmp_path / "cgroup-listing"
+    listing.write_text("0::/job/step\n")
+    # 1 GiB less 600 MiB used, of which 100 MiB is page cache the kernel drops
+    assert sizes.cgroup_memory_left(root, listing) == (1 << 30) - (500 << 20)
+
+
+def test_a_cgroup_v1_memory_limit_is_seen(tmp_path):
+    root = tmp_path / "cgroup"
+    job = root / "memory" / "slurm" / "uid_1" / "job_7"
+    _write(job / "memory.limit_in_bytes", str(2 << 30))
+    _write(job / "memory.usage_in_bytes", str(1 << 30))
+    _write(root / "memory" / "memory.limit_in_bytes", "9223372036854771712")  # no limit
+    _write(root / "memory" / "memory.usage_in_bytes", "1")
+    listing = tmp_path / "cgroup-listing"
+    listing.write_text("12:pids:/slurm\n4:memory:/slurm/uid_1/job_7\n0::/\n")
+    assert sizes.cgroup_memory_left(root, listing) == 1 << 30
+
+
+def test_the_least_of_the_limits_is_what_is_available(monkeypatch):
+    monkeypatch.setattr(sizes, "system_memory", lambda: 8 << 30)
+    monkeypatch.setattr(sizes, "address_space_left", lambda: None)
+    monkeypatch.setattr(sizes, "cgroup_memory_left", lambda: 2 << 30)
+    assert sizes.available_memory() == 2 << 30
+    monkeypatch.setattr(sizes, "cgroup_memory_left", lambda: None)
+    assert sizes.available_memory() == 8 << 30
+
+
+MEASURE = """
+    import sys
+    import revmed.io.dicom, revmed.io.nifti, revmed.io.sitk_formats
+    from revmed.io import read_volume
+    estimates = []
+    for module in (revmed.io.nifti, revmed.io.sitk_formats, revmed.io.dicom):
+        real = module.require_memory
+        module.require_memory = lambda source, needed, what, real=real: (
+            estimates.append(needed), real(source, needed, what))
+    def status(key):
+        return [int(l.split()[1]) * 1024 for l in open("/proc/self/status")
+                if l.startswith(key)][0]
+    open("/proc/self/clear_refs", "w").write("5")  # the peak starts from here
+    before = status("VmRSS:")
+    volume = read_volume(sys.argv[1])
+    print(max(estimates), status("VmHWM:") - before, volume.array.nbytes)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
+@pytest.mark.parametrize("kind", ["scaled int16 NIfTI", "float64 NIfTI", "NRRD"])
+def test_the_estimate_of_a_read_covers_its_peak(tmp_path, kind):
+    rng = np.random.default_rng(0)
+    if kind == "NRRD":
+        from revmed.io import Volume, make_affine, write_volume
+
+        array = rng.normal(0, 100, (1, 200, 200, 200)).astype(np.float32)
+        path = write_volume(Volume(array, make_affine((1, 1, 1))), tmp_path / "v.nrrd")
+    else:
+        dtype = np.int16 if kind.startswith("scaled") else np.float64
+        image = nib.Nifti1Image(rng.integers(-1000, 1000, (200, 200, 200)).astype(dtype),
+                                np.eye(4))
+        image.header.set_data_dtype(dtype)
+        if kind.startswith("scaled"):
+            image.header.set_slope_inter(2.0, -1024.0)
+        path = tmp_path / "v.nii.gz"
+        nib.save(image, path)
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(MEASURE), str(path)],
+                          env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    estimate, peak, result = map(int, done.stdout.split())
+    assert peak > result  # the measurement sees the read
+    assert estimate >= peak, (kind, estimate / 2**20, peak / 2**20)
