@@ -4,7 +4,8 @@
 #
 # What it measures, most wanted first, each under its own time limit:
 #   1. whole-volume inference of a 512x512x300 CT (chestct-da, and chestct-sr from 256x256x75),
-#      bf16, through Translator.translate                       (benchmarks/whole_volume.py)
+#      blended windows and tiles, bf16 and fp32, through Translator.translate
+#                                                               (benchmarks/whole_volume.py)
 #   2. the chest-CT abstract's Table 1 at 128^3: step memory against depth 0-8 for memory-free
 #      backprop, plain autograd and checkpointing              (benchmarks/memory.py)
 #   3. step time of each engine relative to plain autograd at depth 8, 128^3, with the
@@ -70,8 +71,10 @@ run() {
 }
 
 if [ -z "${SMOKE:-}" ]; then
-    run whole_volume_da 100 "$PYTHON" benchmarks/whole_volume.py --preset chestct-da --precision bf16
-    run whole_volume_sr 100 "$PYTHON" benchmarks/whole_volume.py --preset chestct-sr --precision bf16
+    run whole_volume_da 100 "$PYTHON" benchmarks/whole_volume.py --preset chestct-da \
+        --ways windows,tiles --precisions bf16,fp32
+    run whole_volume_sr 100 "$PYTHON" benchmarks/whole_volume.py --preset chestct-sr \
+        --ways windows,tiles --precisions bf16,fp32
     run memory_128 170 "$PYTHON" benchmarks/memory.py --patch 128 --depths 0 1 2 4 8 \
         --modes revmed naive checkpoint
     run speed_128 80 "$PYTHON" benchmarks/speed.py --patch 128 --depth 8 --rounds 7 \

@@ -236,6 +236,7 @@ def worker(spec: dict) -> dict:
     report = evaluate(pred_dir, spec["reference"], mask=spec["mask"], data_range=DATA_RANGE)
     summary, cases = scores(report)
     paper = windowed(pred_dir, spec["reference"])
+    inference = compare_inference(translator, spec, pred_dir, run_dir)
     return {
         "params": generator, "critic_params": critics,
         "base_rss_mib": None if base_kib is None else base_kib / 1024,
@@ -248,7 +249,56 @@ def worker(spec: dict) -> dict:
         "last_epoch": epochs[-1],
         "summary": summary["prediction"], "window": paper["prediction"],
         "cases": {k: v["prediction"] for k, v in cases.items()},
+        "inference": inference,
     }
+
+
+def compare_inference(translator, spec: dict, pred_dir: Path, run_dir: Path) -> dict:
+    """The test volumes of a run translated three more ways beside the default (frozen
+    norms in tiles, fp32; in ``pred_dir``): blended windows at the preset's overlap with
+    per-window instance norms (how older checkpoints run), and tiles under bf16 autocast;
+    PSNR in HU of each, and the largest and mean |HU| difference of bf16 from fp32."""
+    import numpy as np
+
+    from revmed.evaluation import evaluate
+    from revmed.io import read_volume, write_volume
+
+    if not translator.tiled:
+        return {}
+    out = {}
+    for way, options in (("windows", {"tiling": "windows"}), ("bf16", {"precision": "bf16"})):
+        folder = run_dir / f"pred-{way}"
+        folder.mkdir(exist_ok=True)
+        start = time.monotonic()
+        for name in spec["test_cases"]:
+            volume = read_volume(Path(spec["input"]) / f"{name}.nii.gz")
+            write_volume(translator.translate(volume, **options), folder / f"{name}.nii.gz")
+        report = evaluate(folder, spec["reference"], mask=spec["mask"], data_range=DATA_RANGE)
+        out[way] = {"summary": scores(report)[0]["prediction"],
+                    "seconds": time.monotonic() - start}
+    errors = [np.abs(read_volume(run_dir / "pred-bf16" / f"{n}.nii.gz").array
+                     - read_volume(pred_dir / f"{n}.nii.gz").array)
+              for n in spec["test_cases"]]
+    out["bf16_max_hu"] = float(max(e.max() for e in errors))
+    out["bf16_mean_hu"] = float(np.mean([e.mean() for e in errors]))
+    return out
+
+
+def inference_table(rows: dict[str, dict]) -> str:
+    """Tiles (frozen norms) against blended windows and bf16, per trained configuration."""
+    lines = ["| config | PSNR tiles (dB) | PSNR windows (dB) | tiles - windows | "
+             "PSNR tiles bf16 | bf16 vs fp32: max / mean abs HU |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for key, row in rows.items():
+        inf = row.get("inference")
+        if not inf:
+            continue
+        tiles = row["summary"]["psnr"]["mean"]
+        windows = inf["windows"]["summary"]["psnr"]["mean"]
+        bf16 = inf["bf16"]["summary"]["psnr"]["mean"]
+        lines.append(f"| {key} | {tiles:.3f} | {windows:.3f} | {tiles - windows:+.3f} | "
+                     f"{bf16:.3f} | {inf['bf16_max_hu']:.1f} / {inf['bf16_mean_hu']:.2f} |")
+    return "\n".join(lines)
 
 
 def run_worker(spec: dict, spec_path: Path) -> dict:
@@ -508,6 +558,12 @@ def _print_task(task: str, payload: dict, rows: dict[str, dict]) -> None:
     print(table(list(rows.values())))
     for line in payload["claim"]:
         print(f"\n{line}")
+    trained = {key: row for key, row in rows.items() if row.get("inference")}
+    if trained:
+        print("\nInference of the same best.pt: frozen norms in tiles (the default), blended "
+              "windows with per-window norms (overlap as the preset), tiles under bf16; PSNR "
+              "in HU, mean over volumes:\n")
+        print(inference_table(trained))
 
 
 if __name__ == "__main__":

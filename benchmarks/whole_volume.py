@@ -1,24 +1,35 @@
 """Whole-volume inference time: one CT of 512 x 512 x 300 output voxels through ``revmed infer``'s
-own code path (``revmed.inference.Translator.translate``).
+own code path (``revmed.inference.Translator.translate``), today's way and the tiled way side by
+side in one process.
 
 The network is the preset's, built from the preset's seed and not trained: inference time does
-not depend on the weights. The input is random HU noise on the grid that gives the output grid:
-the output grid itself for kernel adaptation (chestct-da), the output divided by the
-preset's factors for super-resolution (chestct-sr: 256 x 256 x 75 in, refined by 2 x 2 x 4).
-Timed: the whole ``translate`` call (normalisation, grid refinement, sliding windows of the
-preset's patch size with its overlap and blending, back to HU), wall clock, after a warm-up
-translation of a small volume. Also reported: the windows run, the windows per second, and
-the peak memory (the process's resident high-water mark; on CUDA also
-``torch.cuda.max_memory_allocated``).
+not depend on the weights. Its normalisation statistics (what training measures at each
+epoch's end) are measured on a noise patch, which is enough for timing. The input is random HU
+noise on the grid that gives the output grid: the output grid itself for kernel adaptation
+(chestct-da), the output divided by the preset's factors for super-resolution (chestct-sr:
+256 x 256 x 75 in, refined by 2 x 2 x 4).
+
+Ways (``--ways``): ``windows`` runs MONAI's sliding windows of the preset's patch size at its
+overlap with Gaussian blending and per-window instance norms (what checkpoints without
+statistics, and every checkpoint before tiling, run); ``tiles`` runs the network with frozen
+norms in the few large tiles ``revmed.tiles`` plans from the free memory. Each way runs at each
+``--precisions``. Timed: the whole ``translate`` call (normalisation, grid refinement, the
+network, back to HU), wall clock, after a warm-up translation of a small volume. Also
+reported: voxel evaluations per output voxel (the voxels the network is run on over the output
+voxels), the peak memory (the process's resident high-water mark, reset before each way; on
+CUDA also ``torch.cuda.max_memory_allocated``), and the largest |HU| difference from the same
+way at the first precision (bf16 against fp32).
 
     python benchmarks/whole_volume.py                                 # chestct-da, 512x512x300
     python benchmarks/whole_volume.py --preset chestct-sr
+    python benchmarks/whole_volume.py --ways tiles --precisions fp32,bf16
     python benchmarks/whole_volume.py --shape 128,128,64 --quick      # a smoke test
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import time
@@ -31,14 +42,21 @@ import _common
 
 
 def build_translator(preset, device: torch.device, channels_last: bool, compile_: bool):
-    """A ``Translator`` for ``preset``'s untrained generator (seeded) on ``device``, made the
-    way ``revmed infer`` makes one from a checkpoint."""
+    """A ``Translator`` for ``preset``'s untrained generator (seeded) on ``device``, with
+    normalisation statistics measured on a noise patch, made the way ``revmed infer`` makes one
+    from a checkpoint."""
     from revmed.checkpoint import Checkpoint, ModelCard
     from revmed.inference import Translator
+    from revmed.nn.norm_statistics import collect_norm_statistics
 
     torch.manual_seed(preset.train.seed)
     card = ModelCard.of(preset)
-    checkpoint = Checkpoint(card, preset, {"generator": card.build().state_dict()})
+    net = card.build().eval()
+    noise = [torch.rand(1, card.data.in_channels, *card.patch_size) * 2 - 1]
+    statistics = {"forward": collect_norm_statistics(net, net, noise),
+                  "reverse": collect_norm_statistics(net, net.reverse, noise)}
+    checkpoint = Checkpoint(card, preset, {"generator": net.state_dict(),
+                                           "norm_statistics": statistics})
     return Translator.from_checkpoint(checkpoint, f"untrained {preset.name}", device,
                                       compile=compile_, channels_last=channels_last)
 
@@ -51,13 +69,60 @@ def noise_volume(shape: list[int], spacing: list[float], seed: int = 0):
     return Volume(array, make_affine(spacing), source="noise", meta={"units": "HU"})
 
 
+def evaluations(translator, way: str, volume, out_shape, overlap: float) -> float:
+    """Voxels the network runs on per output voxel for ``way``."""
+    from revmed.tiles import plan_tiles, tile_voxels, voxels_read
+    from revmed.windows import window_count
+
+    if way == "windows":
+        patch = translator.card.patch_size
+        return window_count(out_shape, patch, overlap) * math.prod(patch) / math.prod(out_shape)
+    frozen, halo = translator.tiled[False]
+    held = 2 * math.prod(out_shape) * 4 * volume.channels
+    tiles = plan_tiles(out_shape, halo, tile_voxels(frozen.inference_bytes_per_voxel(),
+                                                    translator.device, held), frozen.stride)
+    return voxels_read(tiles) / math.prod(out_shape)
+
+
+def measure(translator, way: str, precision: str, volume, device, overlap: float,
+            sw_batch: int) -> tuple[dict, np.ndarray]:
+    """One timed translation of ``volume``: its row and its output."""
+    options = ({"tiling": "windows", "overlap": overlap, "sw_batch_size": sw_batch}
+               if way == "windows" else {})
+    patch = translator.card.patch_size
+    factors = translator.card.data.sr_factors
+    warm = noise_volume([max(1, p // f) for p, f in zip(patch, factors)], [1.0, 1.0, 1.0], 1)
+    translator.translate(warm, precision=precision, **options)  # kernels, allocator
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    gc.collect()
+    _common.reset_peak_rss()
+    start = time.perf_counter()
+    result = translator.translate(volume, precision=precision, **options)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    assert np.isfinite(result.array).all()
+    row = {"way": way, "precision": precision, "seconds": seconds,
+           "evaluations_per_voxel": evaluations(translator, way, volume, list(result.shape),
+                                                overlap),
+           "peak_rss_gib": (_common.status_kib("VmHWM") or 0) / 2**20,
+           "cuda_peak_gib": (torch.cuda.max_memory_allocated() / 2**30
+                             if device.type == "cuda" else None)}
+    return row, result.array
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="chestct-da")
     parser.add_argument("--shape", default="512,512,300", help="output grid I,J,K")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--precisions", default="fp32,bf16",
+                        help="comma-separated: fp32, bf16, fp16")
+    parser.add_argument("--ways", default="windows,tiles",
+                        help="comma-separated: windows (today's), tiles")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--sw-batch-size", type=int, default=None,
@@ -70,7 +135,6 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from revmed import config
-    from revmed.windows import window_count
 
     preset = config.load_preset(args.preset)
     device = torch.device(args.device)
@@ -82,48 +146,40 @@ def main() -> None:
     overlap = 0.25 if args.quick else preset.infer.overlap
     sw_batch = args.sw_batch_size or preset.infer.sw_batch_size
     translator = build_translator(preset, device, args.channels_last, args.compile)
-    patch = translator.card.patch_size
     volume = noise_volume(in_shape, [0.7 * f for f in factors])
-
-    warm = noise_volume([max(1, p // f) for p, f in zip(patch, factors)], [1.0, 1.0, 1.0], 1)
-    translator.translate(warm, overlap=overlap, sw_batch_size=sw_batch,
-                         precision=args.precision)  # kernels, compilation, allocator
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    _common.reset_peak_rss()
-    windows = window_count(out_shape, patch, overlap)
-    start = time.perf_counter()
-    result = translator.translate(volume, overlap=overlap, sw_batch_size=sw_batch,
-                                  precision=args.precision)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    assert list(result.shape) == out_shape and np.isfinite(result.array).all()
-    peak_rss = (_common.status_kib("VmHWM") or 0) / 2**20
-    row = {
-        "preset": args.preset, "input": in_shape, "output": out_shape, "patch": patch,
-        "overlap": overlap, "sw_batch_size": sw_batch, "precision": args.precision,
-        "channels_last": args.channels_last, "compile": args.compile, "windows": windows,
-        "seconds": seconds, "windows_per_s": windows / seconds, "peak_rss_gib": peak_rss,
-        "cuda_peak_gib": (torch.cuda.max_memory_allocated() / 2**30
-                          if device.type == "cuda" else None),
-        "machine": _common.machine(args.device),
-    }
+    rows = []
+    for way in [w.strip() for w in args.ways.split(",") if w.strip()]:
+        first = None
+        for precision in [p.strip() for p in args.precisions.split(",") if p.strip()]:
+            row, out = measure(translator, way, precision, volume, device, overlap, sw_batch)
+            if first is None:
+                first = out
+            row["max_abs_hu_vs_first"] = float(np.abs(out - first).max())
+            del out
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     name = torch.cuda.get_device_name() if device.type == "cuda" else _common.cpu_name()
     threads = f", {torch.get_num_threads()} thread(s)" if device.type == "cpu" else ""
     print(f"\n{args.preset}: {'x'.join(map(str, in_shape))} in -> "
-          f"{'x'.join(map(str, out_shape))} out ({math.prod(out_shape) / 1e6:.1f} M voxels), "
-          f"{'x'.join(map(str, patch))} windows at overlap {overlap}, batch {sw_batch}, "
-          f"{args.precision}{', channels-last' if args.channels_last else ''}"
+          f"{'x'.join(map(str, out_shape))} out ({math.prod(out_shape) / 1e6:.1f} M voxels); "
+          f"windows: {'x'.join(map(str, translator.card.patch_size))} at overlap {overlap}, "
+          f"batch {sw_batch}; tiles: halo {translator.tiled[False][1]}"
+          f"{', channels-last' if args.channels_last else ''}"
           f"{', compiled' if args.compile else ''}; {args.device}{threads}, {name}:\n")
+    base = rows[0]["seconds"]
     print(_common.markdown_table(
-        ["seconds", "windows", "windows/s", "peak RSS GiB", "CUDA peak GiB"],
-        [[f"{seconds:.1f}", windows, f"{windows / seconds:.2f}", f"{peak_rss:.2f}",
-          "-" if row["cuda_peak_gib"] is None else f"{row['cuda_peak_gib']:.2f}"]]))
-    _common.write_json(args.json, row)
+        ["way", "precision", "seconds", "speed-up", "evaluations / voxel", "peak RSS GiB",
+         "CUDA peak GiB", "max abs HU from the way's first precision"],
+        [[r["way"], r["precision"], f"{r['seconds']:.1f}", f"{base / r['seconds']:.2f}x",
+          f"{r['evaluations_per_voxel']:.2f}", f"{r['peak_rss_gib']:.2f}",
+          "-" if r["cuda_peak_gib"] is None else f"{r['cuda_peak_gib']:.2f}",
+          f"{r['max_abs_hu_vs_first']:.1f}"] for r in rows]))
+    result = {"preset": args.preset, "input": in_shape, "output": out_shape,
+              "patch": translator.card.patch_size, "overlap": overlap, "sw_batch_size": sw_batch,
+              "channels_last": args.channels_last, "compile": args.compile, "rows": rows,
+              "machine": _common.machine(args.device)}
+    _common.write_json(args.json, result)
     print(f"\nJSON: {args.json}")
-    print(json.dumps({k: row[k] for k in ("seconds", "windows", "peak_rss_gib")}))
 
 
 if __name__ == "__main__":

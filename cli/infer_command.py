@@ -48,7 +48,10 @@ def infer(
                                "where PyTorch has it)."),
     overlap: Optional[float] = typer.Option(  # noqa: UP007
         None, "--overlap", min=0.0, max=0.95, help="Sliding-window overlap (default: the "
-        "checkpoint preset's)."),
+        "checkpoint preset's; windows only)."),
+    windows: bool = typer.Option(
+        False, "--windows", help="RevGAN: run blended sliding windows with per-window "
+        "normalisation even when the checkpoint allows tiles (as older checkpoints run)."),
     precision: Optional[str] = typer.Option(  # noqa: UP007
         None, "--precision", help="fp32, bf16 or fp16 autocast (default: the checkpoint "
         "preset's infer.precision)."),
@@ -104,7 +107,8 @@ def infer(
         _note_channels(inputs, list(predictor.card.data.channels), quiet)
     if plan.batch:
         output_path.mkdir(parents=True, exist_ok=True)
-    options = {"reverse": reverse, "overlap": overlap, "precision": precision}
+    options = {"reverse": reverse, "overlap": overlap, "precision": precision,
+               "tiling": "windows" if windows else "auto"}
     failures = []
     for target in targets:
         try:

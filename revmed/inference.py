@@ -3,7 +3,9 @@ segmentation network.
 
 ``Translator`` (super-resolution and domain adaptation) and ``Segmenter`` are siblings under
 ``Predictor``, which holds the network and its model card (``revmed.checkpoint``), checks
-inputs and runs the windows (``revmed.windows``). For super-resolution the input is first put
+inputs and runs the windows (``revmed.windows``). A translator whose checkpoint holds
+normalisation statistics runs instead with its instance norms frozen, in a few large tiles
+whose result does not depend on the tiling (``revmed.tiles``, docs/inference.md). For super-resolution the input is first put
 on the grid refined by the card's factors (``revmed.transforms.upsample``), and the output keeps
 the input's physical extent and direction with the finer spacing (``revmed.io.zoom_affine``).
 In reverse (``G``: high to low resolution) the output is block-averaged back to the coarse
@@ -30,7 +32,10 @@ from revmed.errors import CheckpointError, InputError
 from revmed.io import Volume, check_finite, zoom_affine
 from revmed.regions import BRATS
 from revmed.runtime import prepare
+from revmed.models import get_family
+from revmed.nn.norm_statistics import freeze_norms
 from revmed.sizes import require_memory, shape_text, voxel_bytes
+from revmed.tiles import plan_tiles, tile_voxels, tiled_predict
 from revmed.transforms import denormalise, downsample, normalise, upsample
 from revmed.windows import sliding_window_predict
 
@@ -53,9 +58,13 @@ class Predictor:
     output_dtype: type = np.float32
 
     def __init__(self, model: nn.Module, card: ModelCard, source: str, device: torch.device,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False,
+                 tiled: dict[bool, tuple[nn.Module, int]] | None = None) -> None:
         self.model, self.card, self.source = model, card, source
         self.device, self.channels_last = device, channels_last
+        #: per direction (``reverse``), the network with frozen norms and its halo, for
+        #: checkpoints that hold normalisation statistics (``revmed.tiles``)
+        self.tiled = tiled or {}
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
@@ -81,8 +90,10 @@ class Predictor:
         model.load_state_dict(checkpoint.state["generator"])
         compile = card.infer.compile if compile is None else compile
         channels_last = card.infer.channels_last if channels_last is None else channels_last
+        tiled = {reverse: (prepare(net.eval(), device, channels_last, compile), halo)
+                 for reverse, (net, halo) in frozen_directions(model, checkpoint, source).items()}
         model = prepare(model.eval(), device, channels_last=channels_last, compile=compile)
-        return cls(model, card, str(source), device, channels_last)
+        return cls(model, card, str(source), device, channels_last, tiled)
 
     def predict(self, volume: Volume, reverse: bool = False, **options) -> Volume:
         """What ``revmed infer`` writes for ``volume`` (see the subclasses)."""
@@ -124,6 +135,27 @@ class Predictor:
             channels_last=self.channels_last)
 
 
+def frozen_directions(model: nn.Module, checkpoint: Checkpoint,
+                      source: str | os.PathLike) -> dict[bool, tuple[nn.Module, int]]:
+    """``{reverse: (network, halo)}`` for the directions whose normalisation statistics the
+    checkpoint holds for every instance norm they run: the network with those norms frozen
+    (``revmed.nn.norm_statistics``), whose result does not depend on the tiling. Older
+    checkpoints have none and run in blended windows."""
+    saved = checkpoint.state.get("norm_statistics")
+    if not isinstance(saved, dict) or not get_family(checkpoint.card.kind).tiles:
+        return {}
+    found = {}
+    for reverse, key in ((False, "forward"), (True, "reverse")):
+        statistics = saved.get(key)
+        if not isinstance(statistics, dict) or set(statistics) != model.norm_names(reverse):
+            continue
+        try:
+            found[reverse] = (freeze_norms(model, statistics), model.halo(reverse))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise CheckpointError(f"{source}: {exc}") from None
+    return found
+
+
 def keep_outside_window(out: np.ndarray, source: np.ndarray,
                         window: tuple[float, float]) -> np.ndarray:
     """``out`` ``(C, I, J, K)``, with the voxels where ``source`` (the input on the output
@@ -145,11 +177,18 @@ class Translator(Predictor):
 
     def translate(self, volume: Volume, reverse: bool = False, overlap: float | None = None,
                   sw_batch_size: int | None = None, progress: Progress | None = None,
-                  precision: str | None = None) -> Volume:
+                  precision: str | None = None, tiling: str = "auto") -> Volume:
         """F (``reverse=False``) or G applied to ``volume``, in the volume's own units.
 
-        ``overlap``, ``sw_batch_size`` and ``precision`` default to the card's ``[infer]``.
+        ``tiling``: ``auto`` runs the network with its frozen norms in a few large tiles
+        when the checkpoint holds their statistics (one evaluation per voxel plus the halo;
+        the result does not depend on the tiles), else in blended windows; ``windows``
+        always runs blended windows with instance norms, as checkpoints without statistics
+        do. ``overlap``, ``sw_batch_size`` and ``precision`` default to the card's
+        ``[infer]`` (``overlap`` and ``sw_batch_size`` are for windows).
         """
+        if tiling not in ("auto", "windows"):
+            raise InputError(f"tiling must be auto or windows, got {tiling!r}")
         data = self.card.data
         self._check_input(volume, reverse)
         source, affine = volume.array, volume.affine  # the input, in its units
@@ -158,8 +197,11 @@ class Translator(Predictor):
             source = upsample(source, data.sr_factors, data.sr_upsample)
             affine = zoom_affine(volume.affine, data.sr_factors)
         image = normalise(source, data.intensity, data.window)
-        net = self.model.reverse if reverse else self.model
-        out = self._windows(net, image, overlap, sw_batch_size, progress, precision)
+        if tiling == "auto" and reverse in self.tiled:
+            out = self._tiles(reverse, image, progress, precision, held=2 * source.nbytes)
+        else:
+            net = self.model.reverse if reverse else self.model
+            out = self._windows(net, image, overlap, sw_batch_size, progress, precision)
         del image
         if data.refines_grid and reverse:
             out = downsample(out, data.sr_factors)
@@ -169,6 +211,20 @@ class Translator(Predictor):
                                   data.window)
         meta = {k: v for k, v in volume.meta.items() if k in ("units", "modality")}
         return Volume(out, affine, source=volume.source, meta=meta)
+
+
+    def _tiles(self, reverse: bool, image: np.ndarray, progress: Progress | None,
+               precision: str | None, held: int) -> np.ndarray:
+        """The frozen network of one direction over ``image`` in the fewest voxels the
+        memory allows (``revmed.tiles``)."""
+        frozen, halo = self.tiled[reverse]
+        net = frozen.reverse if reverse else frozen
+        per_voxel = frozen.inference_bytes_per_voxel()
+        tiles = plan_tiles(image.shape[1:], halo, tile_voxels(per_voxel, self.device, held),
+                           align=frozen.stride)
+        return tiled_predict(net, image, tiles, self.device,
+                             precision or self.card.infer.precision, self.channels_last,
+                             progress)
 
 
 class Segmenter(Predictor):
@@ -185,8 +241,10 @@ class Segmenter(Predictor):
 
     def segment(self, volume: Volume, overlap: float | None = None,
                 sw_batch_size: int | None = None, progress: Progress | None = None,
-                precision: str | None = None) -> Volume:
-        """Label map ``(1, I, J, K)`` uint8 of ``volume`` ``(C, I, J, K)``, in its geometry."""
+                precision: str | None = None, tiling: str = "auto") -> Volume:
+        """Label map ``(1, I, J, K)`` uint8 of ``volume`` ``(C, I, J, K)``, in its geometry.
+        Segmentation networks normalise over what they see, so they always run in blended
+        windows (``tiling`` is accepted for the common interface)."""
         self._check_input(volume)
         image = normalise(volume.array, self.card.data.intensity, self.card.data.window)
         logits = self._windows(self.model, image, overlap, sw_batch_size, progress, precision)

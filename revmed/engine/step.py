@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -23,6 +24,7 @@ from revmed.engine.distributed import Distributed, LossModule, wrap
 from revmed.engine.objectives import build_objective
 from revmed.errors import ConfigError
 from revmed.models import build_critics, get_family, model_spec
+from revmed.nn.norm_statistics import Statistics, collect_norm_statistics
 from revmed.preset import Preset
 from revmed.regions import BRATS, LabelSet
 from revmed.runtime import as_channels_last, autocast, grad_scaler, prepare
@@ -48,6 +50,10 @@ def _adam(params: list[nn.Parameter], preset: Preset):
     return optimiser, schedule
 
 
+#: Patches of each domain the normalisation statistics are measured on at each epoch's end.
+CALIBRATION_PATCHES = 8
+
+
 class TrainingStep:
     """The trainable parts of ``preset`` on ``device``; ``step(batch)`` updates them once.
 
@@ -67,6 +73,10 @@ class TrainingStep:
         self.model_kind, self.model_kwargs = model_spec(preset)
         family = get_family(self.model_kind)
         self.model = family.network(**self.model_kwargs).to(device)
+        self.tiles = family.tiles
+        #: F's and G's normalisation statistics ({"forward": ..., "reverse": ...}), measured
+        #: by ``calibrate``; None before it ran or for a family without tiles.
+        self.norm_statistics: dict[str, Statistics] | None = None
         family.check_training(self.model, preset, device)
         rank = job.rank if job is not None else 0
         self.objective = build_objective(train, seed=train.seed + 1000 * rank, labels=labels)
@@ -139,12 +149,35 @@ class TrainingStep:
             if self.sched_d is not None:
                 self.sched_d.step()
 
+    def calibrate(self, patches: dict[str, np.ndarray]) -> None:
+        """Measure F's and G's normalisation statistics on at most ``CALIBRATION_PATCHES``
+        of an epoch's ``patches`` (evenly spaced, so no random numbers are drawn), in float32;
+        saved with the weights, they let inference run in large tiles
+        (``revmed.nn.norm_statistics``). Nothing for a family without tiles."""
+        if not self.tiles or "Y" not in patches:
+            return
+
+        def sample(key: str) -> list[torch.Tensor]:
+            n = len(patches[key])
+            picks = np.unique(np.linspace(0, n - 1, min(n, CALIBRATION_PATCHES)).round())
+            return [torch.from_numpy(np.ascontiguousarray(patches[key][int(i)]))[None]
+                    .to(self.device) for i in picks]
+
+        found = {"forward": collect_norm_statistics(self.model, self.model, sample("X")),
+                 "reverse": collect_norm_statistics(self.model, self.model.reverse, sample("Y"))}
+        # a compiled network may hide its norms from the hooks: then no statistics at all
+        complete = all(set(found[key]) == self.model.norm_names(key == "reverse")
+                       for key in found)
+        self.norm_statistics = found if complete else None
+
     def state_dict(self) -> dict[str, Any]:
         """Networks, optimisers, schedules, gradient scaler and the objective's own state."""
         state = {"generator": self.model.state_dict(),
                  "critics": {k: d.state_dict() for k, d in self.critics.items()},
                  "opt_g": self.opt_g.state_dict(), "sched_g": self.sched_g.state_dict(),
                  "scaler": self.scaler.state_dict(), **self.objective.state_dict()}
+        if self.norm_statistics is not None:
+            state["norm_statistics"] = self.norm_statistics
         if self.opt_d is not None:
             state["opt_d"] = self.opt_d.state_dict()
             state["sched_d"] = self.sched_d.state_dict()
@@ -153,6 +186,7 @@ class TrainingStep:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what ``state_dict`` saved (a checkpoint's ``state``)."""
         self.model.load_state_dict(state["generator"])
+        self.norm_statistics = state.get("norm_statistics")
         for key, critic in self.critics.items():
             critic.load_state_dict(state["critics"][key])
         self.opt_g.load_state_dict(state["opt_g"])

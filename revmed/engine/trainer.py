@@ -278,12 +278,15 @@ class Trainer:
         done, sums = self.step_in_epoch, self._epoch_sums
         self.step_in_epoch, self._epoch_sums, self._epoch_seconds = 0, {}, 0.0
         self.training.end_epoch()
+        if self.is_main:
+            self.training.calibrate(patches)
         self.epoch += 1
         record = {"epoch": self.epoch, "steps": done,
                   **{k: v / max(done, 1) for k, v in sums.items()},
                   **({"core_recon_error": self.core_reconstruction_error(last_batch["X"][:1])}
                      if last_batch is not None and self.is_main else {}),
-                  **(self.validate(self.model) if self.is_main else {}),
+                  **(self.validate(self.model, self.training.norm_statistics) if self.is_main
+                     else {}),
                   "lr": self.training.lr, "seconds": round(time.monotonic() - epoch_start, 3)}
         if self.is_main:
             self._end_epoch(record)

@@ -4,7 +4,8 @@ A RevGAN is scored by the mean PSNR and SSIM of F on the validation volumes, in 
 ``[-1, 1]`` range (``val_psnr``, ``val_ssim``); a segmentation network by the Dice of each
 region of its label set and their mean (BraTS: ``val_dice_ET``, ``val_dice_TC``,
 ``val_dice_WT``, ``val_dice``).
-Volumes run through the same sliding windows as inference (``revmed.windows``).
+Volumes run as inference runs them: a RevGAN with the epoch's normalisation statistics in
+tiles (``revmed.tiles``), anything else in sliding windows (``revmed.windows``).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from revmed.data.samples import load_sample
 from revmed.data.training_patches import validation_cases
 from revmed.errors import ConfigError
 from revmed.metrics import dice, psnr, ssim3d
+from revmed.nn.norm_statistics import Statistics, freeze_norms
 from revmed.preset import Preset
 from revmed.regions import BRATS, LabelSet
+from revmed.tiles import plan_tiles, tile_voxels, tiled_predict
 from revmed.windows import sliding_window_predict
 
 #: The data range of images inside the network ([-1, 1]), for validation PSNR and SSIM.
@@ -66,9 +69,20 @@ class Validator:
                                       precision=train.precision,
                                       channels_last=train.channels_last)
 
-    def __call__(self, model: nn.Module) -> dict[str, float]:
-        """The validation scores of ``model`` (``{}`` without validation cases); the model is
-        left in training mode."""
+    def _predict_tiled(self, model: nn.Module, statistics: Statistics,
+                       image: np.ndarray) -> np.ndarray:
+        frozen = freeze_norms(model, statistics)
+        tiles = plan_tiles(image.shape[1:], model.halo(),
+                           tile_voxels(model.inference_bytes_per_voxel(), self.device),
+                           align=model.stride)
+        return tiled_predict(frozen, image, tiles, self.device, self.preset.train.precision,
+                             self.preset.train.channels_last)
+
+    def __call__(self, model: nn.Module,
+                 statistics: dict[str, Statistics] | None = None) -> dict[str, float]:
+        """The validation scores of ``model`` (``{}`` without validation cases), with F's
+        norms frozen at ``statistics["forward"]`` when given (``TrainingStep.calibrate``);
+        the model is left in training mode."""
         if not self.cases:
             return {}
         if self._samples is None:  # read once, on first use
@@ -78,7 +92,8 @@ class Validator:
         model.eval()
         scores: dict[str, list[float]] = {}
         for sample in self._samples:
-            pred = self._predict(model, sample["X"])
+            pred = (self._predict_tiled(model, statistics["forward"], sample["X"])
+                    if statistics else self._predict(model, sample["X"]))
             for key, value in self._scores(pred, sample).items():
                 scores.setdefault(key, []).append(value)
         model.train()

@@ -48,6 +48,9 @@ class ModelFamily:
             are multiples of this.
         check_training: ``check_training(network, preset, device)`` raises ``ConfigError``
             for training runs the family knows to fail (see ``revmed.models.iunet``).
+        tiles: the network translates both ways (``forward`` and ``reverse``), reports its
+            ``halo(reverse)``, and its instance norms can be frozen after training, so
+            inference runs in large tiles (``revmed.nn.norm_statistics``, ``revmed.tiles``).
     """
 
     name: str
@@ -59,6 +62,7 @@ class ModelFamily:
     check: Callable[[Any], None] = _no_checks
     patch_multiple: Callable[[Any], int] = _no_padding
     check_training: Callable[[Any, Any, Any], None] = lambda network, preset, device: None
+    tiles: bool = False
 
     @property
     def own_keys(self) -> tuple[str, ...]:

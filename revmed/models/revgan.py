@@ -21,6 +21,7 @@ at zero); this needs matching input and output channels.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ from torch import nn
 from revmed.models.encoders import ENCODERS, build_codec, last_convolution
 from revmed.models.registry import ModelFamily, register
 from revmed.nn import AdditiveCoupling, ReversibleSequence
+from revmed.nn.reach import conv_reach
 from revmed.preset import InvalidKey, ModelSection, Preset, flag, integer, key, number, text
 
 
@@ -90,6 +92,7 @@ class RevGAN3D(nn.Module):
         if encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
         self.residual, self.encoder, self.stride = residual, encoder, ENCODERS[encoder]
+        self.core_width = width
         self.enc_x, self.dec_x = build_codec(encoder, in_channels, width, residual)
         self.enc_y, self.dec_y = build_codec(encoder, out_channels, width, residual)
         half = width // 2
@@ -106,6 +109,35 @@ class RevGAN3D(nn.Module):
     @property
     def depth(self) -> int:
         return len(self.core.blocks)
+
+    def parts(self, reverse: bool = False) -> tuple[nn.Module, nn.Module, nn.Module]:
+        """``(encoder, core, decoder)`` that F (or G with ``reverse``) runs."""
+        return (self.enc_y, self.core, self.dec_x) if reverse else (self.enc_x, self.core,
+                                                                     self.dec_y)
+
+    def norm_names(self, reverse: bool = False) -> set[str]:
+        """Dotted names of the instance norms F (or G with ``reverse``) runs: those whose
+        statistics tiled inference needs (``revmed.nn.norm_statistics``)."""
+        prefixes = ("enc_y", "core", "dec_x") if reverse else ("enc_x", "core", "dec_y")
+        return {f"{prefix}.{name}" for prefix, part in zip(prefixes, self.parts(reverse))
+                for name, m in part.named_modules() if isinstance(m, nn.InstanceNorm3d)}
+
+    def inference_bytes_per_voxel(self) -> int:
+        """Bytes per input voxel a forward pass without gradients holds at its peak (about
+        four core-width float32 tensors, measured; five with margin)."""
+        width = self.core_width
+        return 4 * (5 * width + 4)
+
+    def halo(self, reverse: bool = False) -> int:
+        """Voxels of input beyond an output voxel that it may depend on, along each axis, for
+        F (or G with ``reverse``): a multiple of the stride, so tiles read this far stay on the
+        core's grid (``revmed.tiles``)."""
+        encode, _, decode = self.parts(reverse)
+        reach, scale = conv_reach(encode)
+        core, scale = conv_reach(self.core, scale)
+        out, _ = conv_reach(decode, scale)
+        total = math.ceil(reach + core + out) + self.stride - 1
+        return -(-total // self.stride) * self.stride
 
     def _padding(self, size) -> list[int]:
         """``F.pad``'s list (last axis first) that makes ``size`` a multiple of the stride."""
@@ -170,4 +202,4 @@ def _check(model: RevGANSection) -> None:
 
 
 FAMILY = register(ModelFamily(name="revgan3d", section=RevGANSection, network=RevGAN3D,
-                              kwargs=_kwargs, depth_key="depth", check=_check))
+                              kwargs=_kwargs, depth_key="depth", check=_check, tiles=True))

@@ -23,7 +23,7 @@ LAYERS = [
     ["revmed.runtime", "revmed.models", "revmed.io", "revmed.transforms",
      "revmed.regions", "revmed.metrics"],
     ["revmed.config"],
-    ["revmed.windows", "revmed.checkpoint"],
+    ["revmed.windows", "revmed.tiles", "revmed.checkpoint"],
     ["revmed.data"],
     ["revmed.engine"],
     ["revmed.inference", "revmed.evaluation"],

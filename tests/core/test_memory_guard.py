@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import sys
 import textwrap
 
@@ -18,8 +19,10 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    # run outside the checkout, whose revmed/ would shadow the installed package
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout,
+                          cwd=tempfile.gettempdir())
 
 
 def test_an_address_space_limit_refuses_a_read_that_would_fail(tmp_path):
@@ -124,7 +127,8 @@ def test_the_estimate_of_a_read_covers_its_peak(tmp_path, kind):
         path = tmp_path / "v.nii.gz"
         nib.save(image, path)
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(MEASURE), str(path)],
-                          env=ENV, capture_output=True, text=True, timeout=120)
+                          env=ENV, capture_output=True, text=True, timeout=120,
+                          cwd=tempfile.gettempdir())
     assert done.returncode == 0, done.stderr
     estimate, peak, result = map(int, done.stdout.split())
     assert peak > result  # the measurement sees the read

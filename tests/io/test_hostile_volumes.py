@@ -8,6 +8,7 @@ import gzip
 import os
 import random
 import subprocess
+import tempfile
 import sys
 import warnings
 from pathlib import Path
@@ -265,8 +266,10 @@ def test_a_multi_frame_file_is_refused_before_reading_when_memory_is_short(monke
 
 
 def _revmed(*args, timeout=60):
+    # run outside the checkout, whose revmed/ would shadow the installed package
     return subprocess.run([sys.executable, "-m", "revmed", *map(str, args)], env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout,
+                          cwd=tempfile.gettempdir())
 
 
 def _garbage_jpeg2000(path: Path) -> Path:

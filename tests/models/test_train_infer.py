@@ -52,6 +52,12 @@ def test_train_writes_a_self_describing_run(trained):
     assert checkpoint["data"]["sr_factors"] == [2, 2, 4]
     assert checkpoint["model"]["kwargs"]["width"] == 4 and checkpoint["revmed"]
     assert checkpoint["patch_size"] == [16, 16, 16]
+    # F's and G's normalisation statistics, so inference runs in tiles
+    statistics = checkpoint["state"]["norm_statistics"]
+    assert set(statistics) == {"forward", "reverse"}
+    assert all(s.shape[0] == 2 and torch.isfinite(s).all() and (s[1] > 0).all()
+               for direction in statistics.values() for s in direction.values())
+    assert set(Translator.load(trained / "best.pt").tiled) == {False, True}
 
 
 def test_existing_run_is_not_overwritten_and_resume_needs_a_run(cli, sr_data, trained, tmp_path):

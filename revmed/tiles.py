@@ -1,0 +1,130 @@
+"""Whole volumes through a translation-equivariant network in a few large tiles.
+
+A network whose output at a voxel depends only on the input within its reach (``halo``
+voxels; ``revmed.nn.reach``) can run on a volume cut into tiles, each read with ``halo``
+extra voxels on every inner side and cropped back: the result equals one pass over the whole
+volume, whatever the tiles. ``plan_tiles`` picks the grid of tiles that evaluates the fewest
+voxels while no tile's input exceeds a voxel budget (from the memory the device has), so the
+work is close to one evaluation per output voxel; ``tiled_predict`` runs it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from revmed.runtime import as_channels_last, autocast
+from revmed.sizes import available_memory
+
+#: Most tiles tried along one axis when planning.
+MAX_SPLITS = 64
+#: Most voxels one tile reads: larger tiles barely cut the halo's share further, and several
+#: tiles let progress show an ETA.
+MAX_TILE_VOXELS = 2**25
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: the network reads ``source`` of the volume, and ``keep`` of its output (in
+    the tile's own coordinates) fills ``target`` of the result."""
+
+    source: tuple[slice, ...]
+    target: tuple[slice, ...]
+    keep: tuple[slice, ...]
+
+
+def _axis_tiles(size: int, splits: int, halo: int, align: int) -> list[tuple[int, int, int, int]]:
+    """``(read_start, read_stop, start, stop)`` of ``splits`` tiles along an axis of ``size``
+    voxels; starts are multiples of ``align`` (the last tile may be shorter)."""
+    step = math.ceil(math.ceil(size / splits) / align) * align
+    tiles = []
+    for start in range(0, size, step):
+        stop = min(start + step, size)
+        tiles.append((max(start - halo, 0), min(stop + halo, size), start, stop))
+    return tiles
+
+
+def _axis_costs(size: int, halo: int, align: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """For each split count tried along one axis: the voxels read along it in all, the
+    longest tile read, and the count. Tiles thinner than the halo read more halo than tile,
+    and are not tried."""
+    counts = [n for n in range(1, min(size, MAX_SPLITS) + 1)
+              if n == 1 or math.ceil(size / n) >= max(halo, align)]
+    read, longest = [], []
+    for n in counts:
+        tiles = _axis_tiles(size, n, halo, align)
+        read.append(sum(b - a for a, b, _, _ in tiles))
+        longest.append(max(b - a for a, b, _, _ in tiles))
+    return np.array(read, dtype=np.float64), np.array(longest, dtype=np.float64), counts
+
+
+def plan_tiles(shape: Sequence[int], halo: int, max_voxels: int, align: int = 1) -> list[Tile]:
+    """The tiles of a volume of spatial ``shape`` for a network reaching ``halo`` voxels (a
+    multiple of ``align``, the network's stride), none reading more than ``max_voxels``
+    voxels unless even the finest grid tried must; of the grids that fit, the one reading the
+    fewest voxels in all (then the one with the fewest tiles)."""
+    costs = [_axis_costs(int(s), halo, align) for s in shape]
+    read = np.einsum("i,j,k->ijk", *(c[0] for c in costs))
+    longest = np.einsum("i,j,k->ijk", *(c[1] for c in costs))
+    tiles = np.einsum("i,j,k->ijk", *(np.array(c[2], dtype=np.float64) for c in costs))
+    fits = longest <= max_voxels
+    if not fits.any():
+        fits = longest == longest.min()
+    score = np.where(fits, read + tiles / (tiles.max() + 1), np.inf)
+    best = np.unravel_index(int(np.argmin(score)), score.shape)
+    per_axis = [_axis_tiles(int(s), costs[a][2][best[a]], halo, align)
+                for a, s in enumerate(shape)]
+    plan = []
+    for parts in np.ndindex(*(len(p) for p in per_axis)):
+        chosen = [per_axis[a][i] for a, i in enumerate(parts)]
+        plan.append(Tile(source=tuple(slice(r0, r1) for r0, r1, _, _ in chosen),
+                         target=tuple(slice(t0, t1) for _, _, t0, t1 in chosen),
+                         keep=tuple(slice(t0 - r0, t1 - r0) for r0, _, t0, t1 in chosen)))
+    return plan
+
+
+def tile_voxels(bytes_per_voxel: int, device: torch.device, held: int = 0) -> int:
+    """Most voxels a tile may read: the memory the device has free (on the CPU, 70% of it
+    less ``held`` bytes the caller still needs) over the network's bytes per voxel, at most
+    ``MAX_TILE_VOXELS`` and at least 32^3."""
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0] * 0.8
+    else:
+        free = max((available_memory() or 8 * 2**30) * 0.7 - held, 0)
+    return int(max(min(free / bytes_per_voxel, MAX_TILE_VOXELS), 32**3))
+
+
+def voxels_read(tiles: Sequence[Tile]) -> int:
+    """Voxels the network evaluates for ``tiles``."""
+    return sum(math.prod(s.stop - s.start for s in tile.source) for tile in tiles)
+
+
+def tiled_predict(net: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray,
+                  tiles: Sequence[Tile], device: str | torch.device = "cpu",
+                  precision: str = "fp32", channels_last: bool = False,
+                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Run ``net`` over ``image`` ``(C, I, J, K)`` tile by tile; returns ``(C', I, J, K)``
+    float32. Each tile runs on ``device`` under ``precision``'s autocast (channels-last with
+    ``channels_last``); ``progress(done, total)`` is called after each tile."""
+    device = torch.device(device)
+    out: np.ndarray | None = None
+    with torch.no_grad():
+        for done, tile in enumerate(tiles, start=1):
+            x = torch.from_numpy(np.ascontiguousarray(image[(slice(None), *tile.source)]))
+            x = x[None].to(device)
+            if channels_last:
+                x = as_channels_last(x)
+            with autocast(precision, device):
+                y = net(x)
+            y = y[(0, slice(None), *tile.keep)].float().cpu().numpy()
+            if out is None:
+                out = np.empty((y.shape[0], *image.shape[1:]), dtype=np.float32)
+            out[(slice(None), *tile.target)] = y
+            if progress is not None:
+                progress(done, len(tiles))
+    assert out is not None
+    return out

@@ -1,0 +1,147 @@
+"""Frozen normalisation statistics and tiled inference: the result of a translator does not
+depend on how the volume is cut, and equals one pass over the whole volume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from revmed.checkpoint import write_payload
+from revmed.inference import Translator
+from revmed.io import Volume, make_affine
+from revmed.models import build_model
+from revmed.models.revgan import RevGAN3D
+from revmed.nn.norm_statistics import (FixedNorm3d, collect_norm_statistics, freeze_norms,
+                                       instance_norms)
+from revmed.tiles import plan_tiles, tiled_predict, voxels_read
+
+
+def _network(encoder: str, seed: int = 0) -> RevGAN3D:
+    """A RevGAN with weights far from its identity start, so every layer matters."""
+    torch.manual_seed(seed)
+    depth = 1 if encoder == "strided" else 2  # a halo the small test volumes can tile
+    net = RevGAN3D(1, 1, width=8, depth=depth, encoder=encoder).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0.0, 0.3)
+    return net
+
+
+def test_statistics_are_the_mean_instance_statistics_of_each_norm():
+    norm = torch.nn.InstanceNorm3d(3, affine=True)
+    net = torch.nn.Sequential(torch.nn.Identity(), norm)
+    inputs = [torch.randn(2, 3, 4, 5, 6) * 3 + 1, torch.randn(1, 3, 6, 5, 4)]
+    stats = collect_norm_statistics(net, net, inputs)
+    assert set(stats) == {"1"}
+    instances = [x[b].reshape(3, -1).double().numpy() for x in inputs for b in range(len(x))]
+    expected_mean = np.mean([i.mean(axis=1) for i in instances], axis=0)
+    expected_var = np.mean([i.var(axis=1) for i in instances], axis=0)
+    assert np.allclose(stats["1"][0].numpy(), expected_mean, atol=1e-5)
+    assert np.allclose(stats["1"][1].numpy(), expected_var, atol=1e-4)
+
+
+@pytest.mark.parametrize("encoder", ["srcnn-relu", "strided"])
+def test_frozen_on_its_own_statistics_the_network_is_unchanged(encoder):
+    net = _network(encoder)
+    x = torch.randn(1, 1, 16, 16, 16)
+    for reverse in (False, True):
+        run = net.reverse if reverse else net
+        frozen = freeze_norms(net, collect_norm_statistics(net, run, [x]))
+        frozen_run = frozen.reverse if reverse else frozen
+        assert any(isinstance(m, FixedNorm3d) for m in frozen.modules())
+        with torch.no_grad():
+            assert torch.allclose(frozen_run(x), run(x), atol=1e-4)
+    assert instance_norms(net)  # the original keeps its instance norms
+
+
+def test_tiles_cover_the_volume_once_within_the_budget():
+    shape, halo = (37, 30, 23), 4
+    for budget, align in ((3000, 1), (6000, 2), (10**9, 2)):
+        tiles = plan_tiles(shape, halo, budget, align)
+        count = np.zeros(shape, dtype=int)
+        for tile in tiles:
+            count[tile.target] += 1
+            assert all(t.start % align == 0 for t in tile.target)
+            read = [s.stop - s.start for s in tile.source]
+            assert all(s.start <= t.start - min(halo, t.start) for s, t in
+                       zip(tile.source, tile.target))
+            assert np.prod(read) <= budget or len(tiles) > 1
+        assert np.all(count == 1)
+    assert len(plan_tiles(shape, halo, 10**9)) == 1
+    assert voxels_read(plan_tiles(shape, halo, 10**9)) == np.prod(shape)
+
+
+@pytest.mark.parametrize("encoder", ["srcnn-relu", "strided"])
+def test_tiled_output_does_not_depend_on_the_tiles(encoder):
+    net = _network(encoder, seed=1)
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(1, 46, 38, 29)).astype(np.float32)
+    for reverse in (False, True):
+        run = net.reverse if reverse else net
+        frozen = freeze_norms(net, collect_norm_statistics(
+            net, run, [torch.from_numpy(image[None, :, :16, :16, :16])]))
+        frozen_run = frozen.reverse if reverse else frozen
+        halo = net.halo(reverse)
+        with torch.no_grad():
+            whole = frozen_run(torch.from_numpy(image)[None])[0].numpy()
+        for budget in (40_000, 25_000):
+            tiles = plan_tiles(image.shape[1:], halo, budget, net.stride)
+            assert len(tiles) > 1
+            out = tiled_predict(frozen_run, image, tiles)
+            assert np.allclose(out, whole, atol=1e-5), (reverse, budget)
+        # the test can fail: a halo short of the network's reach leaves seams
+        short = plan_tiles(image.shape[1:], halo - 2 * net.stride, 25_000, net.stride)
+        assert not np.allclose(tiled_predict(frozen_run, image, short), whole, atol=1e-3)
+
+
+def _checkpoint(path, statistics: bool):
+    kwargs = {"in_channels": 1, "out_channels": 1, "width": 8, "depth": 2, "residual": True}
+    net = build_model("revgan3d", **kwargs)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0.0, 0.1)
+    state = {"generator": net.state_dict()}
+    if statistics:
+        x = [torch.rand(1, 1, 16, 16, 16) * 2 - 1]
+        state["norm_statistics"] = {
+            "forward": collect_norm_statistics(net, net, x),
+            "reverse": collect_norm_statistics(net, net.reverse, x)}
+    data = {"in_channels": 1, "out_channels": 1, "intensity": "window",
+            "window": [-1150.0, 350.0], "sr_factors": [1, 1, 1], "sr_upsample": "bspline",
+            "channels": []}
+    return write_payload(path, {
+        "model": {"kind": "revgan3d", "kwargs": kwargs}, "data": data,
+        "patch_size": [16, 16, 16], "preset": {"task": "da", "infer": {"overlap": 0.5}},
+        "state": state})
+
+
+def _volume(seed=0):
+    rng = np.random.default_rng(seed)
+    array = rng.uniform(-1100, 300, size=(1, 40, 36, 30)).astype(np.float32)
+    return Volume(array, make_affine((0.8, 0.8, 1.5)), source="ct.nii.gz")
+
+
+def test_a_checkpoint_with_statistics_runs_in_tiles_whatever_their_size(tmp_path, monkeypatch):
+    translator = Translator.load(_checkpoint(tmp_path / "m.pt", statistics=True))
+    assert set(translator.tiled) == {False, True}
+    volume = _volume()
+    for reverse in (False, True):
+        one = translator.translate(volume, reverse=reverse)
+        monkeypatch.setattr("revmed.tiles.MAX_TILE_VOXELS", 12_000)
+        calls = []
+        many = translator.translate(volume, reverse=reverse,
+                                    progress=lambda done, total: calls.append((done, total)))
+        monkeypatch.undo()
+        assert len(calls) > 1 and calls[-1][0] == calls[-1][1]
+        assert np.allclose(one.array, many.array, atol=1e-3)  # HU
+        windows = translator.translate(volume, reverse=reverse, tiling="windows")
+        assert not np.allclose(one.array, windows.array, atol=1e-3)
+
+
+def test_a_checkpoint_without_statistics_runs_in_blended_windows(tmp_path):
+    translator = Translator.load(_checkpoint(tmp_path / "old.pt", statistics=False))
+    assert translator.tiled == {}
+    volume = _volume(1)
+    assert np.array_equal(translator.translate(volume).array,
+                          translator.translate(volume, tiling="windows").array)
