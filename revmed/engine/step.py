@@ -16,7 +16,6 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -24,7 +23,8 @@ from revmed.engine.distributed import Distributed, LossModule, wrap
 from revmed.engine.objectives import build_objective
 from revmed.errors import ConfigError
 from revmed.models import build_critics, get_family, model_spec
-from revmed.nn.norm_statistics import Statistics, collect_norm_statistics
+from revmed.nn import invertibility_error
+from revmed.nn.norm_statistics import NormRecorder, Statistics
 from revmed.preset import Preset
 from revmed.regions import BRATS, LabelSet
 from revmed.runtime import as_channels_last, autocast, grad_scaler, prepare
@@ -50,10 +50,6 @@ def _adam(params: list[nn.Parameter], preset: Preset):
     return optimiser, schedule
 
 
-#: Patches of each domain the normalisation statistics are measured on at each epoch's end.
-CALIBRATION_PATCHES = 8
-
-
 class TrainingStep:
     """The trainable parts of ``preset`` on ``device``; ``step(batch)`` updates them once.
 
@@ -73,10 +69,14 @@ class TrainingStep:
         self.model_kind, self.model_kwargs = model_spec(preset)
         family = get_family(self.model_kind)
         self.model = family.network(**self.model_kwargs).to(device)
-        self.tiles = family.tiles
-        #: F's and G's normalisation statistics ({"forward": ..., "reverse": ...}), measured
-        #: by ``calibrate``; None before it ran or for a family without tiles.
+        #: F's and G's normalisation statistics ({"forward": ..., "reverse": ...}) of the
+        #: last epoch (``calibrate``); None before one ended or for a family without tiles.
         self.norm_statistics: dict[str, Statistics] | None = None
+        self._recorder = None
+        if family.tiles:
+            (enc_f, _, dec_f), (enc_g, _, dec_g) = self.model.parts(), self.model.parts(True)
+            self._recorder = NormRecorder(self.model, {"forward": enc_f, "reverse": enc_g},
+                                          (dec_f, dec_g))
         family.check_training(self.model, preset, device)
         rank = job.rank if job is not None else 0
         self.objective = build_objective(train, seed=train.seed + 1000 * rank, labels=labels)
@@ -149,26 +149,28 @@ class TrainingStep:
             if self.sched_d is not None:
                 self.sched_d.step()
 
-    def calibrate(self, patches: dict[str, np.ndarray]) -> None:
-        """Measure F's and G's normalisation statistics on at most ``CALIBRATION_PATCHES``
-        of an epoch's ``patches`` (evenly spaced, so no random numbers are drawn), in float32;
-        saved with the weights, they let inference run in large tiles
-        (``revmed.nn.norm_statistics``). Nothing for a family without tiles."""
-        if not self.tiles or "Y" not in patches:
+    def calibrate(self) -> None:
+        """Keep the normalisation statistics F and G saw in training since the last call
+        (one epoch): saved with the weights, they let inference run in large tiles
+        (``revmed.nn.norm_statistics``). None when a direction did not run all its norms
+        (a compiled network hides them from the hooks). Nothing for a family without tiles."""
+        if self._recorder is None:
             return
-
-        def sample(key: str) -> list[torch.Tensor]:
-            n = len(patches[key])
-            picks = np.unique(np.linspace(0, n - 1, min(n, CALIBRATION_PATCHES)).round())
-            return [torch.from_numpy(np.ascontiguousarray(patches[key][int(i)]))[None]
-                    .to(self.device) for i in picks]
-
-        found = {"forward": collect_norm_statistics(self.model, self.model, sample("X")),
-                 "reverse": collect_norm_statistics(self.model, self.model.reverse, sample("Y"))}
-        # a compiled network may hide its norms from the hooks: then no statistics at all
+        found = self._recorder.take()
         complete = all(set(found[key]) == self.model.norm_names(key == "reverse")
                        for key in found)
         self.norm_statistics = found if complete else None
+
+    def core_reconstruction_error(self, x: torch.Tensor) -> float:
+        """``max |C^-1(C(h)) - h|`` of the invertible core on the features ``h`` of the input
+        batch ``x``, under the training precision: how exact the memory-free backward's
+        rebuilt activations are."""
+        self.model.eval()  # a check, not training: the norm statistics leave it out
+        try:
+            with torch.no_grad(), self.autocast():
+                return invertibility_error(self.model.core, self.model.core_input(x))
+        finally:
+            self.model.train()
 
     def state_dict(self) -> dict[str, Any]:
         """Networks, optimisers, schedules, gradient scaler and the objective's own state."""

@@ -50,7 +50,6 @@ from revmed.engine.run_folder import RunFolder, data_source
 from revmed.engine.step import TrainingStep
 from revmed.engine.validation import Validator, check_regions
 from revmed.errors import CheckpointError, ConfigError, InputError, OutputError, RevmedError
-from revmed.nn import invertibility_error
 from revmed.preset import Preset
 
 #: Dataset kinds each objective can train on.
@@ -278,12 +277,12 @@ class Trainer:
         done, sums = self.step_in_epoch, self._epoch_sums
         self.step_in_epoch, self._epoch_sums, self._epoch_seconds = 0, {}, 0.0
         self.training.end_epoch()
-        if self.is_main:
-            self.training.calibrate(patches)
+        self.training.calibrate()
         self.epoch += 1
         record = {"epoch": self.epoch, "steps": done,
                   **{k: v / max(done, 1) for k, v in sums.items()},
-                  **({"core_recon_error": self.core_reconstruction_error(last_batch["X"][:1])}
+                  **({"core_recon_error": self.training.core_reconstruction_error(
+                      last_batch["X"][:1])}
                      if last_batch is not None and self.is_main else {}),
                   **(self.validate(self.model, self.training.norm_statistics) if self.is_main
                      else {}),
@@ -360,13 +359,6 @@ class Trainer:
     def _agree(self, *flags: bool) -> list[bool]:
         """``flags`` OR-ed over the processes of a job (as they are for a single process)."""
         return list(flags) if self.job is None else self.job.any(*flags)
-
-    def core_reconstruction_error(self, x: torch.Tensor) -> float:
-        """``max |C^-1(C(h)) - h|`` of the invertible core on the features ``h`` of the input
-        batch ``x``, under the training precision: how exact the memory-free backward's
-        rebuilt activations are."""
-        with torch.no_grad(), self.training.autocast():
-            return invertibility_error(self.model.core, self.model.core_input(x))
 
     # --- checkpoints -----------------------------------------------------------------------
 

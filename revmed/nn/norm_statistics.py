@@ -51,25 +51,34 @@ def instance_norms(module: nn.Module) -> dict[str, nn.InstanceNorm3d]:
     return {name: m for name, m in module.named_modules() if isinstance(m, nn.InstanceNorm3d)}
 
 
+class _Sums:
+    """Running sums of each norm's per-instance channel means and variances."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, name: str, x: torch.Tensor) -> None:
+        """Add the instances of ``x`` ``(B, C, D, H, W)``, the input of norm ``name``."""
+        with torch.no_grad():
+            var, mean = torch.var_mean(x.detach().float(), dim=(2, 3, 4), correction=0)
+            total = torch.stack([mean.sum(0), var.sum(0)]).double()
+        self.sums[name] = self.sums[name] + total if name in self.sums else total
+        self.counts[name] = self.counts.get(name, 0) + x.shape[0]
+
+    def means(self) -> Statistics:
+        return {name: (total / self.counts[name]).float().cpu()
+                for name, total in self.sums.items()}
+
+
 def collect_norm_statistics(module: nn.Module, run: Callable[[torch.Tensor], torch.Tensor],
                             inputs: Iterable[torch.Tensor]) -> Statistics:
     """Mean per-instance channel statistics of every instance norm of ``module`` that
     ``run`` (a forward direction of ``module``) calls, over ``inputs``, each
     ``(B, C, D, H, W)``; norms ``run`` never calls are left out. No gradients; ``module``'s
     mode is left as it was."""
-    sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
-
-    def hook(name: str):
-        def record(_module, args):
-            x = args[0].detach().float()
-            var, mean = torch.var_mean(x, dim=(2, 3, 4), correction=0)  # (B, C) each
-            total = torch.stack([mean.sum(0), var.sum(0)]).double()
-            sums[name] = sums[name] + total if name in sums else total
-            counts[name] = counts.get(name, 0) + x.shape[0]
-        return record
-
-    handles = [norm.register_forward_pre_hook(hook(name))
+    sums = _Sums()
+    handles = [norm.register_forward_pre_hook(lambda _m, args, name=name: sums.add(name, args[0]))
                for name, norm in instance_norms(module).items()]
     try:
         with torch.no_grad():
@@ -78,7 +87,46 @@ def collect_norm_statistics(module: nn.Module, run: Callable[[torch.Tensor], tor
     finally:
         for handle in handles:
             handle.remove()
-    return {name: (total / counts[name]).float().cpu() for name, total in sums.items()}
+    return sums.means()
+
+
+class NormRecorder:
+    """Statistics of the instance norms of ``module`` gathered while it trains, by direction.
+
+    A direction starts when its ``entries`` module is called and ends when any of ``exits``
+    returns (for the RevGAN: F enters through ``enc_x`` and leaves through ``dec_y``); the
+    norms called in between, in training mode, add what they see to that direction. Calls
+    outside a direction (a memory-saving backward pass re-running the core) add nothing.
+    ``take()`` returns the means since the last ``take`` and starts again.
+    """
+
+    def __init__(self, module: nn.Module, entries: dict[str, nn.Module],
+                 exits: Iterable[nn.Module]) -> None:
+        self.direction: str | None = None
+        self._sums: dict[str, _Sums] = {key: _Sums() for key in entries}
+        self._handles = [entry.register_forward_pre_hook(
+            lambda _m, _args, key=key: setattr(self, "direction", key))
+            for key, entry in entries.items()]
+        self._handles += [leave.register_forward_hook(
+            lambda _m, _args, _out: setattr(self, "direction", None)) for leave in exits]
+        self._handles += [norm.register_forward_pre_hook(
+            lambda m, args, name=name: self._record(m, name, args[0]))
+            for name, norm in instance_norms(module).items()]
+
+    def _record(self, norm: nn.Module, name: str, x: torch.Tensor) -> None:
+        if self.direction is not None and norm.training:
+            self._sums[self.direction].add(name, x)
+
+    def take(self) -> dict[str, Statistics]:
+        """``{direction: statistics}`` since the last call (directions not run: empty)."""
+        found = {key: sums.means() for key, sums in self._sums.items()}
+        self._sums = {key: _Sums() for key in self._sums}
+        return found
+
+    def remove(self) -> None:
+        """Stop watching."""
+        for handle in self._handles:
+            handle.remove()
 
 
 def freeze_norms(module: nn.Module, statistics: Statistics) -> nn.Module:

@@ -12,8 +12,8 @@ from revmed.inference import Translator
 from revmed.io import Volume, make_affine
 from revmed.models import build_model
 from revmed.models.revgan import RevGAN3D
-from revmed.nn.norm_statistics import (FixedNorm3d, collect_norm_statistics, freeze_norms,
-                                       instance_norms)
+from revmed.nn.norm_statistics import (FixedNorm3d, NormRecorder, collect_norm_statistics,
+                                       freeze_norms, instance_norms)
 from revmed.tiles import plan_tiles, tiled_predict, voxels_read
 
 
@@ -145,3 +145,32 @@ def test_a_checkpoint_without_statistics_runs_in_blended_windows(tmp_path):
     volume = _volume(1)
     assert np.array_equal(translator.translate(volume).array,
                           translator.translate(volume, tiling="windows").array)
+
+
+def test_training_records_each_direction_without_the_backward_replays():
+    """What ``NormRecorder`` gathers over training calls of F and G (memory-saving, so the
+    backward pass re-runs the core) equals the statistics of the same inputs measured
+    directly; eval-mode calls and core-only calls add nothing."""
+    net = _network("srcnn-relu", seed=2).train()
+    recorder = NormRecorder(net, {"forward": net.enc_x, "reverse": net.enc_y},
+                            (net.dec_y, net.dec_x))
+    xs = [torch.randn(2, 1, 12, 12, 12) for _ in range(2)]
+    ys = [torch.randn(1, 1, 12, 12, 12) * 2 + 1]
+    for x in xs:
+        (net(x) ** 2).mean().backward()
+    for y in ys:
+        (net.reverse(y) ** 2).mean().backward()
+    net.eval()
+    net(torch.randn(1, 1, 12, 12, 12))  # not training
+    net.train()
+    with torch.no_grad():
+        net.core(torch.randn(1, 8, 12, 12, 12))  # outside a direction
+    found = recorder.take()
+    recorder.remove()
+    expected = {"forward": collect_norm_statistics(net, net, xs),
+                "reverse": collect_norm_statistics(net, net.reverse, ys)}
+    for key in ("forward", "reverse"):
+        assert set(found[key]) == net.norm_names(key == "reverse")
+        for name, value in expected[key].items():
+            assert torch.allclose(found[key][name], value, atol=1e-5), (key, name)
+    assert recorder.take() == {"forward": {}, "reverse": {}}
