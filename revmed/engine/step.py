@@ -180,6 +180,8 @@ class TrainingStep:
                  "scaler": self.scaler.state_dict(), **self.objective.state_dict()}
         if self.norm_statistics is not None:
             state["norm_statistics"] = self.norm_statistics
+        if self._recorder is not None:
+            state["norm_sums"] = self._recorder.state_dict()
         if self.opt_d is not None:
             state["opt_d"] = self.opt_d.state_dict()
             state["sched_d"] = self.sched_d.state_dict()
@@ -189,6 +191,8 @@ class TrainingStep:
         """Restore what ``state_dict`` saved (a checkpoint's ``state``)."""
         self.model.load_state_dict(state["generator"])
         self.norm_statistics = state.get("norm_statistics")
+        if self._recorder is not None and "norm_sums" in state:
+            self._recorder.load_state_dict(state["norm_sums"])
         for key, critic in self.critics.items():
             critic.load_state_dict(state["critics"][key])
         self.opt_g.load_state_dict(state["opt_g"])

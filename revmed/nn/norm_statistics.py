@@ -123,6 +123,19 @@ class NormRecorder:
         self._sums = {key: _Sums() for key in self._sums}
         return found
 
+    def state_dict(self) -> dict[str, dict[str, dict]]:
+        """The sums so far (a run interrupted mid-epoch keeps them in its checkpoint)."""
+        return {key: {"sums": dict(part.sums), "counts": dict(part.counts)}
+                for key, part in self._sums.items()}
+
+    def load_state_dict(self, state: dict[str, dict[str, dict]]) -> None:
+        """Continue from ``state_dict()``'s sums."""
+        for key, part in state.items():
+            sums = _Sums()
+            sums.sums = {str(k): v.double() for k, v in part["sums"].items()}
+            sums.counts = {str(k): int(v) for k, v in part["counts"].items()}
+            self._sums[str(key)] = sums
+
     def remove(self) -> None:
         """Stop watching."""
         for handle in self._handles:
