@@ -29,17 +29,31 @@ def cli(capsys):
     return invoke
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory):
-    """A width-4, depth-1 residual RevGAN checkpoint for kernel adaptation (8^3 windows)."""
+def write_tiny_checkpoint(path, task="da", sr_factors=(1, 1, 1), channels=(), infer=None):
+    """An untrained width-4, depth-1 residual RevGAN checkpoint (8^3 windows) at ``path``."""
     from revmed.checkpoint import write_payload
     from revmed.models import build_model
 
     kwargs = {"in_channels": 1, "out_channels": 1, "width": 4, "depth": 1, "residual": True}
     data = {"in_channels": 1, "out_channels": 1, "intensity": "window",
-            "window": [-1150.0, 350.0], "sr_factors": [1, 1, 1], "sr_upsample": "bspline",
-            "channels": []}
-    return write_payload(tmp_path_factory.mktemp("model") / "m.pt", {
+            "window": [-1150.0, 350.0], "sr_factors": list(sr_factors),
+            "sr_upsample": "bspline", "channels": list(channels)}
+    preset = {"infer": infer or {"overlap": 0.25, "blend": "gaussian", "sw_batch_size": 2}}
+    if task is not None:
+        preset["task"] = task
+    return write_payload(path, {
         "model": {"kind": "revgan3d", "kwargs": kwargs}, "data": data, "patch_size": [8, 8, 8],
-        "preset": {"task": "da", "infer": {"overlap": 0.25}},
-        "state": {"generator": build_model("revgan3d", **kwargs).state_dict()}})
+        "preset": preset, "state": {"generator": build_model("revgan3d", **kwargs).state_dict()}})
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint():
+    """``write_tiny_checkpoint`` for fixtures of other folders."""
+    return write_tiny_checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A kernel-adaptation checkpoint of ``write_tiny_checkpoint`` (overlap 0.25)."""
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("model") / "m.pt",
+                                 infer={"overlap": 0.25})

@@ -12,23 +12,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from revmed.checkpoint import write_payload
 from revmed.io import Volume, make_affine, read_volume, write_volume
-from revmed.models import build_model
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
+def model(tmp_path_factory, tiny_checkpoint):
     """An untrained 2x super-resolution RevGAN checkpoint (8^3 windows): fast to apply."""
-    kwargs = {"in_channels": 1, "out_channels": 1, "width": 4, "depth": 1, "residual": True}
-    data = {"in_channels": 1, "out_channels": 1, "intensity": "window",
-            "window": [-1150.0, 350.0], "sr_factors": [2, 2, 2], "sr_upsample": "bspline",
-            "channels": []}
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    return write_payload(path, {
-        "model": {"kind": "revgan3d", "kwargs": kwargs}, "data": data, "patch_size": [8, 8, 8],
-        "preset": {"infer": {"overlap": 0.25, "blend": "gaussian", "sw_batch_size": 2}},
-        "state": {"generator": build_model("revgan3d", **kwargs).state_dict()}})
+    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "model.pt", task=None,
+                           sr_factors=(2, 2, 2))
 
 
 def _volume(path, shape=(6, 7, 5), seed=0, value=None):

@@ -53,17 +53,10 @@ def ct_small_series(folder: Path, slices: int = 5, rows: int = 16, columns: int 
 
 
 @pytest.fixture(scope="session")
-def sr_model(tmp_path_factory):
+def sr_model(tmp_path_factory, tiny_checkpoint):
     """An untrained 2x super-resolution RevGAN checkpoint for CT (8^3 windows): fast."""
-    kwargs = {"in_channels": 1, "out_channels": 1, "width": 4, "depth": 1, "residual": True}
-    data = {"in_channels": 1, "out_channels": 1, "intensity": "window",
-            "window": [-1150.0, 350.0], "sr_factors": [2, 2, 2], "sr_upsample": "bspline",
-            "channels": ["image"]}
-    path = tmp_path_factory.mktemp("model") / "sr.pt"
-    return write_payload(path, {
-        "model": {"kind": "revgan3d", "kwargs": kwargs}, "data": data, "patch_size": [8, 8, 8],
-        "preset": {"infer": {"overlap": 0.25, "blend": "gaussian", "sw_batch_size": 2}},
-        "state": {"generator": build_model("revgan3d", **kwargs).state_dict()}})
+    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "sr.pt", task=None,
+                           sr_factors=(2, 2, 2), channels=("image",))
 
 
 @pytest.fixture(scope="session")
