@@ -6,10 +6,11 @@ into train / val / test; the test cases are held out and only scored at the end.
 Every configuration is trained by the same loop in a fresh subprocess, so that the models see
 exactly the same data in the same order:
 
-* patches: ``revmed.data.training_patches.TrainingPatches`` with the ``demo-seg`` preset (random
-  crops, new ones every epoch, z-scored inside the brain), batches and random flips by the
-  trainer's own batching (``revmed.data.batches.epoch_batches``);
-* loss: ``revmed.engine.objectives.SegmentationObjective`` (soft Dice + BCE per region);
+* patches: ``revmed.data.training_patches.TrainingPatches`` with the ``demo-seg`` preset (crops
+  centred on each label in turn, new ones every epoch, z-scored inside the brain), batches and
+  random flips by the trainer's own batching (``revmed.data.batches.epoch_batches``);
+* loss: ``revmed.engine.objectives.SegmentationObjective`` (soft Dice + BCE per region), with
+  every network's logits starting at the same prior (``revmed.models.iunet.OUTPUT_PRIOR``);
 * Adam with the preset's learning rate and betas, no schedule;
 * ``--steps`` optimisation steps of ``--batch`` patches, whatever the time it takes, so the
   result does not depend on how busy the machine is; no validation, the last weights are
@@ -43,11 +44,17 @@ tensors go back to the kernel and the resident size follows the live tensors):
 
 The ``demo`` part runs the shipped ``demo-seg`` preset as a user would, through the CLI
 (``revmed synth``, ``revmed train`` with its built-in time limit, ``revmed infer``, ``revmed
-eval --regions brats``), and compares its whole-tumour Dice with chance.
+eval --regions brats``), and compares its whole-tumour Dice with chance; with ``--demo-seeds``
+it does so once per synth seed (fresh data each time) and prints every held-out case's Dice per
+region with the mean, std and worst case; ``--demo-set KEY=VALUE`` tries a preset change the
+way a user would. The ``sampling`` part counts how often demo-seg's training patches hold each
+label, with uniform and with label-balanced crops.
 
     python benchmarks/segmentation.py                  # every config and the demo (~30 min)
     python benchmarks/segmentation.py --quick          # smoke test (under two minutes)
     python benchmarks/segmentation.py --parts sweep --configs iunet16-b2,unet16 --steps 100
+    python benchmarks/segmentation.py --parts demo --demo-seeds 1,3,5,7,9   # ~20 min
+    python benchmarks/segmentation.py --parts sampling                      # ~1 min
 """
 
 from __future__ import annotations
@@ -127,6 +134,10 @@ def preset_overrides(spec: dict) -> list[str]:
 
 def build_network(cfg: Config, preset):
     """The network of ``cfg``: (B, 4, D, H, W) -> (B, 3, D, H, W) logits."""
+    import torch
+
+    from revmed.models.iunet import OUTPUT_PRIOR
+
     if cfg.kind == "iunet":
         from revmed.models import build_model, model_spec
 
@@ -140,9 +151,14 @@ def build_network(cfg: Config, preset):
         channels, strides = (c, 2 * c, 4 * c, 4 * c), (1, 2, 2)
     else:
         channels, strides = (c, 2 * c, 4 * c), (2, 2)
-    return UNet(spatial_dims=3, in_channels=data.in_channels,
+    unet = UNet(spatial_dims=3, in_channels=data.in_channels,
                 out_channels=data.out_channels, channels=channels, strides=strides,
                 num_res_units=2)
+    # the same start as the iUNet's logits (IUNet3D's prior): the last convolution's bias
+    last = [m for m in unet.modules() if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d))
+            and m.out_channels == data.out_channels][-1]
+    torch.nn.init.constant_(last.bias, math.log(OUTPUT_PRIOR / (1.0 - OUTPUT_PRIOR)))
+    return unet
 
 
 # --- one configuration (a fresh process) -----------------------------------------------------
@@ -281,10 +297,12 @@ def run_worker(spec: dict, spec_path: Path) -> dict:
 
 # --- the shipped demo-seg preset through the CLI ---------------------------------------------
 
-def run_demo(work: Path, cases: int, seed: int, threads: int | None = None) -> dict:
+def run_demo(work: Path, cases: int, seed: int, threads: int | None = None,
+             overrides: tuple[str, ...] = ()) -> dict:
     """``revmed synth`` / ``train`` / ``infer`` / ``eval`` as docs/segmentation.md shows them.
 
-    ``threads``: OMP_NUM_THREADS for the commands (None: left as it is, as for a user).
+    ``threads``: OMP_NUM_THREADS for the commands (None: left as it is, as for a user);
+    ``overrides``: ``key=value`` preset overrides for ``revmed train`` (``--set``).
     """
     import numpy as np
 
@@ -296,7 +314,7 @@ def run_demo(work: Path, cases: int, seed: int, threads: int | None = None) -> d
         [*revmed, "synth", "brats-seg", str(data), "--cases", str(cases), "--seed", str(seed),
          "--shape", ",".join(map(str, SHAPE))],
         [*revmed, "train", "--preset", PRESET, "--data", str(data), "--out", str(run),
-         "--device", "cpu", "--json"],
+         "--device", "cpu", "--json", *(a for o in overrides for a in ("--set", o))],
         [*revmed, "infer", str(data / "test" / "images"), "-o", str(pred), "--model",
          str(run / "best.pt"), "--device", "cpu", "--quiet"],
         [*revmed, "eval", str(pred), str(data / "test" / "labels"), "--regions", "brats",
@@ -323,7 +341,7 @@ def run_demo(work: Path, cases: int, seed: int, threads: int | None = None) -> d
     trained = json.loads(outputs["train"])
     epochs = [json.loads(line) for line in
               (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line]
-    best = max(epochs, key=lambda r: r.get("val_dice", -math.inf))
+    best = max(epochs, key=lambda r: r.get("val_dice_worst", r.get("val_dice", -math.inf)))
     chance = {}
     for case in report["cases"]:
         label = read_volume(data / "test" / "labels" / f"{case['case']}.nii.gz").array
@@ -336,6 +354,7 @@ def run_demo(work: Path, cases: int, seed: int, threads: int | None = None) -> d
     return {"commands": [" ".join(["revmed", *c[3:]]) for c in commands],
             "omp_num_threads": env.get("OMP_NUM_THREADS"),
             "seconds": timings, "epochs": len(epochs),
+            "epoch_seconds": sum(r["seconds"] for r in epochs),
             "steps": sum(r["steps"] for r in epochs),
             "stopped_at_time_limit": bool(trained.get("stopped_at_time_limit", False)),
             "best_epoch": best["epoch"], "best_val": {k: v for k, v in best.items()
@@ -344,6 +363,76 @@ def run_demo(work: Path, cases: int, seed: int, threads: int | None = None) -> d
             "cases": [{k: c[k] for k in ("case", *REGIONS)} for c in report["cases"]],
             "chance": chance,
             "chance_mean": float(np.mean([c["wt_everywhere_in_brain"] for c in chance.values()]))}
+
+
+def seeds_table(demos: dict) -> str:
+    """Per seed and held-out case: Dice per region, epochs and seconds of training; then the
+    mean +- std and the worst case over all of them."""
+    header = ["synth seed", "case", *(f"Dice {r}" for r in REGIONS), "epochs",
+              "seconds in epochs", "best epoch"]
+    body, scores = [], {r: [] for r in REGIONS}
+    for seed, demo in demos.items():
+        if "error" in demo:
+            body.append([seed, "failed: " + demo["error"], *[""] * (len(header) - 2)])
+            continue
+        for case in demo["cases"]:
+            for r in REGIONS:
+                scores[r].append(case[r]["dice"])
+            body.append([seed, case["case"], *(f"{case[r]['dice']:.3f}" for r in REGIONS),
+                         str(demo["epochs"]), f"{demo['epoch_seconds']:.0f}",
+                         str(demo["best_epoch"])])
+    if all(scores.values()):
+        stats = {r: summary({i: {r: v} for i, v in enumerate(scores[r])})[r] for r in REGIONS}
+        body.append(["mean ± std", "", *(pm(stats[r]) for r in REGIONS), "", "", ""])
+        body.append(["worst", "", *(f"{min(scores[r]):.3f}" for r in REGIONS), "", "", ""])
+    return _common.markdown_table(header, body)
+
+
+def sampling_coverage(data: Path, epochs: int, size: int) -> dict:
+    """How often training patches hold each label: ``demo-seg``'s patches (cubes of ``size``) of
+    ``epochs`` epochs from the training cases at ``data``, uniform and label-balanced crops.
+
+    Returns ``{sampler: {label: {"patches": fraction of patches holding it, "voxels": its
+    fraction of the patch voxels}}}``, and ``{"volumes": ...}`` the same fractions of the whole
+    training volumes (where "patches" is the fraction of volumes holding the label)."""
+    import numpy as np
+
+    from revmed import config
+    from revmed.data.training_patches import TrainingPatches
+
+    out: dict = {}
+    for sampler in ("random", "labels"):
+        preset = config.load_preset(PRESET, [f'patch.sampler="{sampler}"',
+                                             f"patch.size=[{size},{size},{size}]"])
+        patches = TrainingPatches(data, preset)
+        labels = np.concatenate([patches.epoch_patches(e)["label"] for e in range(epochs)])
+        out[sampler] = {name: {"patches": float(np.mean((labels == v).any(axis=(1, 2, 3, 4)))),
+                               "voxels": float(np.mean(labels == v))}
+                        for name, v in patches.labels.labels.items()}
+        volumes = [s["label"] for s in patches._samples]
+    out["volumes"] = {name: {"patches": float(np.mean([(x == v).any() for x in volumes])),
+                             "voxels": float(np.mean([np.mean(x == v) for x in volumes]))}
+                      for name, v in patches.labels.labels.items()}
+    return out
+
+
+def coverage_table(coverage: dict[int, dict]) -> str:
+    """One row per crop size and sampler, and one for the whole volumes."""
+    first = next(iter(coverage.values()))
+    names = list(first["volumes"])
+    header = ["patches", *(f"{n}: patches holding it" for n in names),
+              *(f"{n}: share of voxels" for n in names)]
+    rows = []
+
+    def row(title, c):
+        rows.append([title, *(f"{c[n]['patches']:.2f}" for n in names),
+                     *(f"{100 * c[n]['voxels']:.2f}%" for n in names)])
+
+    for size, c in coverage.items():
+        row(f"{size}³ uniform random crops", c["random"])
+        row(f"{size}³ label-balanced crops", c["labels"])
+    row("whole training volumes", first["volumes"])
+    return _common.markdown_table(header, rows)
 
 
 # --- the report ------------------------------------------------------------------------------
@@ -381,7 +470,9 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default="sweep,demo",
                         help="comma-separated: sweep (the configurations), demo (demo-seg "
-                             "through the CLI)")
+                             "through the CLI), sampling (how often demo-seg's training patches "
+                             "of 48, 32 and 24 voxels hold each label, uniform vs "
+                             "label-balanced crops)")
     parser.add_argument("--configs", default=None,
                         help="comma-separated keys (default: all): " + ", ".join(BY_KEY))
     parser.add_argument("--memory-only", default="",
@@ -402,6 +493,13 @@ def main() -> None:
     parser.add_argument("--demo-cases", type=int, default=6,
                         help="cases of the demo-seg run (the documented 6: 4 train, 1 val, "
                              "1 test)")
+    parser.add_argument("--demo-seeds", default=None,
+                        help="comma-separated synth seeds: run the demo once per seed (fresh "
+                             "data, run and prediction each) and report per-region Dice per seed, "
+                             "mean +- std and the worst seed (default: --seed only)")
+    parser.add_argument("--demo-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a preset override for the demo's revmed train (repeatable), to "
+                             "try a change as a user would run it")
     parser.add_argument("--demo-threads", type=int, default=None,
                         help="OMP_NUM_THREADS for the demo's commands (default: not set, so "
                              "PyTorch uses every core, as for a user)")
@@ -427,8 +525,9 @@ def main() -> None:
         return
 
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    if not parts <= {"sweep", "demo"}:
-        parser.error(f"--parts: unknown part(s) {', '.join(sorted(parts - {'sweep', 'demo'}))}")
+    known = {"sweep", "demo", "sampling"}
+    if not parts <= known:
+        parser.error(f"--parts: unknown part(s) {', '.join(sorted(parts - known))}")
     if args.quick:
         parts.discard("demo")
     keys = ([k.strip() for k in args.configs.split(",") if k.strip()] if args.configs
@@ -468,10 +567,29 @@ def main() -> None:
                      "command": " ".join(["python", "benchmarks/segmentation.py", *sys.argv[1:]])}
 
     if "demo" in parts:
-        log("demo-seg through the CLI (its own 240 s training time limit)")
-        demo = run_demo(work, args.demo_cases, args.seed, args.demo_threads)
-        demo["load_average_after"] = os.getloadavg()
-        payload["demo"] = demo
+        seeds = ([int(s) for s in args.demo_seeds.split(",") if s.strip()] if args.demo_seeds
+                 else [args.seed])
+        demos = {}
+        for seed in seeds:
+            log(f"demo-seg through the CLI, synth seed {seed} (its own 240 s training limit)")
+            (work / f"seed-{seed}").mkdir()
+            demo = run_demo(work / f"seed-{seed}", args.demo_cases, seed, args.demo_threads,
+                            tuple(args.demo_set))
+            demo["load_average_after"] = os.getloadavg()
+            demos[seed] = demo
+        payload["demo"] = demos[seeds[0]] if len(seeds) == 1 else None
+        payload["demos"] = {str(k): v for k, v in demos.items()}
+
+    if "sampling" in parts:
+        data = work / "sampling-data"
+        dataset = synthesize("brats-seg", data, cases=args.demo_cases, seed=args.seed, shape=SHAPE)
+        train = config.load_preset(PRESET).train
+        epochs = train.epochs + train.epochs_decay
+        coverage = {size: sampling_coverage(data, epochs, size) for size in (48, 32, 24)}
+        payload["sampling"] = {str(k): v for k, v in coverage.items()}
+        print(f"\nTraining patches of demo-seg ({epochs} epochs of {len(dataset.splits['train'])} "
+              f"training cases, synth seed {args.seed}; 48³ is the preset's crop):\n")
+        print(coverage_table(coverage))
 
     rows: list[dict] = []
     if "sweep" in parts:
@@ -538,7 +656,11 @@ def main() -> None:
             if "error" in r:
                 print(f"\n{r['key']} failed:\n  " + "\n  ".join(r.get("stderr_tail", [])))
     demo = payload.get("demo")
-    if demo:
+    if payload.get("demos") and len(payload["demos"]) > 1:
+        print("\ndemo-seg as shipped, through the CLI, one run per synth seed "
+              "(Dice of each held-out case):\n")
+        print(seeds_table(payload["demos"]))
+    elif demo:
         print("\ndemo-seg as shipped, through the CLI:")
         if "error" in demo:
             print(f"  failed: {demo['error']}\n  " + "\n  ".join(demo.get("stderr_tail", [])))

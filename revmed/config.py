@@ -163,6 +163,9 @@ def _check_consistency(values: dict[str, Any], origin: str, explicit: set[str]) 
                               f"not {family.name}")
     if values["task"] == "seg" and values["train"]["objective"] != "segmentation":
         raise ConfigError(f"{origin}: key 'train.objective': a seg preset needs 'segmentation'")
+    if values["patch"]["sampler"] == "labels" and values["task"] != "seg":
+        raise ConfigError(f"{origin}: key 'patch.sampler': 'labels' centres crops on label "
+                          "maps, which only seg presets have; use 'random' or 'grid'")
     if values["task"] != "sr" and values["data"]["sr_factors"] != [1, 1, 1]:
         raise ConfigError(f"{origin}: key 'data.sr_factors': only sr presets change the grid")
 

@@ -211,7 +211,9 @@ class PatchSection:
 
     size: tuple[int, int, int] = key(sequence(integer(1, MAX_PATCH_SIZE), 3), [64, 64, 64],
                                      "patch size per voxel axis")
-    sampler: str = key(text(("random", "grid")), "random", "random crops or a regular grid")
+    sampler: str = key(text(("random", "labels", "grid")), "random",
+                       "random crops, crops centred on each label in turn (segmentation), or a "
+                       "regular grid")
     per_volume: int = key(integer(1), 8, "random crops drawn per volume")
     overlap: float = key(number(0.0, 1.0, open_max=True), 0.0, "grid patch overlap fraction")
 

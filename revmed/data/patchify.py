@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from monai.transforms import GridPatchd, RandCropByPosNegLabeld, RandSpatialCropSamplesd, SpatialPadd
+from monai.transforms import (GridPatchd, RandCropByLabelClassesd, RandCropByPosNegLabeld,
+                              RandSpatialCropSamplesd, SpatialPadd)
 
 import revmed
 from revmed.atomic import atomic_path
@@ -42,14 +43,20 @@ def extract_patches(sample: dict[str, np.ndarray], size: Sequence[int], sampler:
     for MRI and labels). ``random`` draws crops and keeps the first ``per_volume`` whose
     foreground fraction (mean of ``mask``) is at least ``min_foreground``; with a threshold the
     crops are centred on foreground voxels (MONAI's ``RandCropByPosNegLabeld``), without one
-    they are uniform (``RandSpatialCropSamplesd``). ``grid`` tiles the volume with MONAI's
+    they are uniform (``RandSpatialCropSamplesd``). ``labels`` (segmentation) centres each crop
+    on a voxel of a label drawn with equal odds among the background and the labels the volume
+    holds (MONAI's ``RandCropByLabelClassesd``), so a small region such as the tumour core is
+    the centre of as many crops as the background. ``grid`` tiles the volume with MONAI's
     ``GridPatchd`` and keeps the tiles that pass the same rule.
 
     Returns ``{key: (N, C, *size)}`` with the same ``N`` for every key (``N`` may be 0).
     """
     keys = list(sample)
     padded = SpatialPadd(keys, spatial_size=list(size), mode="minimum")(sample)
-    if sampler == "random":
+    if sampler == "labels":
+        candidates = _label_balanced_crops(padded, size, per_volume * CANDIDATES_PER_PATCH, seed)
+        wanted = per_volume
+    elif sampler == "random":
         tries = per_volume * CANDIDATES_PER_PATCH
         if min_foreground <= 0:
             crop = RandSpatialCropSamplesd(keys, roi_size=list(size), random_size=False,
@@ -68,11 +75,29 @@ def extract_patches(sample: dict[str, np.ndarray], size: Sequence[int], sampler:
         candidates = [{k: np.asarray(tiles[k][i]) for k in keys} for i in range(count)]
         wanted = count
     else:
-        raise ValueError(f"sampler must be 'random' or 'grid', got {sampler!r}")
+        raise ValueError(f"sampler must be 'random', 'labels' or 'grid', got {sampler!r}")
     kept = [c for c in candidates if float(c["mask"].mean()) >= min_foreground][:wanted]
     return {k: (np.stack([c[k] for c in kept]) if kept else
                 np.zeros((0, padded[k].shape[0], *size), dtype=np.asarray(padded[k]).dtype))
             for k in keys}
+
+
+def _label_balanced_crops(padded: dict, size: Sequence[int], count: int,
+                          seed: int) -> list[dict[str, np.ndarray]]:
+    """``count`` crops centred on voxels of the classes of ``padded["label"]`` (0 and each
+    label value it holds), the classes drawn with equal odds."""
+    if "label" not in padded:
+        raise InputError("patch.sampler = 'labels' needs label maps (a segmentation dataset)")
+    label = np.asarray(padded["label"])
+    values = np.unique(label)
+    keys = list(padded)
+    classes = np.searchsorted(values, label).astype(np.int16)  # 0 .. len(values) - 1
+    crop = RandCropByLabelClassesd([*keys, "classes"], label_key="classes",
+                                   spatial_size=list(size), num_classes=len(values),
+                                   num_samples=count, warn=False)
+    crop.set_random_state(seed)
+    crops = crop({**padded, "classes": classes})
+    return [{k: np.asarray(c[k]) for k in keys} for c in crops]
 
 
 def preset_patches(sample: dict[str, np.ndarray], patch: PatchSection, min_foreground: float,

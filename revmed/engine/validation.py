@@ -2,8 +2,11 @@
 
 A RevGAN is scored by the mean PSNR and SSIM of F on the validation volumes, in the network's
 ``[-1, 1]`` range (``val_psnr``, ``val_ssim``); a segmentation network by the Dice of each
-region of its label set and their mean (BraTS: ``val_dice_ET``, ``val_dice_TC``,
-``val_dice_WT``, ``val_dice``).
+region of its label set, their mean and the worst of them (BraTS: ``val_dice_ET``,
+``val_dice_TC``, ``val_dice_WT``, ``val_dice``, ``val_dice_worst``). ``best.pt`` follows
+``val_psnr`` for a RevGAN and ``val_dice_worst`` for segmentation: an epoch that gains on one
+region by losing another does not count as better (the mean would let a large easy region pay
+for a small one left unlearned).
 Volumes run as inference runs them: a RevGAN with the epoch's normalisation statistics in
 tiles (``revmed.tiles``), anything else in sliding windows (``revmed.windows``).
 """
@@ -55,7 +58,7 @@ class Validator:
         self.preset, self.device, self.labels = preset, device, labels or BRATS
         self.segmentation = preset.train.objective == "segmentation"
         #: The score ``best.pt`` is chosen by.
-        self.score_key = "val_dice" if self.segmentation else "val_psnr"
+        self.score_key = "val_dice_worst" if self.segmentation else "val_psnr"
         self.kind, self.cases = validation_cases(root)
         wanted = ("segmentation",) if self.segmentation else ("paired", "hr-only")
         if self.kind not in wanted:
@@ -99,8 +102,9 @@ class Validator:
         model.train()
         result = {k: float(np.mean(v)) for k, v in scores.items()}
         if self.segmentation:
-            result["val_dice"] = float(np.mean([result[f"val_dice_{r}"]
-                                                for r in self.labels.names]))
+            regions = [result[f"val_dice_{r}"] for r in self.labels.names]
+            result["val_dice"] = float(np.mean(regions))
+            result["val_dice_worst"] = float(min(regions))
         return result
 
     def _scores(self, pred: np.ndarray, sample: dict[str, np.ndarray]) -> dict[str, float]:

@@ -49,6 +49,7 @@ of the number of couplings.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,11 @@ from revmed.sizes import shape_text
 
 #: Fraction of the channels that is downsampled at each split (3D, Remark 7 of the paper).
 SPLIT_FRACTION = 4  # one in four
+#: Where the output probabilities start: a tumour region is a few percent of a patch at most.
+#: With the logits' bias at 0 (probability 1/2 everywhere) Adam at lr 1e-3 moves the bias about
+#: 1e-3 per step, and the demo's first ~80 steps (half its time budget) went into learning that
+#: most voxels are background before the Dice term could act (docs/segmentation.md).
+OUTPUT_PRIOR = 0.01
 
 
 def layer_norm(channels: int) -> nn.GroupNorm:
@@ -219,6 +225,8 @@ class IUNet3D(nn.Module):
         blocks_per_scale: additive couplings per scale on each side (paper: 2).
         memory_saving: rebuild the couplings' activations in backward instead of storing them.
         resampling_init: init of the orthogonal down- and upsampling (default Haar).
+        prior: the probability every output starts near: the logits' bias starts at
+            ``log(prior / (1 - prior))`` (see ``OUTPUT_PRIOR``).
 
     ``forward``: ``(B, in_channels, D, H, W) -> (B, out_channels, D, H, W)``, any D, H, W >= 1
     (padded by replication to multiples of ``2**(scales - 1)``, then cropped back).
@@ -227,7 +235,7 @@ class IUNet3D(nn.Module):
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, channels: int = 16,
                  scales: int = 5, blocks_per_scale: int = 2, memory_saving: bool = True,
-                 resampling_init: str = "haar") -> None:
+                 resampling_init: str = "haar", prior: float = OUTPUT_PRIOR) -> None:
         super().__init__()
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f"in_channels and out_channels must be positive, got "
@@ -236,6 +244,9 @@ class IUNet3D(nn.Module):
         self.pre = nn.Conv3d(in_channels, channels, 1)
         self.core = IUNetCore(channels, scales, blocks_per_scale, memory_saving, resampling_init)
         self.post = nn.Conv3d(channels, out_channels, 1)
+        if not 0.0 < prior < 1.0:
+            raise ValueError(f"prior must be in (0, 1), got {prior}")
+        nn.init.constant_(self.post.bias, math.log(prior / (1.0 - prior)))
 
     @property
     def channels(self) -> int:

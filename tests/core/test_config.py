@@ -85,6 +85,9 @@ def test_overrides_parse_toml_values_and_are_validated():
         config.load_preset("demo-sr", ["train.nope=1"])
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         config.load_preset("demo-sr", ["train.lr"])
+    with pytest.raises(ConfigError, match="patch.sampler.*only seg presets"):
+        config.load_preset("demo-sr", ["patch.sampler=labels"])
+    assert config.load_preset("demo-seg").patch.sampler == "labels"
 
 
 def test_user_preset_with_base_overrides_only_what_it_states(tmp_path):

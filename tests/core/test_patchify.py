@@ -176,3 +176,39 @@ def test_grid_patch_larger_than_the_volume_is_refused(sr_data, tmp_path, cli):
     assert result.code == 2 and "Traceback" not in result.err
     assert "32x32x24" in result.err and "48x16x16" in result.err and ".nii.gz" in result.err
     assert not list((tmp_path / "p" / "shards").glob("*.npz"))
+
+
+def test_label_sampler_puts_every_region_in_training_patches():
+    """A tumour core of a few voxels in a corner of the volume: uniform crops rarely hold it,
+    crops centred on each label in turn hold each label in about a quarter of the patches
+    (background, 1, 2 and 4 drawn with equal odds), and every crop is a real crop."""
+    shape = (48, 48, 48)
+    x = np.arange(np.prod(shape), dtype=np.float32).reshape(1, *shape)
+    label = np.zeros((1, *shape), dtype=np.uint8)
+    label[:, 36:46, 36:46, 36:46] = 2     # oedema
+    label[:, 39:43, 39:43, 39:43] = 4     # enhancing rim
+    label[:, 40:42, 40:42, 40:42] = 1     # necrotic core: 8 voxels of 110 592
+    sample = {"X": x, "label": label, "mask": np.ones((1, *shape), np.uint8)}
+
+    def holding(patches, value):
+        return float(np.mean([(p == value).any() for p in patches["label"]]))
+
+    per_volume = 200
+    balanced = extract_patches(sample, (16, 16, 16), "labels", per_volume=per_volume, seed=3)
+    uniform = extract_patches(sample, (16, 16, 16), "random", per_volume=per_volume, seed=3)
+    assert balanced["X"].shape == (per_volume, 1, 16, 16, 16)
+    for value in (1, 2, 4):
+        assert holding(balanced, value) >= 0.5, value  # centred on it, or on a neighbour
+    assert holding(uniform, 1) < 0.2
+    assert holding(balanced, 1) > 3 * holding(uniform, 1)
+    # centred crops: a quarter of them has the necrotic core at the centre's 2x2x2 block
+    centres = balanced["label"][:, 0, 7:9, 7:9, 7:9]
+    assert 0.15 < np.mean([(c == 1).any() for c in centres]) < 0.5
+    for patch, lab in zip(balanced["X"][:, 0], balanced["label"][:, 0]):  # aligned real crops
+        i, j, k = np.unravel_index(int(patch[0, 0, 0]), shape)
+        np.testing.assert_array_equal(lab, label[0, i:i + 16, j:j + 16, k:k + 16])
+
+
+def test_label_sampler_needs_label_maps():
+    with pytest.raises(InputError, match="label maps"):
+        extract_patches(_corner_sample(), (8, 8, 8), "labels", per_volume=2)

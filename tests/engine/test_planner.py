@@ -91,11 +91,17 @@ def no_measuring(monkeypatch, fitted):
     monkeypatch.setattr(planner, "measure_fit", lambda *args, **kwargs: fitted)
 
 
-def test_cli_json_reports_the_largest_values_that_fit(cli, tiny, no_measuring):
-    """Each largest value fits and the next larger one does not (the module's measured fit)."""
-    memory = 80 * 2**20
+def test_cli_json_reports_the_largest_values_that_fit(cli, tiny, fitted, no_measuring):
+    """Each largest value fits and the next larger one does not (the module's measured fit).
+
+    The budget is the smaller of 80 MiB and the fit's peak at depth 40, so that the depth search
+    ends below its cap (``MAX_DEPTH``) however lean the fit measured on this machine is (on a
+    lean one, more than ``MAX_DEPTH`` couplings fitted in 80 MiB and the test failed)."""
+    model = fitted[0]
+    deep = planner.count_parameters(planner.with_depth(tiny, 40))
+    memory = min(80 * 2**20, int(model.peak(tiny, tiny.patch.size, tiny.train.batch_size, deep)))
     result = cli("plan", "-p", "demo-sr", *(a for s in TINY for a in ("--set", s)),
-                 "--memory", "80MiB", "--device", "cpu", "--json")
+                 "--memory", str(memory), "--device", "cpu", "--json")
     assert result.code == 0, result.err
     plan = json.loads(result.out)
     assert plan["memory"] == memory and plan["depth_key"] == "model.depth"

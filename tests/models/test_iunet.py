@@ -91,6 +91,21 @@ def test_model_starts_as_the_two_pointwise_convolutions(size):
         torch.testing.assert_close(model(x), direct, atol=1e-12, rtol=0)
 
 
+def test_outputs_start_at_the_prior_probability():
+    """The logits' bias starts at logit(prior): the untrained network calls every region rare
+    (as it is) instead of even, whatever the input."""
+    torch.manual_seed(0)
+    model = IUNet3D(4, 3, channels=8, scales=3, blocks_per_scale=1)
+    with torch.no_grad():
+        p = torch.sigmoid(model(_volume(2, 4, 16, 16, 16)))
+    assert abs(float(p.median()) - 0.01) < 0.01
+    with torch.no_grad():
+        even = torch.sigmoid(IUNet3D(4, 3, channels=8, scales=3, prior=0.5)(_volume(2, 4, 16, 16, 16)))
+    assert abs(float(even.median()) - 0.5) < 0.1
+    with pytest.raises(ValueError, match="prior"):
+        IUNet3D(4, 3, channels=8, scales=3, prior=1.0)
+
+
 def test_core_is_invertible_away_from_the_initialisation():
     core = _perturb(IUNetCore(8, scales=3, blocks_per_scale=2).double())
     assert {id(p) for p in core.down.parameters()}.isdisjoint(

@@ -199,15 +199,17 @@ def brats_phantom(rng: np.random.Generator, shape, spacing, hemisphere: float = 
     c = np.array([np.sign(hemisphere or 1.0) * u(0.3, 0.5), u(-0.35, 0.35), u(-0.1, 0.35)])
     dist = np.sqrt((nx - c[0]) ** 2 + (ny - c[1]) ** 2 + (nz - c[2]) ** 2)
     r_wt = u(0.32, 0.45)
-    r_tc = r_wt * u(0.45, 0.6)
-    r_nec = r_tc * u(0.5, 0.7)
+    # Proportions of BraTS training cases: the tumour core is about a third of the whole tumour
+    # and the necrosis about a third of the core (radii 0.62-0.78 and 0.6-0.75 of the next).
+    r_tc = r_wt * u(0.62, 0.78)
+    r_nec = r_tc * u(0.6, 0.75)
     sig = np.maximum(1.5, np.asarray(shape) / 14.0)
     n_wt, n_tc = smooth_noise(rng, shape, sig), smooth_noise(rng, shape, sig)
     inside_brain = smoothstep_inside(t["level"], 0.9, voxel)
     # Oedema spreads along white matter; the core keeps a rounder shape.
     a_wt = smoothstep_inside(dist / r_wt + 0.25 * n_wt - 0.25 * (t["wm"] - 0.5), 1.0, voxel / r_wt)
-    a_tc = smoothstep_inside(dist / r_tc + 0.2 * n_tc, 1.0, voxel / r_tc)
-    a_nec = smoothstep_inside(dist / r_nec + 0.2 * n_tc, 1.0, voxel / r_nec)
+    a_tc = smoothstep_inside(dist / r_tc + 0.12 * n_tc, 1.0, voxel / r_tc)
+    a_nec = smoothstep_inside(dist / r_nec + 0.12 * n_tc, 1.0, voxel / r_nec)
     a_wt = np.maximum(a_wt, a_tc) * inside_brain
     a_tc = np.minimum(a_tc, a_wt)
     a_nec = np.minimum(a_nec, a_tc)
