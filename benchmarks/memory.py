@@ -8,8 +8,15 @@ batch already hold. On CUDA it uses torch.cuda.max_memory_allocated instead. A d
 figure is recorded too: the bytes autograd saves for backward during the forward pass
 (torch.autograd.graph.saved_tensors_hooks; parameters excluded).
 
+``--generator srcnn`` or ``--generator strided`` measures revmed's RevGAN generator ``F``
+(``revmed.models.RevGAN3D`` with that encoder: the SRCNN-style one at full resolution, or the
+strided one of the authors' chest-CT runs, whose core runs at half resolution) instead of the
+generic lift / core / projection model; only the engines ``revmed`` (memory-free core) and
+``naive`` (plain autograd) apply to it.
+
     python benchmarks/memory.py                      # 32 channels, 48^3, depths 0..32
     python benchmarks/memory.py --quick              # depths 0, 1, 4: a smoke test
+    python benchmarks/memory.py --generator strided --width 64 --patch 128 --depths 0 1 2 4 8
 """
 
 from __future__ import annotations
@@ -28,12 +35,30 @@ import _common
 DEPTHS = [0, 1, 2, 4, 8, 16, 32]
 
 
-def worker(mode: str, depth: int, width: int, patch: int, batch: int, device: str) -> dict:
+GENERATORS = ("generic", "srcnn", "strided")
+
+
+def build(mode: str, depth: int, width: int, generator: str) -> torch.nn.Module:
+    """The measured network: the generic model of ``_common.build_model``, or revmed's RevGAN
+    generator F with the named encoder (memory-free core for ``revmed``, plain autograd for
+    ``naive``)."""
+    if generator == "generic":
+        return _common.build_model(mode, depth, width)
+    if mode not in ("revmed", "naive"):
+        raise ValueError(f"--generator {generator} runs the engines revmed and naive only")
+    from revmed.models import RevGAN3D
+
+    torch.manual_seed(0)
+    return RevGAN3D(1, 1, width, depth, memory_saving=mode == "revmed", encoder=generator)
+
+
+def worker(mode: str, depth: int, width: int, patch: int, batch: int, device: str,
+           generator: str = "generic") -> dict:
     x, target = _common.make_batch(batch, patch, device)
     # Warm-up on a one-block model of the same kind: the blocks are identical, so this sets up
     # everything done once per layer shape (oneDNN primitives, CUDA kernels) at little cost.
-    _common.train_step(_common.build_model(mode, min(depth, 1), width).to(device), x, target)
-    model = _common.build_model(mode, depth, width).to(device)
+    _common.train_step(build(mode, min(depth, 1), width, generator).to(device), x, target)
+    model = build(mode, depth, width, generator).to(device)
     step, saved = _common.step_memory_mib(model, torch.nn.functional.l1_loss, x, target, device)
     # memcnn keeps its tensors as attributes of its autograd context, which the saved-tensor
     # hooks never see.
@@ -43,7 +68,8 @@ def worker(mode: str, depth: int, width: int, patch: int, batch: int, device: st
 
 def run_worker_process(args, mode: str, depth: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", mode, str(depth), "--width", str(args.width),
-           "--patch", str(args.patch), "--batch", str(args.batch), "--device", args.device]
+           "--patch", str(args.patch), "--batch", str(args.batch), "--device", args.device,
+           "--generator", args.generator]
     # glibc serves every allocation of 1 MiB or more with its own mapping and unmaps it when
     # freed, so the resident size follows the live tensors instead of malloc's cache.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
@@ -67,6 +93,9 @@ def main() -> None:
     parser.add_argument("--depths", type=int, nargs="+", default=DEPTHS)
     parser.add_argument("--modes", nargs="+", default=None,
                         help="engines to run (default: all available)")
+    parser.add_argument("--generator", choices=GENERATORS, default="generic",
+                        help="the measured network: the generic lift/core/projection model, "
+                             "or revmed's RevGAN generator with the srcnn or strided encoder")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="depths 0, 1, 4 (a smoke test)")
     parser.add_argument("--json", type=Path, default=_common.RESULTS / "memory.json")
@@ -75,12 +104,14 @@ def main() -> None:
 
     if args.worker:
         mode, depth = args.worker[0], int(args.worker[1])
-        print(json.dumps(worker(mode, depth, args.width, args.patch, args.batch, args.device)))
+        print(json.dumps(worker(mode, depth, args.width, args.patch, args.batch, args.device,
+                                args.generator)))
         return
     if args.quick:
         args.depths = [0, 1, 4]
 
-    modes = args.modes or _common.available_modes()
+    modes = args.modes or (_common.available_modes() if args.generator == "generic"
+                           else ["revmed", "naive"])
     results = []
     for depth in args.depths:
         for mode in modes:
@@ -102,7 +133,9 @@ def main() -> None:
         row += [fmt(by[(m, depth)].get("step_mib")) for m in modes]
         row += [fmt(by[(m, depth)].get("saved_mib"), 1) for m in modes if m != "memcnn"]
         rows.append(row)
-    print(f"\nTraining step memory, {args.width} channels, batch {args.batch} x "
+    what = ("" if args.generator == "generic"
+            else f"RevGAN generator F, {args.generator} encoder, ")
+    print(f"\nTraining step memory, {what}{args.width} channels, batch {args.batch} x "
           f"{args.patch}^3, {args.device} ({unit} above the model and batch; "
           f"saved = tensors saved for backward):\n")
     print(_common.markdown_table(header, rows))
@@ -114,7 +147,8 @@ def main() -> None:
     for r in errors:
         print(f"\n{r['mode']} at depth {r['depth']} failed: {r['error']}")
     _common.write_json(args.json, {
-        "benchmark": "memory", "width": args.width, "patch": args.patch, "batch": args.batch,
+        "benchmark": "memory", "generator": args.generator, "width": args.width,
+        "patch": args.patch, "batch": args.batch,
         "machine": _common.machine(args.device), "results": results})
     print(f"\nJSON: {args.json}")
 
