@@ -23,6 +23,7 @@ way at the first precision (bf16 against fp32).
     python benchmarks/whole_volume.py                                 # chestct-da, 512x512x300
     python benchmarks/whole_volume.py --preset chestct-sr
     python benchmarks/whole_volume.py --ways tiles --precisions fp32,bf16
+    python benchmarks/whole_volume.py --ways tiles,tiles@23,tiles@21 --precisions fp32
     python benchmarks/whole_volume.py --shape 128,128,64 --quick      # a smoke test
 """
 
@@ -67,6 +68,27 @@ def noise_volume(shape: list[int], spacing: list[float], seed: int = 0):
     rng = np.random.default_rng(seed)
     array = rng.uniform(-1000.0, 400.0, (1, *shape)).astype(np.float32)
     return Volume(array, make_affine(spacing), source="noise", meta={"units": "HU"})
+
+
+def tile_cap(way: str):
+    """``tiles@N``: a context in which tiles read at most 2^N voxels (``revmed.tiles``'s
+    ``MAX_TILE_VOXELS``); plain ``tiles`` and ``windows`` keep the default."""
+    import contextlib
+
+    from revmed import tiles
+
+    if "@" not in way:
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def capped():
+        default = tiles.MAX_TILE_VOXELS
+        tiles.MAX_TILE_VOXELS = 2 ** int(way.split("@", 1)[1])
+        try:
+            yield
+        finally:
+            tiles.MAX_TILE_VOXELS = default
+    return capped()
 
 
 def evaluations(translator, way: str, volume, out_shape, overlap: float) -> float:
@@ -122,7 +144,8 @@ def main() -> None:
     parser.add_argument("--precisions", default="fp32,bf16",
                         help="comma-separated: fp32, bf16, fp16")
     parser.add_argument("--ways", default="windows,tiles",
-                        help="comma-separated: windows (today's), tiles")
+                        help="comma-separated: windows (today's), tiles, tiles@N (tiles of "
+                             "at most 2^N voxels instead of revmed.tiles.MAX_TILE_VOXELS)")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--sw-batch-size", type=int, default=None,
@@ -151,7 +174,9 @@ def main() -> None:
     for way in [w.strip() for w in args.ways.split(",") if w.strip()]:
         first = None
         for precision in [p.strip() for p in args.precisions.split(",") if p.strip()]:
-            row, out = measure(translator, way, precision, volume, device, overlap, sw_batch)
+            with tile_cap(way):
+                row, out = measure(translator, way, precision, volume, device, overlap,
+                                   sw_batch)
             if first is None:
                 first = out
             row["max_abs_hu_vs_first"] = float(np.abs(out - first).max())

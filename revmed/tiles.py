@@ -22,9 +22,13 @@ from revmed.sizes import available_memory
 
 #: Most tiles tried along one axis when planning.
 MAX_SPLITS = 64
-#: Most voxels one tile reads: larger tiles barely cut the halo's share further, and several
-#: tiles let progress show an ETA.
-MAX_TILE_VOXELS = 2**25
+#: Most voxels one tile reads (2^23, e.g. 256x256x128). A chest CT through chestct-da on the
+#: 2-core CPU: 2^25-voxel tiles took 211 s and 11.7 GiB (1.07 evaluations per voxel), 2^23 took
+#: 197 s and 5.4 GiB (1.17), 2^21 took 245 s and 2.7 GiB (1.41): beyond 2^23 the halo saved is
+#: lost again to the network's lower rate on large blocks, and the memory doubles
+#: (benchmarks/whole_volume.py --ways tiles,tiles@23,tiles@21, docs/benchmarks.md). Several
+#: tiles also let progress show an ETA.
+MAX_TILE_VOXELS = 2**23
 
 
 @dataclass(frozen=True)
