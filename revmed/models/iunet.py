@@ -68,9 +68,10 @@ from revmed.sizes import shape_text
 #: Fraction of the channels that is downsampled at each split (3D, Remark 7 of the paper).
 SPLIT_FRACTION = 4  # one in four
 #: Where the output probabilities start: a tumour region is a few percent of a patch at most.
-#: With the logits' bias at 0 (probability 1/2 everywhere) Adam at lr 1e-3 moves the bias about
-#: 1e-3 per step, and the demo's first ~80 steps (half its time budget) went into learning that
-#: most voxels are background before the Dice term could act (docs/segmentation.md).
+#: With the logits near 0 (probability 1/2 everywhere) and Adam at lr 1e-3, the CPU demo's
+#: first ~80 steps went into learning that most voxels are background. Measured on its own the
+#: prior mattered less than the learning rate; it kept the worst data seed above target
+#: (docs/benchmarks.md, "demo-seg across data seeds").
 OUTPUT_PRIOR = 0.01
 
 
