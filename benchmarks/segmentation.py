@@ -55,6 +55,7 @@ label, with uniform and with label-balanced crops.
     python benchmarks/segmentation.py --parts sweep --configs iunet16-b2,unet16 --steps 100
     python benchmarks/segmentation.py --parts demo --demo-seeds 1,3,5,7,9   # ~20 min
     python benchmarks/segmentation.py --parts sampling                      # ~1 min
+    python benchmarks/segmentation.py --parts phantom                       # ~15 s
 """
 
 from __future__ import annotations
@@ -416,6 +417,26 @@ def sampling_coverage(data: Path, epochs: int, size: int) -> dict:
     return out
 
 
+def phantom_proportions(seeds: range, shape=SHAPE) -> dict:
+    """Tumour proportions of ``revmed synth brats-seg``'s phantom over ``seeds`` (one phantom
+    each, alternating hemispheres): TC / WT, NCR / TC and the necrosis in voxels."""
+    import numpy as np
+
+    from revmed.data.synthetic.brain import brats_phantom
+
+    rows = []
+    for seed in seeds:
+        _, labels, _ = brats_phantom(np.random.default_rng(seed), shape, (1.0, 1.0, 1.0),
+                                     hemisphere=1.0 if seed % 2 else -1.0)
+        n = {v: int((labels == v).sum()) for v in (1, 2, 4)}
+        tc = n[1] + n[4]
+        rows.append((tc / sum(n.values()), n[1] / max(tc, 1), n[1]))
+    a = np.array(rows)
+    return {key: {"mean": float(a[:, i].mean()), "min": float(a[:, i].min()),
+                  "max": float(a[:, i].max())}
+            for i, key in enumerate(("tc_of_wt", "ncr_of_tc", "ncr_voxels"))}
+
+
 def coverage_table(coverage: dict[int, dict]) -> str:
     """One row per crop size and sampler, and one for the whole volumes."""
     first = next(iter(coverage.values()))
@@ -472,7 +493,8 @@ def main() -> None:
                         help="comma-separated: sweep (the configurations), demo (demo-seg "
                              "through the CLI), sampling (how often demo-seg's training patches "
                              "of 48, 32 and 24 voxels hold each label, uniform vs "
-                             "label-balanced crops)")
+                             "label-balanced crops), phantom (the tumour proportions of "
+                             "revmed synth brats-seg over seeds 0-11)")
     parser.add_argument("--configs", default=None,
                         help="comma-separated keys (default: all): " + ", ".join(BY_KEY))
     parser.add_argument("--memory-only", default="",
@@ -525,7 +547,7 @@ def main() -> None:
         return
 
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    known = {"sweep", "demo", "sampling"}
+    known = {"sweep", "demo", "sampling", "phantom"}
     if not parts <= known:
         parser.error(f"--parts: unknown part(s) {', '.join(sorted(parts - known))}")
     if args.quick:
@@ -579,6 +601,12 @@ def main() -> None:
             demos[seed] = demo
         payload["demo"] = demos[seeds[0]] if len(seeds) == 1 else None
         payload["demos"] = {str(k): v for k, v in demos.items()}
+
+    if "phantom" in parts:
+        found = payload["phantom"] = phantom_proportions(range(12))
+        print("\nbrats-seg phantom, seeds 0-11 at 64^3 (mean [min, max]): "
+              + ", ".join(f"{k} {v['mean']:.3g} [{v['min']:.3g}, {v['max']:.3g}]"
+                          for k, v in found.items()))
 
     if "sampling" in parts:
         data = work / "sampling-data"
