@@ -73,7 +73,7 @@ CONFIGS = [
     Config("2r", "+2R", ("sr", "da"), ("model.depth=2",)),
     Config("4r", "+4R", ("sr", "da"), ("model.depth=4",)),
     Config("8r", "+8R", ("sr", "da"), ("model.depth=8",)),
-    Config("d0-res", "depth 0, residual", ("sr",), ("model.depth=0", "model.residual=true")),
+    Config("d0-res", "depth 0, residual", ("sr", "da"), ("model.depth=0", "model.residual=true")),
     Config("2r-res", "+2R, residual", ("sr", "da"), ("model.depth=2", "model.residual=true")),
     Config("2r-res-nogan", "+2R, residual, w/o GAN", ("sr", "da"),
            ("model.depth=2", "model.residual=true", "train.lambda_gan=0")),
@@ -83,8 +83,14 @@ CONFIGS = [
     Config("demo", "demo-sr as shipped (+2R, residual)", ("sr",), sweep=False),
     # encoder variants (model.encoder) and the critic's stride-2 layers, with the residual
     # option that every demo preset ships with
+    Config("d0-res-linear", "depth 0, residual, linear SRCNN encoder", ("sr", "da"),
+           ("model.depth=0", "model.residual=true", "model.encoder='srcnn'")),
     Config("2r-res-linear", "+2R, residual, linear SRCNN encoder", ("sr", "da"),
            ("model.depth=2", "model.residual=true", "model.encoder='srcnn'")),
+    Config("4r-res-linear", "+4R, residual, linear SRCNN encoder", ("sr", "da"),
+           ("model.depth=4", "model.residual=true", "model.encoder='srcnn'")),
+    Config("8r-res-linear", "+8R, residual, linear SRCNN encoder", ("sr", "da"),
+           ("model.depth=8", "model.residual=true", "model.encoder='srcnn'")),
     Config("2r-res-critic2", "+2R, residual, critic with 2 stride-2 layers", ("sr", "da"),
            ("model.depth=2", "model.residual=true", "model.disc_layers=2")),
     Config("d0-res-strided", "depth 0, residual, strided", ("sr", "da"),
@@ -101,7 +107,8 @@ CONFIGS = [
 BY_KEY = {c.key: c for c in CONFIGS}
 #: Rough relative cost of a step, to start the slow configs first when ``--jobs`` > 1.
 COST = {"8r": 4.0, "4r": 2.0, "2r-unpaired": 1.8, "2r": 1.2, "demo": 1.2, "2r-nogan": 1.0,
-        "d0": 0.3, "8r-res-strided": 1.5, "4r-res-strided": 1.0}
+        "d0": 0.3, "8r-res-strided": 1.5, "4r-res-strided": 1.0, "8r-res-linear": 4.0,
+        "4r-res-linear": 2.0, "2r-res-linear": 1.2, "2r-res": 1.2, "2r-res-critic2": 1.1}
 QUICK_CONFIGS = {"sr": ["trilinear", "tricubic", "d0", "demo"], "da": ["identity", "2r"]}
 
 
