@@ -45,6 +45,8 @@ def _table(report) -> Table:
     if report.kind == "image" and report.window is not None:
         lo, hi = report.window
         caption = f"window: {lo:g} to {hi:g} mapped to [-1, 1], data range 2 (--window)"
+    if report.kind == "image" and report.error_scale != 1.0:
+        caption += f"; MAE and RMSE x {report.error_scale:g} (--error-scale)"
     table = Table(title="revmed eval", caption=caption, title_justify="left",
                   caption_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("case", no_wrap=True)
@@ -141,6 +143,10 @@ def eval_(
         None, "--window", metavar="LO,HI", help="Score the papers' way: reference, prediction "
         "and baselines clipped to this intensity window and mapped to [-1, 1] (data range 2), "
         "e.g. -1150,350 for the chest-CT presets; the report names the window."),
+    error_scale: float = typer.Option(
+        1.0, "--error-scale", metavar="F", help="Multiply MAE and RMSE by F to report them in "
+        "other units than the files' (e.g. 100 for hcp-sr tensors in 1e-3 mm^2/s against the "
+        "RevGAN paper's Table 3)."),
     resample: bool = typer.Option(
         False, "--resample", help="Resample predictions (and masks) on another grid onto the "
         "reference's (linear; nearest neighbour for label maps and masks) instead of refusing "
@@ -174,9 +180,10 @@ def eval_(
 
     labels = read_label_set(regions) if regions is not None else None
     bounds = _window(window) if window is not None else None
-    if regions and (mask or input_ or baseline or png or data_range is not None or window):
+    if regions and (mask or input_ or baseline or png or data_range is not None or window
+                    or error_scale != 1.0):
         raise ConfigError("--regions scores label maps: --mask, --input, --baseline, --png, "
-                          "--data-range and --window do not apply")
+                          "--data-range, --window and --error-scale do not apply")
     prediction, reference = _positional(prediction, reference, list(ctx.args), json_)
     for path, option in ((csv_, "--csv"), (png, "--png"), (json_out, "--json-out")):
         if path is not None and str(path) == "-":
@@ -193,7 +200,7 @@ def eval_(
             report = evaluate(prediction, reference, mask=mask, input=input_,
                               baselines=baseline, data_range=data_range,
                               preview=png is not None, resample=resample, window=bounds,
-                              progress=progress)
+                              error_scale=error_scale, progress=progress)
     written = write_outputs(report, json_path=json_path, csv_path=csv_, png=png,
                             overwrite=overwrite)
     if to_stdout:

@@ -155,13 +155,18 @@ def _load(path: Path, handle: BinaryIO) -> Any:
 # --- the typed checkpoint -----------------------------------------------------------------------
 
 #: ``[data]`` keys the model card keeps: how volumes map in and out of the network.
-DATA_KEYS = ("in_channels", "out_channels", "intensity", "window", "sr_factors", "sr_upsample")
+DATA_KEYS = ("in_channels", "out_channels", "intensity", "window", "sr_factors", "sr_upsample",
+             "input_mean", "input_std", "output_mean", "output_std")
+#: ``DATA_KEYS`` that checkpoints older than them leave out, with the value they stand for.
+LATER_DATA_KEYS = {"input_mean": (), "input_std": (), "output_mean": (), "output_std": ()}
 
 
 @dataclass(frozen=True)
 class DataCard:
     """How a volume maps into the network and back: channels, intensity mapping, window,
-    super-resolution factors and interpolation, the dataset's channel names (in the order the
+    super-resolution factors and interpolation, the per-channel statistics of
+    ``zscore-dataset`` (empty for other mappings; ``revmed.data.statistics``), the dataset's
+    channel names (in the order the
     network takes them; empty where unknown), and for segmentation the label set whose regions
     the network predicts (``revmed.regions``; BraTS in checkpoints older than label sets)."""
 
@@ -171,6 +176,10 @@ class DataCard:
     window: tuple[float, float]
     sr_factors: tuple[int, int, int]
     sr_upsample: str
+    input_mean: tuple[float, ...] = ()
+    input_std: tuple[float, ...] = ()
+    output_mean: tuple[float, ...] = ()
+    output_std: tuple[float, ...] = ()
     channels: tuple[str, ...] = ()
     labels: LabelSet | None = None
 
@@ -255,7 +264,8 @@ class Checkpoint:
             card = ModelCard(
                 kind=payload["model"]["kind"], kwargs=dict(payload["model"]["kwargs"]),
                 task=preset.task,
-                data=DataCard(**{k: _frozen(data[k]) for k in DATA_KEYS},
+                data=DataCard(**{k: _frozen(data[k] if k in data else LATER_DATA_KEYS[k])
+                                 for k in DATA_KEYS},
                               channels=tuple(data.get("channels", ())),
                               labels=_label_set(data, preset.task, path)),
                 patch_size=tuple(payload["patch_size"]), infer=preset.infer)

@@ -168,6 +168,21 @@ def _check_consistency(values: dict[str, Any], origin: str, explicit: set[str]) 
                           "maps, which only seg presets have; use 'random' or 'grid'")
     if values["task"] != "sr" and values["data"]["sr_factors"] != [1, 1, 1]:
         raise ConfigError(f"{origin}: key 'data.sr_factors': only sr presets change the grid")
+    _check_statistics(values["data"], origin)
+
+
+def _check_statistics(data: dict[str, Any], origin: str) -> None:
+    """The ``zscore-dataset`` statistics: one value per channel (or none yet), stds above 0."""
+    for side in ("input", "output"):
+        channels = data["in_channels" if side == "input" else "out_channels"]
+        for stat in ("mean", "std"):
+            name = f"{side}_{stat}"
+            given = data[name]
+            if given and len(given) != channels:
+                raise ConfigError(f"{origin}: key 'data.{name}': {len(given)} value(s) for "
+                                  f"{channels} {side} channel(s)")
+            if stat == "std" and any(v <= 0 for v in given):
+                raise ConfigError(f"{origin}: key 'data.{name}': every std must be above 0")
 
 
 def build_preset(values: dict[str, Any], origin: str) -> Preset:

@@ -36,7 +36,8 @@ from revmed.models import get_family
 from revmed.nn.norm_statistics import freeze_norms
 from revmed.sizes import require_memory, shape_text, voxel_bytes
 from revmed.tiles import plan_tiles, tile_voxels, tiled_predict
-from revmed.transforms import denormalise, downsample, normalise, upsample
+from revmed.transforms import (denormalise, downsample, from_zscores, normalise, statistics_of,
+                               upsample)
 from revmed.windows import sliding_window_predict
 
 Progress = Callable[[int, int], None]
@@ -196,7 +197,8 @@ class Translator(Predictor):
             # interpolated in the input's units, then windowed: as training makes its inputs
             source = upsample(source, data.sr_factors, data.sr_upsample)
             affine = zoom_affine(volume.affine, data.sr_factors)
-        image = normalise(source, data.intensity, data.window)
+        stats_in, stats_out = statistics_of(data, reverse)
+        image = normalise(source, data.intensity, data.window, stats_in)
         if tiling == "auto" and reverse in self.tiled:
             out = self._tiles(reverse, image, progress, precision, held=2 * source.nbytes)
         else:
@@ -207,8 +209,11 @@ class Translator(Predictor):
             out = downsample(out, data.sr_factors)
             source = downsample(source, data.sr_factors)
             affine = zoom_affine(volume.affine, [1.0 / f for f in data.sr_factors])
-        out = keep_outside_window(denormalise(np.clip(out, -1.0, 1.0), data.window), source,
-                                  data.window)
+        if stats_out is not None:  # an exact affine inverse: nothing to clip
+            out = from_zscores(out, stats_out)
+        else:
+            out = keep_outside_window(denormalise(np.clip(out, -1.0, 1.0), data.window),
+                                      source, data.window)
         meta = {k: v for k, v in volume.meta.items() if k in ("units", "modality")}
         return Volume(out, affine, source=volume.source, meta=meta)
 

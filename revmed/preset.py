@@ -106,19 +106,21 @@ def flag(value: Any) -> bool:
 flag.describe = "true or false"  # type: ignore[attr-defined]
 
 
-def sequence(item: Checker, length: int, ordered: bool = False) -> Checker:
-    """A list of ``length`` values of ``item`` (strictly increasing with ``ordered``)."""
+def sequence(item: Checker, length: int | None, ordered: bool = False) -> Checker:
+    """A list of ``length`` values of ``item`` (any number with ``None``; strictly increasing
+    with ``ordered``)."""
     def check(value: Any) -> list:
         if not isinstance(value, list | tuple):
-            raise ValueError(f"expected a list of {length}, got {type_name(value)}")
-        if len(value) != length:
+            raise ValueError(f"expected a list of {length or 'values'}, got {type_name(value)}")
+        if length is not None and len(value) != length:
             raise ValueError(f"expected {length} values, got {len(value)}")
         items = [item(v) for v in value]
         if ordered and not all(a < b for a, b in zip(items, items[1:], strict=False)):
             raise ValueError(f"values must increase, got {items}")
         return items
 
-    check.describe = f"list of {length} {getattr(item, 'describe', 'values')}"  # type: ignore[attr-defined]
+    check.describe = (f"list of {length if length is not None else 'any number of'} "  # type: ignore[attr-defined]
+                      f"{getattr(item, 'describe', 'values')}")
     return check
 
 
@@ -188,11 +190,25 @@ class DataSection:
 
     in_channels: int = key(integer(1), 1, "channels of the network input")
     out_channels: int = key(integer(1), 1, "channels of the network output")
-    intensity: str = key(text(("window", "zscore")), "window",
+    intensity: str = key(text(("window", "zscore", "zscore-dataset")), "window",
                          "window: clip to `window` and map linearly to [-1, 1]; zscore: per "
-                         "channel, inside the foreground")
+                         "channel and volume, inside the foreground; zscore-dataset: per "
+                         "channel with the training split's mean and std (the *_mean and "
+                         "*_std keys), inverted exactly on output")
     window: tuple[float, float] = key(sequence(number(), 2, ordered=True), [-1150.0, 350.0],
                                       "intensity range mapped to [-1, 1] (HU for CT)")
+    input_mean: tuple[float, ...] = key(
+        sequence(number(), None), [],
+        "zscore-dataset: mean of each input channel (empty: measured on the train split)")
+    input_std: tuple[float, ...] = key(
+        sequence(number(0.0), None), [],
+        "zscore-dataset: std of each input channel (empty: measured on the train split)")
+    output_mean: tuple[float, ...] = key(
+        sequence(number(), None), [],
+        "zscore-dataset: mean of each output channel (empty: measured on the train split)")
+    output_std: tuple[float, ...] = key(
+        sequence(number(0.0), None), [],
+        "zscore-dataset: std of each output channel (empty: measured on the train split)")
     sr_factors: tuple[int, int, int] = key(
         sequence(integer(1, MAX_SR_FACTOR), 3), [1, 1, 1],
         "super-resolution factor per voxel axis (i, j, k); 1 = none")

@@ -30,17 +30,28 @@ from monai.transforms import NormalizeIntensity, ScaleIntensityRange
 
 # --- intensities -------------------------------------------------------------------------------
 
-INTENSITY_MODES = ("window", "zscore")
+INTENSITY_MODES = ("window", "zscore", "zscore-dataset")
 
 
-def normalise(array: np.ndarray, intensity: str, window: Sequence[float]) -> np.ndarray:
+def normalise(array: np.ndarray, intensity: str, window: Sequence[float],
+              statistics: tuple[Sequence[float], Sequence[float]] | None = None) -> np.ndarray:
     """Map ``(C, I, J, K)`` scanner values to the network's range.
 
     ``window``: clip to ``[window[0], window[1]]`` and scale linearly to ``[-1, 1]``.
     ``zscore``: per channel, subtract the mean and divide by the std of the non-zero voxels
     (zero stays zero: the background of skull-stripped MRI).
+    ``zscore-dataset``: per channel ``c``, ``(value - mean[c]) / std[c]`` with the fixed
+    ``statistics = (mean, std)`` of a training split (``revmed.data.statistics``).
     """
-    if intensity == "window":
+    if intensity == "zscore-dataset":
+        if statistics is None or len(statistics[0]) != len(array):
+            raise ValueError(f"zscore-dataset needs one mean and std per channel of the "
+                             f"{len(array)}-channel volume, got {statistics!r}")
+        mean, std = statistics
+        transform = NormalizeIntensity(subtrahend=np.asarray(mean, dtype=np.float32),
+                                       divisor=np.asarray(std, dtype=np.float32),
+                                       channel_wise=True, dtype=np.float32)
+    elif intensity == "window":
         lo, hi = window
         transform = ScaleIntensityRange(a_min=lo, a_max=hi, b_min=-1.0, b_max=1.0, clip=True,
                                         dtype=np.float32)
@@ -58,6 +69,25 @@ def denormalise(array: np.ndarray, window: Sequence[float]) -> np.ndarray:
     transform = ScaleIntensityRange(a_min=-1.0, a_max=1.0, b_min=lo, b_max=hi, clip=False,
                                     dtype=np.float32)
     return np.asarray(transform(np.array(array, dtype=np.float32)), dtype=np.float32)
+
+
+def from_zscores(array: np.ndarray, statistics: tuple[Sequence[float], Sequence[float]]
+                ) -> np.ndarray:
+    """``value * std[c] + mean[c]`` per channel ``c`` of ``(C, I, J, K)``: the inverse of
+    ``normalise(..., "zscore-dataset", ..., statistics)``, with nothing clipped."""
+    mean, std = (np.asarray(v, dtype=np.float32).reshape(-1, 1, 1, 1) for v in statistics)
+    return np.asarray(array, dtype=np.float32) * std + mean
+
+
+def statistics_of(data, reverse: bool = False) -> tuple[tuple | None, tuple | None]:
+    """``((mean, std) of the network input, (mean, std) of its output)`` of ``data`` (a
+    preset's ``[data]`` or a checkpoint's data card) for F, swapped for G (``reverse``);
+    ``(None, None)`` unless it z-scores with dataset statistics (``revmed.data.statistics``)."""
+    if data.intensity != "zscore-dataset":
+        return None, None
+    inputs = (tuple(data.input_mean), tuple(data.input_std))
+    outputs = (tuple(data.output_mean), tuple(data.output_std))
+    return (outputs, inputs) if reverse else (inputs, outputs)
 
 
 # --- grids -------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import revmed
 from revmed.atomic import atomic_path
 from revmed.data.layout import load_dataset
 from revmed.data.samples import load_sample
+from revmed.data.statistics import STATISTICS_KEYS, with_dataset_statistics
 from revmed.errors import InputError, OutputError
 from revmed.preset import PatchSection, Preset
 from revmed.sizes import shape_text
@@ -183,6 +184,7 @@ def patchify(data_dir: str | Path, out_dir: str | Path, preset: Preset,
         raise InputError(f"{data_dir}: has no cases in split {split!r} "
                          f"(splits: {', '.join(sorted(dataset.splits)) or 'none'})")
     seed = preset.train.seed if seed is None else seed
+    preset = with_dataset_statistics(preset, data_dir)  # from the train split, whatever split
     settings = patch_settings(preset, split, seed)
     _check_reuse(out_dir, settings, overwrite)
     (out_dir / "shards").mkdir(parents=True, exist_ok=True)
@@ -213,6 +215,8 @@ def patchify(data_dir: str | Path, out_dir: str | Path, preset: Preset,
         **header, "preset": preset.name, "dataset": str(Path(data_dir).resolve()),
         "kind": dataset.kind, "channels": list(dataset.channels),
         **({"labels": dataset.labels.to_dict()} if dataset.labels is not None else {}),
+        **({"statistics": {k: list(getattr(preset.data, k)) for k in STATISTICS_KEYS}}
+           if preset.data.intensity == "zscore-dataset" else {}),
         "patch_size": list(patch.size), "patches": sum(s["patches"] for s in shards),
         "shards": shards, "complete": True,
     }

@@ -22,7 +22,7 @@ from revmed.errors import InputError
 from revmed.io import Volume, check_finite, read_channels, read_volume
 from revmed.preset import DataSection
 from revmed.regions import BRATS, LabelSet
-from revmed.transforms import downsample, normalise, upsample
+from revmed.transforms import downsample, normalise, statistics_of, upsample
 
 
 def read_input(paths: Sequence) -> Volume:
@@ -67,23 +67,24 @@ def load_sample(case: Case, kind: str, data: DataSection,
     preset's ``[data]`` section says; label maps must hold only the values of ``labels``."""
     sample: dict[str, np.ndarray] = {}
     reference: Volume | None = None
+    stats_x, stats_y = statistics_of(data)
     if kind == "hr-only":
         target = read_input([case.target])
         _check_channels(target, data.out_channels, "the volume")
         low = simulate_low_resolution(target, data.sr_factors, data.sr_upsample)
-        sample["X"] = normalise(low, data.intensity, data.window)
-        sample["Y"] = normalise(target.array, data.intensity, data.window)
+        sample["X"] = normalise(low, data.intensity, data.window, stats_x)
+        sample["Y"] = normalise(target.array, data.intensity, data.window, stats_y)
         reference = target
     else:
         if case.inputs:
             source = read_input(case.inputs)
             _check_channels(source, data.in_channels, "the input")
-            sample["X"] = normalise(source.array, data.intensity, data.window)
+            sample["X"] = normalise(source.array, data.intensity, data.window, stats_x)
             reference = source
         if case.target is not None:
             target = read_input([case.target])
             _check_channels(target, data.out_channels, "the target")
-            sample["Y"] = normalise(target.array, data.intensity, data.window)
+            sample["Y"] = normalise(target.array, data.intensity, data.window, stats_y)
             reference = reference or target
         if case.label is not None:
             sample["label"] = read_label_map(case.label, labels)

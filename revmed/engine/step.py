@@ -21,7 +21,6 @@ from torch import nn
 
 from revmed.engine.distributed import Distributed, LossModule, wrap
 from revmed.engine.objectives import build_objective
-from revmed.errors import ConfigError
 from revmed.models import build_critics, get_family, model_spec
 from revmed.nn import invertibility_error
 from revmed.nn.norm_statistics import NormRecorder, Statistics
@@ -61,9 +60,6 @@ class TrainingStep:
     def __init__(self, preset: Preset, device: torch.device, job: Distributed | None = None,
                  labels: LabelSet = BRATS) -> None:
         train = preset.train
-        if train.objective != "segmentation" and preset.data.intensity != "window":
-            raise ConfigError(f"preset {preset.name}: key 'data.intensity': RevGAN needs a "
-                              "fixed 'window' so outputs map back to the input's units")
         self.device, self.job, self.precision = device, job, train.precision
         self.channels_last = train.channels_last
         self.model_kind, self.model_kwargs = model_spec(preset)

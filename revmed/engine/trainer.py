@@ -44,6 +44,7 @@ from revmed.checkpoint import Checkpoint, ModelCard
 from revmed.data.batches import batch_count, epoch_batches
 from revmed.data.layout import load_dataset
 from revmed.data.patchify import MANIFEST, read_manifest, require_dataset
+from revmed.data.statistics import with_dataset_statistics
 from revmed.data.training_patches import TrainingPatches
 from revmed.engine.distributed import Distributed
 from revmed.engine.run_folder import RunFolder, data_source
@@ -203,6 +204,8 @@ class Trainer:
         """Check the data kind and the run folder, load the data, build the networks, and
         start or restore the run (``__init__``; the folder's lock is held from here on)."""
         _check_data_kind(data_dir, preset)
+        # zscore-dataset: the statistics become preset values, saved with the run
+        preset = self.preset = with_dataset_statistics(preset, data_dir)
         source = data_source(data_dir)
         saved = _on_every_process(self.job, lambda: self.run.check(preset, resume, source,
                                                                    overwrite))

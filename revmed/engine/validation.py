@@ -1,7 +1,8 @@
 """Scores on a dataset's validation split after each epoch, whole volumes at a time.
 
 A RevGAN is scored by the mean PSNR and SSIM of F on the validation volumes, in the network's
-``[-1, 1]`` range (``val_psnr``, ``val_ssim``); a segmentation network by the Dice of each
+``[-1, 1]`` range (``val_psnr``, ``val_ssim``; with ``zscore-dataset``, in z-scores with each
+reference's range); a segmentation network by the Dice of each
 region of its label set, their mean and the worst of them (BraTS: ``val_dice_ET``,
 ``val_dice_TC``, ``val_dice_WT``, ``val_dice``, ``val_dice_worst``). ``best.pt`` follows
 ``val_psnr`` for a RevGAN and ``val_dice_worst`` for segmentation: an epoch that gains on one
@@ -113,6 +114,9 @@ class Validator:
             truth = self.labels.to_regions(sample["label"]) > 0.5
             return {f"val_dice_{name}": dice(p, r)
                     for name, p, r in zip(self.labels.names, found, truth)}
-        pred = np.clip(pred, -1.0, 1.0)
-        return {"val_psnr": psnr(pred, sample["Y"], NETWORK_RANGE),
-                "val_ssim": ssim3d(pred, sample["Y"], NETWORK_RANGE)}
+        if self.preset.data.intensity == "window":
+            pred, data_range = np.clip(pred, -1.0, 1.0), NETWORK_RANGE
+        else:  # z-scores: unbounded; the reference's range, as `revmed eval` defaults to
+            data_range = float(sample["Y"].max() - sample["Y"].min())
+        return {"val_psnr": psnr(pred, sample["Y"], data_range),
+                "val_ssim": ssim3d(pred, sample["Y"], data_range)}

@@ -39,6 +39,8 @@ BASELINES = {"trilinear": "trilinear", "tricubic": "bspline"}
 METRICS = ("mae", "rmse", "psnr", "ssim")
 #: Metrics added when a mask is given.
 MASK_METRICS = ("mae_mask", "rmse_mask", "rmse_interior")
+#: The metrics in the files' units, which ``error_scale`` multiplies.
+ERROR_METRICS = ("mae", "rmse", "mae_mask", "rmse_mask", "rmse_interior")
 #: Metrics of each region of a label map.
 REGION_METRICS = ("dice", "sensitivity", "hd95")
 #: How SSIM is computed (named in every report, as papers differ).
@@ -99,6 +101,7 @@ class Report:
         labels: the label set of a ``"regions"`` report.
         window: the intensity window both volumes were mapped through to [-1, 1] before
             scoring (the papers' protocol), or None when they were scored in their units.
+        error_scale: the factor MAE and RMSE were multiplied by (1: the files' units).
     """
 
     cases: list[CaseResult]
@@ -108,6 +111,7 @@ class Report:
     kind: str = "image"
     labels: LabelSet | None = None
     window: tuple[float, float] | None = None
+    error_scale: float = 1.0
 
     def summary(self) -> dict[str, dict[str, dict[str, float | int]]]:
         """method -> metric -> {"mean", "std", "n"} over the cases where the metric is defined.
@@ -148,6 +152,7 @@ class Report:
                    "metrics": list(self.metric_names),
                    "data_range": self.data_range, "interior_size": INTERIOR_SIZE,
                    **({"window": list(self.window)} if self.window is not None else {}),
+                   **({"error_scale": self.error_scale} if self.error_scale != 1.0 else {}),
                    **({"ssim": SSIM_VARIANT} if self.kind == "image" else {}),
                    "cases": cases, "summary": self.summary()}
         return _finite(payload)
@@ -346,7 +351,7 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, *,
              input: str | os.PathLike | None = None,  # noqa: A002
              baselines: Sequence[str] = (), data_range: float | None = None,
              preview: bool = False, resample: bool = False,
-             window: tuple[float, float] | None = None,
+             window: tuple[float, float] | None = None, error_scale: float = 1.0,
              progress: Progress | None = None) -> Report:
     """Evaluate predictions against references, case by case.
 
@@ -357,7 +362,10 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, *,
     ``resample``: put predictions (linear) and masks (nearest) on another grid than the
     reference's onto it, instead of refusing them. ``window``: score the papers' way, both
     volumes clipped to this intensity window and mapped to [-1, 1] (data range 2; excludes
-    ``data_range``). ``progress(done, total, case_name)`` is called after each case.
+    ``data_range``). ``error_scale``: multiply MAE and RMSE (``ERROR_METRICS``) by this, to
+    report them in other units than the files' (e.g. 100 for diffusion tensors stored in
+    1e-3 mm^2/s against the RevGAN paper's Table 3). ``progress(done, total, case_name)`` is
+    called after each case.
 
     Raises ``InputError`` (files that do not fit together, naming them) or ``ConfigError`` (bad
     options) before returning anything.
@@ -375,16 +383,25 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, *,
                           option="data_range")
     if window is not None:
         window = _check_window(window, data_range)
+    if not math.isfinite(error_scale) or error_scale <= 0:
+        raise ConfigError(f"error_scale {error_scale:g}: must be a positive number",
+                          option="error_scale")
     cases = match_cases(prediction, reference, mask=mask, input=input)
     results = []
     for done, files in enumerate(cases, start=1):
-        results.append(evaluate_case(files, baselines, data_range, preview, resample, window))
+        result = evaluate_case(files, baselines, data_range, preview, resample, window)
+        for values in result.metrics.values():
+            for name in ERROR_METRICS:
+                if name in values:
+                    values[name] *= error_scale
+        results.append(result)
         if progress is not None:
             progress(done, len(cases), files.name)
     names = list(METRICS) + (list(MASK_METRICS) if mask is not None else [])
     return Report(cases=results, methods=["prediction", *baselines], metric_names=names,
                   data_range=2.0 if window is not None else
-                  None if data_range is None else float(data_range), window=window)
+                  None if data_range is None else float(data_range), window=window,
+                  error_scale=float(error_scale))
 
 
 def _check_window(window: Sequence[float], data_range: float | None) -> tuple[float, float]:

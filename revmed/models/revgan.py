@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from revmed.errors import ConfigError
 from revmed.models.encoders import ENCODERS, build_codec, last_convolution
 from revmed.models.registry import ModelFamily, register
 from revmed.nn import AdditiveCoupling, ReversibleSequence
@@ -181,7 +182,9 @@ class RevGANSection(ModelSection):
     residual: bool = key(flag, False, "RevGAN: output = upsampled input + network")
     init_std: float = key(number(0.0), 0.02, "RevGAN: std of the N(0, std) initialisation")
     disc_width: int = key(integer(1), 32, "PatchGAN: channels of the first layer")
-    disc_layers: int = key(integer(1), 3, "PatchGAN: stride-2 layers")
+    disc_layers: int = key(integer(1), 2,
+                           "PatchGAN: stride-2 layers (2: the authors' 3D critic, receptive "
+                           "field 34^3; 3: the 2D pix2pix one, 70^3)")
 
 
 def _kwargs(preset: Preset) -> dict[str, Any]:
@@ -201,5 +204,21 @@ def _check(model: RevGANSection) -> None:
                          f"first, so it needs a multiple of 4, got {model.width}")
 
 
+def check_intensity(network: RevGAN3D, preset: Preset, device: Any) -> None:
+    """``ConfigError`` for an intensity mapping whose outputs cannot be mapped back to the
+    input's units: a RevGAN needs a fixed map (``window`` or ``zscore-dataset``), and a tanh
+    output (the strided decoder without ``residual``) cannot reach z-scores beyond [-1, 1]."""
+    intensity = preset.data.intensity
+    if intensity not in ("window", "zscore-dataset"):
+        raise ConfigError(f"preset {preset.name}: key 'data.intensity': a RevGAN needs a fixed "
+                          "map ('window' or 'zscore-dataset') so outputs map back to the "
+                          f"input's units, got {intensity!r}")
+    if intensity == "zscore-dataset" and network.encoder == "strided" and not network.residual:
+        raise ConfigError(f"preset {preset.name}: key 'data.intensity': the strided decoder "
+                          "ends in tanh, which cannot reach z-scores outside [-1, 1]; set "
+                          "model.residual = true or use data.intensity = 'window'")
+
+
 FAMILY = register(ModelFamily(name="revgan3d", section=RevGANSection, network=RevGAN3D,
-                              kwargs=_kwargs, depth_key="depth", check=_check, tiles=True))
+                              kwargs=_kwargs, depth_key="depth", check=_check, tiles=True,
+                              check_training=check_intensity))

@@ -32,6 +32,8 @@ SEG_OVERRIDES = ["train.epochs=1", "train.time_limit=0", "patch.size=[16,16,16]"
                  "model.blocks_per_scale=1"]
 #: demo-seg's values of that time where the shipped preset has since changed.
 SEG_THEN = ['patch.sampler="random"', "train.lr=1e-3", "train.epochs_decay=0"]
+#: demo-sr's: the critic's default was 3 stride-2 layers.
+SR_THEN = ["model.disc_layers=3"]
 
 
 def _inputs() -> tuple[Volume, Volume]:
@@ -51,7 +53,7 @@ def test_the_files_are_the_old_format():
 
 
 @pytest.mark.parametrize(("name", "preset", "overrides", "task", "channels"), [
-    ("revgan-sr.pt", "demo-sr", SR_OVERRIDES, "sr", ("image",)),
+    ("revgan-sr.pt", "demo-sr", [*SR_OVERRIDES, *SR_THEN], "sr", ("image",)),
     ("iunet-seg.pt", "demo-seg", [*SEG_OVERRIDES, *SEG_THEN], "seg",
      ("t1", "t1ce", "t2", "flair")),
 ])
@@ -115,7 +117,7 @@ def test_an_old_run_resumes(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     shutil.copy(OLD / "revgan-sr.pt", run / "last.pt")
-    preset = config.load_preset("demo-sr", [*SR_OVERRIDES, "train.epochs=2"])
+    preset = config.load_preset("demo-sr", [*SR_OVERRIDES, *SR_THEN, "train.epochs=2"])
     trainer = Trainer(preset, tmp_path / "data", run, torch.device("cpu"), resume=True)
     assert trainer.epoch == 1
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}

@@ -129,3 +129,25 @@ def test_window_scores_the_papers_way(cli, tmp_path):
     both = cli("eval", tmp_path / "pred.nii.gz", tmp_path / "ref.nii.gz", "--window",
                "-1150,350", "--data-range", "1500")
     assert both.code == 2 and "--window" in both.err
+
+
+def test_error_scale_reports_errors_in_other_units(cli, tmp_path):
+    """--error-scale 100: MAE and RMSE (also inside the mask) times 100, PSNR and SSIM as they
+    were; one voxel off by 0.02 in 1e-3 mm^2/s is an RMSE of 2 / sqrt(n) in 1e-5 mm^2/s."""
+    ref = _volume(np.full((1, 10, 10, 10), 0.7))
+    pred = ref.with_array(ref.array.copy())
+    pred.array[0, 5, 5, 5] += 0.02
+    mask = ref.with_array(np.ones_like(ref.array))
+    for name, volume in (("ref", ref), ("pred", pred), ("mask", mask)):
+        write_volume(volume, tmp_path / f"{name}.nii.gz")
+    args = ("eval", tmp_path / "pred.nii.gz", tmp_path / "ref.nii.gz", "--mask",
+            tmp_path / "mask.nii.gz", "--data-range", "3.5", "--json")
+    plain = json.loads(cli(*args).out)["cases"][0]["prediction"]
+    scaled_report = json.loads(cli(*args, "--error-scale", "100").out)
+    scaled = scaled_report["cases"][0]["prediction"]
+    assert scaled_report["error_scale"] == 100.0
+    assert abs(scaled["rmse_mask"] - 2.0 / np.sqrt(1000)) < 1e-4
+    for metric in ("mae", "rmse", "mae_mask", "rmse_mask"):
+        assert abs(scaled[metric] - 100 * plain[metric]) < 1e-6 * max(1.0, scaled[metric])
+    assert scaled["psnr"] == plain["psnr"] and scaled["ssim"] == plain["ssim"]
+    assert cli(*args, "--error-scale", "0").code == 2

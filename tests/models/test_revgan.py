@@ -93,8 +93,11 @@ def test_critic_patch_logits_and_conditional_channels():
     assert critics["Y"][0].in_channels == 2  # paired: input beside the output
     unpaired = config.load_preset("demo-da", ["train.objective='unpaired'"])
     assert build_critics(unpaired)["Y"][0].in_channels == 1
+    with pytest.raises(ConfigError, match="patch.size"):  # 2 stride-2 layers need 12^3
+        build_critics(config.load_preset("demo-sr", ["patch.size=[8,8,8]"]))
     with pytest.raises(ConfigError, match="patch.size"):
-        build_critics(config.load_preset("demo-sr", ["patch.size=[16,16,16]"]))
+        build_critics(config.load_preset("demo-sr", ["patch.size=[16,16,16]",
+                                                     "model.disc_layers=3"]))
 
 
 def test_image_pool_keeps_and_swaps_old_volumes():
