@@ -57,6 +57,21 @@ def _temporary_files(run_dir: Path) -> list[str]:
     return sorted(p.name for p in run_dir.iterdir() if ".tmp-" in p.name)
 
 
+@pytest.fixture(autouse=True)
+def ctrl_c_delivered():
+    """Ctrl-C as a terminal delivers it, even when pytest itself runs with SIGINT ignored (a
+    shell's background job, nohup): revmed rightly leaves an ignored SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def _sigint_default() -> None:
+    """In a training subprocess, before it starts: SIGINT at its default, not inherited as
+    ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def one_thread():
     threads = torch.get_num_threads()
@@ -77,7 +92,7 @@ def _train(sr_data, args, cwd):
     return subprocess.Popen([sys.executable, "-m", "revmed", "train", "--preset", "demo-sr",
                              "--data", str(sr_data), "--quiet", *args],
                             cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_sigint_default)
 
 
 def _wait_for(condition, proc, timeout=90.0):
