@@ -168,6 +168,9 @@ def _check_consistency(values: dict[str, Any], origin: str, explicit: set[str]) 
                           "maps, which only seg presets have; use 'random' or 'grid'")
     if values["task"] != "sr" and values["data"]["sr_factors"] != [1, 1, 1]:
         raise ConfigError(f"{origin}: key 'data.sr_factors': only sr presets change the grid")
+    if values["task"] == "seg" and values["data"]["intensity"] == "zscore-dataset":
+        raise ConfigError(f"{origin}: key 'data.intensity': 'zscore-dataset' maps RevGAN "
+                          "outputs back to the files' units; segmentation uses 'zscore'")
     _check_statistics(values["data"], origin)
 
 

@@ -117,6 +117,11 @@ def test_statistics_keys_are_checked(override, message):
         config.load_preset("hcp-sr", [override])
 
 
+def test_segmentation_presets_refuse_dataset_zscores():
+    with pytest.raises(ConfigError, match="segmentation uses 'zscore'"):
+        config.load_preset("demo-seg", ["data.intensity='zscore-dataset'"])
+
+
 def test_a_tanh_output_cannot_carry_zscores(dti, tmp_path):
     preset = config.load_preset("hcp-sr", [*TINY, "model.encoder='strided'",
                                            "patch.size=[16,16,16]"])
