@@ -157,8 +157,6 @@ def _load(path: Path, handle: BinaryIO) -> Any:
 #: ``[data]`` keys the model card keeps: how volumes map in and out of the network.
 DATA_KEYS = ("in_channels", "out_channels", "intensity", "window", "sr_factors", "sr_upsample",
              "input_mean", "input_std", "output_mean", "output_std")
-#: ``DATA_KEYS`` that checkpoints older than them leave out, with the value they stand for.
-LATER_DATA_KEYS = {"input_mean": (), "input_std": (), "output_mean": (), "output_std": ()}
 
 
 @dataclass(frozen=True)
@@ -264,8 +262,8 @@ class Checkpoint:
             card = ModelCard(
                 kind=payload["model"]["kind"], kwargs=dict(payload["model"]["kwargs"]),
                 task=preset.task,
-                data=DataCard(**{k: _frozen(data[k] if k in data else LATER_DATA_KEYS[k])
-                                 for k in DATA_KEYS},
+                # keys newer than a checkpoint (the statistics) take DataCard's defaults
+                data=DataCard(**{k: _frozen(data[k]) for k in DATA_KEYS if k in data},
                               channels=tuple(data.get("channels", ())),
                               labels=_label_set(data, preset.task, path)),
                 patch_size=tuple(payload["patch_size"]), infer=preset.infer)
