@@ -8,6 +8,7 @@ removed, to see what they cost.
 
     python benchmarks/block_throughput.py                      # chestct-da, fp32
     python benchmarks/block_throughput.py --precision bf16 --channels-last
+    python benchmarks/block_throughput.py --channels-last --fused   # as revmed infer's tiles
     python benchmarks/block_throughput.py --tile 128,256,256 --blocks 32,48,64
                         # one 2^23-voxel tile as inference runs it, then with each coupling's
                         # F and G run in blocks of 32^3, 48^3, 64^3 (Blockwise, below)
@@ -171,6 +172,10 @@ def main() -> None:
     parser.add_argument("--preset", default="chestct-da")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--fused", action="store_true",
+                        help="the network as revmed infer runs tiles on the CPU: norms folded, "
+                             "oneDNN post-ops (revmed.nn.fused); with --channels-last, in that "
+                             "order")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tile", default=None, help="D,H,W: time one tile instead of blocks")
     parser.add_argument("--blocks", default="32,48,64",
@@ -181,6 +186,11 @@ def main() -> None:
 
     net = frozen_generator(args.preset)
     bare = without_norms(net)
+    if args.fused:
+        from revmed.nn.fused import fuse_for_inference
+
+        net = fuse_for_inference(net, args.channels_last)
+        bare = fuse_for_inference(bare, args.channels_last)
     if args.channels_last:
         to_channels_last(net)
         to_channels_last(bare)
@@ -197,7 +207,8 @@ def main() -> None:
         rows.append(["x".join(map(str, shape)),
                      f"{rate(net, shape, args.precision, args.channels_last):.2f}",
                      f"{rate(bare, shape, args.precision, args.channels_last):.2f}"])
-    print(f"\n{args.preset}, {args.precision}{', channels-last' if args.channels_last else ''}, "
+    print(f"\n{args.preset}, {args.precision}{', channels-last' if args.channels_last else ''}"
+          f"{', fused' if args.fused else ''}, "
           f"{args.threads} thread(s), {_common.cpu_name()}:\n")
     print(_common.markdown_table(["block", "M voxels/s (frozen norms)",
                                   "M voxels/s (norms removed)"], rows))

@@ -12,7 +12,10 @@ noise on the grid that gives the output grid: the output grid itself for kernel 
 Ways (``--ways``): ``windows`` runs MONAI's sliding windows of the preset's patch size at its
 overlap with Gaussian blending and per-window instance norms (what checkpoints without
 statistics, and every checkpoint before tiling, run); ``tiles`` runs the network with frozen
-norms in the few large tiles ``revmed.tiles`` plans from the free memory. Each way runs at each
+norms in the few large tiles ``revmed.tiles`` plans from the free memory, as ``revmed infer``
+does (on the CPU: channels-last, with the fused convolutions of ``revmed.nn.fused``);
+``tiles-unfused`` the same tiles channels-last without the fusion; ``tiles-contiguous`` the
+same tiles as they ran before either (contiguous order, nothing fused). Each way runs at each
 ``--precisions``. Timed: the whole ``translate`` call (normalisation, grid refinement, the
 network, back to HU), wall clock, after a warm-up translation of a small volume. Also
 reported: voxel evaluations per output voxel (the voxels the network is run on over the output
@@ -24,6 +27,7 @@ way at the first precision (bf16 against fp32).
     python benchmarks/whole_volume.py --preset chestct-sr
     python benchmarks/whole_volume.py --ways tiles --precisions fp32,bf16
     python benchmarks/whole_volume.py --ways tiles,tiles@23,tiles@21 --precisions fp32
+    python benchmarks/whole_volume.py --ways tiles-contiguous,tiles-unfused,tiles --precisions fp32
     python benchmarks/whole_volume.py --shape 128,128,64 --quick      # a smoke test
 """
 
@@ -42,10 +46,10 @@ import torch
 import _common
 
 
-def build_translator(preset, device: torch.device, channels_last: bool, compile_: bool):
-    """A ``Translator`` for ``preset``'s untrained generator (seeded) on ``device``, with
-    normalisation statistics measured on a noise patch, made the way ``revmed infer`` makes one
-    from a checkpoint."""
+def build_translator(preset, device: torch.device, channels_last: bool | None, compile_: bool):
+    """``(translator, checkpoint)``: a ``Translator`` for ``preset``'s untrained generator
+    (seeded) on ``device``, with normalisation statistics measured on a noise patch, made the
+    way ``revmed infer`` makes one from a checkpoint."""
     from revmed.checkpoint import Checkpoint, ModelCard
     from revmed.inference import Translator
     from revmed.nn.norm_statistics import collect_norm_statistics
@@ -59,7 +63,39 @@ def build_translator(preset, device: torch.device, channels_last: bool, compile_
     checkpoint = Checkpoint(card, preset, {"generator": net.state_dict(),
                                            "norm_statistics": statistics})
     return Translator.from_checkpoint(checkpoint, f"untrained {preset.name}", device,
-                                      compile=compile_, channels_last=channels_last)
+                                      compile=compile_, channels_last=channels_last), checkpoint
+
+
+def unfused(translator, checkpoint, channels_last: bool):
+    """A copy of ``translator`` whose tiles run the frozen network as built, nothing fused, in
+    channels-last order or not: ``tiles-unfused`` and ``tiles-contiguous``."""
+    import copy
+
+    from revmed.inference import frozen_directions
+    from revmed.runtime import prepare
+
+    model = checkpoint.card.build()
+    model.load_state_dict(checkpoint.state["generator"])
+    plain = copy.copy(translator)
+    plain.tiled = {reverse: (prepare(net.eval(), translator.device, channels_last), halo)
+                   for reverse, (net, halo) in
+                   frozen_directions(model, checkpoint, translator.source).items()}
+    plain.tiles_channels_last = channels_last
+    return plain
+
+
+def convolution_seconds(dtype: torch.dtype) -> float:
+    """Seconds of one 16-channel 3x3x3 convolution of a 32^3 volume in ``dtype`` on the CPU,
+    the faster of three."""
+    x = torch.rand(1, 16, 34, 34, 34, dtype=dtype)
+    conv = torch.nn.Conv3d(16, 16, 3).to(dtype)
+    times = []
+    with torch.no_grad():
+        for _ in range(3):
+            start = time.perf_counter()
+            conv(x)
+            times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def noise_volume(shape: list[int], spacing: list[float], seed: int = 0):
@@ -144,9 +180,11 @@ def main() -> None:
     parser.add_argument("--precisions", default="fp32,bf16",
                         help="comma-separated: fp32, bf16, fp16")
     parser.add_argument("--ways", default="windows,tiles",
-                        help="comma-separated: windows (today's), tiles, tiles@N (tiles of "
-                             "at most 2^N voxels instead of revmed.tiles.MAX_TILE_VOXELS)")
-    parser.add_argument("--channels-last", action="store_true")
+                        help="comma-separated: windows, tiles, tiles-unfused, tiles-contiguous; "
+                             "any tiles way with @N: tiles of at most 2^N voxels instead of "
+                             "revmed.tiles.MAX_TILE_VOXELS")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="windows (and tiles) in channels-last order")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--sw-batch-size", type=int, default=None,
                         help="windows per forward pass (default: the preset's)")
@@ -168,18 +206,38 @@ def main() -> None:
     in_shape = [n // f for n, f in zip(out_shape, factors)]
     overlap = 0.25 if args.quick else preset.infer.overlap
     sw_batch = args.sw_batch_size or preset.infer.sw_batch_size
-    translator = build_translator(preset, device, args.channels_last, args.compile)
+    translator, checkpoint = build_translator(preset, device, args.channels_last or None,
+                                              args.compile)
+    translators = {"tiles-unfused": unfused(translator, checkpoint, True),
+                   "tiles-contiguous": unfused(translator, checkpoint, False)}
     volume = noise_volume(in_shape, [0.7 * f for f in factors])
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    if device.type == "cpu":
+        from revmed.nn.fused import onednn_supports
+        from revmed.runtime import DTYPES
+
+        dropped = [p for p in precisions if not onednn_supports(DTYPES[p])]
+        for name in dropped:  # revmed runs these in fp32 here (runtime.inference_precision)
+            slow, fast = convolution_seconds(DTYPES[name]), convolution_seconds(torch.float32)
+            print(f"skipped {name}: this CPU has no oneDNN {name} convolutions; one 16-channel "
+                  f"3x3x3 convolution of 32^3 voxels takes {slow:.3f} s in {name} (PyTorch's "
+                  f"reference path) against {fast:.4f} s in fp32, {slow / fast:.0f}x")
+        precisions = [p for p in precisions if p not in dropped]
     rows = []
+    first_way: dict[str, np.ndarray] = {}  # per precision, the first tiled way's output
     for way in [w.strip() for w in args.ways.split(",") if w.strip()]:
         first = None
-        for precision in [p.strip() for p in args.precisions.split(",") if p.strip()]:
+        for precision in precisions:
             with tile_cap(way):
-                row, out = measure(translator, way, precision, volume, device, overlap,
-                                   sw_batch)
+                row, out = measure(translators.get(way.split("@")[0], translator), way,
+                                   precision, volume, device, overlap, sw_batch)
             if first is None:
                 first = out
             row["max_abs_hu_vs_first"] = float(np.abs(out - first).max())
+            if way != "windows":  # the tiled ways compute one function; windows another
+                reference = first_way.setdefault(precision, out)
+                row["max_abs_hu_vs_first_tiles"] = float(np.abs(out - reference).max())
+                del reference
             del out
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -194,11 +252,14 @@ def main() -> None:
     base = rows[0]["seconds"]
     print(_common.markdown_table(
         ["way", "precision", "seconds", "speed-up", "evaluations / voxel", "peak RSS GiB",
-         "CUDA peak GiB", "max abs HU from the way's first precision"],
+         "CUDA peak GiB", "max abs HU from the way's first precision",
+         "max abs HU from the first tiled way"],
         [[r["way"], r["precision"], f"{r['seconds']:.1f}", f"{base / r['seconds']:.2f}x",
           f"{r['evaluations_per_voxel']:.2f}", f"{r['peak_rss_gib']:.2f}",
           "-" if r["cuda_peak_gib"] is None else f"{r['cuda_peak_gib']:.2f}",
-          f"{r['max_abs_hu_vs_first']:.1f}"] for r in rows]))
+          f"{r['max_abs_hu_vs_first']:.1f}",
+          f"{r['max_abs_hu_vs_first_tiles']:.3f}" if "max_abs_hu_vs_first_tiles" in r else "-"]
+         for r in rows]))
     result = {"preset": args.preset, "input": in_shape, "output": out_shape,
               "patch": translator.card.patch_size, "overlap": overlap, "sw_batch_size": sw_batch,
               "channels_last": args.channels_last, "compile": args.compile, "rows": rows,

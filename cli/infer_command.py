@@ -59,8 +59,9 @@ def infer(
         None, "--compile/--no-compile", help="torch.compile the network's plain sub-networks "
         "(default: the checkpoint preset's infer.compile)."),
     channels_last: Optional[bool] = typer.Option(  # noqa: UP007
-        None, "--channels-last/--no-channels-last", help="Weights and windows in "
-        "channels-last-3d order (default: the checkpoint preset's infer.channels_last)."),
+        None, "--channels-last/--no-channels-last", help="Weights, windows and tiles in "
+        "channels-last-3d order (default: tiles on the CPU channels-last, the rest as the "
+        "checkpoint preset's infer.channels_last)."),
     series: Optional[str] = typer.Option(  # noqa: UP007
         None, "--series", help="SeriesInstanceUID: read only this series of a DICOM folder."),
     fmt: Optional[str] = typer.Option(  # noqa: UP007

@@ -43,12 +43,14 @@ from __future__ import annotations
 
 import contextlib
 import re
+import warnings
 
 import torch
 from torch import nn
 
 from revmed.errors import ConfigError
 from revmed.nn import InvertibleModule, ReversibleSequence
+from revmed.nn.fused import onednn_supports
 
 # --- device ------------------------------------------------------------------------------------
 
@@ -98,6 +100,17 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=DTYPES[precision])
+
+
+def inference_precision(precision: str, device: torch.device) -> str:
+    """``precision``, or ``fp32`` with a warning where it would run on the CPU without oneDNN
+    convolutions in its dtype (far slower than fp32, not faster)."""
+    if precision == "fp32" or device.type != "cpu" or onednn_supports(DTYPES[precision]):
+        return precision
+    warnings.warn(f"precision {precision}: this CPU has no oneDNN {precision} convolutions "
+                  "(they need AVX-512), so it would run far slower than fp32; running fp32",
+                  stacklevel=2)
+    return "fp32"
 
 
 def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:

@@ -23,10 +23,10 @@ from revmed.sizes import available_memory
 #: Most tiles tried along one axis when planning.
 MAX_SPLITS = 64
 #: Most voxels one tile reads (2^23, e.g. 256x256x128). A chest CT through chestct-da on the
-#: 2-core CPU: 2^25-voxel tiles took 211 s and 11.7 GiB (1.07 evaluations per voxel), 2^23 took
-#: 197 s and 5.4 GiB (1.17), 2^21 took 245 s and 2.7 GiB (1.41): beyond 2^23 the halo saved is
-#: lost again to the network's lower rate on large blocks, and the memory doubles
-#: (benchmarks/whole_volume.py --ways tiles,tiles@23,tiles@21, docs/benchmarks.md). Several
+#: 2-core CPU, as tiles run now (channels-last, fused): 2^23-voxel tiles took 84 s and 4.8 GiB
+#: (1.17 evaluations per voxel), 2^24 and 2^25 took 97 s each and 7.4 and 9.6 GiB (1.11 and
+#: 1.07): larger tiles read less halo but run no faster, and need up to twice the memory
+#: (benchmarks/whole_volume.py --ways tiles,tiles@24,tiles@25, docs/benchmarks.md). Several
 #: tiles also let progress show an ETA.
 MAX_TILE_VOXELS = 2**23
 

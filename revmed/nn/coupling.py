@@ -6,9 +6,18 @@ With the channels of ``x`` split in two halves ``(x1, x2)``::
     y2 = x2 + G(y1)            x1 = y1 - F(x2)          (inverse)
 
 ``F`` and ``G`` are arbitrary modules; the block is invertible whatever they compute.
+
+Without a graph (inference), ``run_couplings`` runs a chain of couplings on the two halves
+kept apart: each half is copied once into its own contiguous tensor, the blocks add into them
+in place, and they are joined once at the end. Joining and splitting between blocks costs
+little in the contiguous (NCDHW) order, where a channel half is one piece of memory; in the
+channels-last order, where each voxel's channels are interleaved, adding into a half is a
+strided copy and took 17% of a chest-CT tile's time (docs/benchmarks.md).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -92,3 +101,46 @@ class AdditiveCoupling(InvertibleModule):
         torch.add(x2, g_y1.to(x.dtype), out=y2)
         torch.sub(gx1, g_back, out=gy1)
         return y, grad_y, [(p, -g) for p, g in f_grads + g_grads]
+
+
+def run_couplings(blocks: Sequence[InvertibleModule], x: torch.Tensor,
+                  inverse: bool = False) -> torch.Tensor | None:
+    """``blocks`` applied in order to ``x`` (each one's ``inverse``, in reverse order, with
+    ``inverse``), their halves kept apart in between; the same values as calling the blocks one
+    by one. For inference: call it without a graph. Returns None, having done nothing, unless
+    every block is an ``AdditiveCoupling`` and there are at least two.
+
+    ``x`` is ``(B, C, D, H, W)``; the result is a new tensor of the same shape and memory order.
+    """
+    if len(blocks) < 2 or not all(type(b) is AdditiveCoupling for b in blocks):
+        return None
+    order = (torch.channels_last_3d if x.dim() == 5 and not x.is_contiguous()
+             and x.is_contiguous(memory_format=torch.channels_last_3d)
+             else torch.contiguous_format)
+    first, second = (half.clone(memory_format=order) for half in AdditiveCoupling._halves(x))
+    for block in (reversed(blocks) if inverse else blocks):
+        if inverse:
+            second = _add_branch(second, block.g, first, -1)
+            first = _add_branch(first, block.f, second, -1)
+        else:
+            first = _add_branch(first, block.f, second, 1)
+            second = _add_branch(second, block.g, first, 1)
+    return concat_channels(first, second)
+
+
+def _add_branch(half: torch.Tensor, branch: nn.Module, x: torch.Tensor,
+                sign: int) -> torch.Tensor:
+    """``half + sign * branch(x)``, into ``half`` where it can: through the branch's own
+    ``add_into`` when it has one (``revmed.nn.fused``), else ``add_change``."""
+    add_into = getattr(branch, "add_into", None)
+    if add_into is not None:
+        return replay.call(lambda t: add_into(half, t, sign), x)
+    return add_change(half, replay.call(branch, x), sign)
+
+
+def add_change(total: torch.Tensor, change: torch.Tensor, sign: int) -> torch.Tensor:
+    """``total + sign * change``, in place when that keeps ``total``'s dtype (as the
+    out-of-place sum would have it), else a new tensor."""
+    if torch.promote_types(total.dtype, change.dtype) != total.dtype:
+        return total + change if sign > 0 else total - change
+    return total.add_(change) if sign > 0 else total.sub_(change)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from revmed.nn.coupling import run_couplings
 from revmed.nn.invertible import InvertibleModule, trainable
 from revmed.nn.replay import Tape, recording
 
@@ -67,6 +68,10 @@ class ReversibleSequence(nn.Module):
             for k, block in enumerate(blocks):
                 x = _BlockFunction.apply(x, block, chain, k, *trainable(block))
             return x
+        if not torch.is_grad_enabled():
+            y = run_couplings(self.blocks, x, inverse)
+            if y is not None:
+                return y
         for block in blocks:
             x = block.inverse(x) if inverse else block(x)
         return x

@@ -57,7 +57,10 @@ def test_fp16_training_uses_a_gradient_scaler_that_resume_restores(sr_data, tiny
 
 
 def test_bf16_inference_is_close_to_fp32_and_not_identical(sr_model, lr_scan, tmp_path,
-                                                           cli):
+                                                           cli, monkeypatch):
+    # as on a CPU with oneDNN bf16 convolutions (AVX-512); elsewhere PyTorch's slow reference
+    # convolution runs it, which on this tiny volume is still quick
+    monkeypatch.setattr("revmed.runtime.onednn_supports", lambda dtype: True)
     path, model = lr_scan, sr_model
     outputs = {}
     for precision in ("fp32", "bf16"):
@@ -72,6 +75,20 @@ def test_bf16_inference_is_close_to_fp32_and_not_identical(sr_model, lr_scan, tm
     bad = cli("infer", path, "-o", tmp_path / "x.nii.gz", "--model", model, "--precision",
               "fp8")
     assert bad.code == 2 and "fp8" in bad.err
+
+
+def test_bf16_inference_on_a_cpu_without_onednn_bf16_runs_fp32_and_says_so(
+        sr_model, lr_scan, tmp_path, cli, monkeypatch):
+    monkeypatch.setattr("revmed.runtime.onednn_supports", lambda dtype: dtype == torch.float32)
+    outputs, errors = {}, {}
+    for precision in ("fp32", "bf16"):
+        result = cli("infer", lr_scan, "-o", tmp_path / f"{precision}.nii.gz", "--model",
+                     sr_model, "--precision", precision, "--quiet")
+        assert result.code == 0, result.err
+        outputs[precision] = read_volume(tmp_path / f"{precision}.nii.gz").array
+        errors[precision] = result.err
+    np.testing.assert_array_equal(outputs["bf16"], outputs["fp32"])
+    assert "running fp32" in errors["bf16"] and "running fp32" not in errors["fp32"]
 
 
 def test_bf16_on_the_cpu_refuses_an_iunet_scale_two_voxels_deep():

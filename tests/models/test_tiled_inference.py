@@ -174,3 +174,46 @@ def test_training_records_each_direction_without_the_backward_replays():
         for name, value in expected[key].items():
             assert torch.allclose(found[key][name], value, atol=1e-5), (key, name)
     assert recorder.take() == {"forward": {}, "reverse": {}}
+
+
+def test_tiles_run_fused_and_channels_last_on_the_cpu_with_the_plain_networks_result(tmp_path):
+    """The default tiled path (``revmed.nn.fused``, channels-last) gives the output of the
+    frozen network as built, run on the whole volume at once in the contiguous order."""
+    from revmed.inference import frozen_directions
+    from revmed.checkpoint import load_checkpoint
+    from revmed.nn.fused import FusedConv3d
+    from revmed.transforms import normalise
+
+    path = _checkpoint(tmp_path / "m.pt", statistics=True)
+    translator = Translator.load(path)
+    assert translator.tiles_channels_last and not translator.channels_last
+    assert any(isinstance(m, FusedConv3d) for m in translator.tiled[False][0].modules())
+    checkpoint = load_checkpoint(path)
+    model = checkpoint.card.build()
+    model.load_state_dict(checkpoint.state["generator"])
+    plain = frozen_directions(model, checkpoint, path)
+    volume = _volume(2)
+    data = checkpoint.card.data
+    image = torch.from_numpy(normalise(volume.array, data.intensity, data.window))[None]
+    for reverse in (False, True):
+        net = plain[reverse][0].eval()
+        with torch.no_grad():
+            expected = (net.reverse if reverse else net)(image)[0].numpy()
+        got = translator._tiles(reverse, image[0].numpy(), None, None, held=0)
+        assert np.abs(got - expected).max() < 1e-5, reverse
+    unordered = Translator.load(path, channels_last=False)
+    assert not unordered.tiles_channels_last
+
+
+def test_low_precision_without_onednn_support_runs_fp32_with_a_warning(monkeypatch):
+    from revmed import runtime
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(runtime, "onednn_supports", lambda dtype: dtype == torch.float32)
+    with pytest.warns(UserWarning, match="bf16.*running fp32"):
+        assert runtime.inference_precision("bf16", cpu) == "fp32"
+    assert runtime.inference_precision("fp32", cpu) == "fp32"
+    monkeypatch.setattr(runtime, "onednn_supports", lambda dtype: True)
+    assert runtime.inference_precision("bf16", cpu) == "bf16"
+    monkeypatch.setattr(runtime, "onednn_supports", lambda dtype: False)
+    assert runtime.inference_precision("bf16", torch.device("cuda")) == "bf16"
