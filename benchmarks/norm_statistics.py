@@ -1,16 +1,16 @@
 """Which frozen normalisation statistics bring tiled inference closest to blended windows?
 
 Tiled inference (docs/inference.md) replaces each instance norm by a fixed scale and shift
-from the statistics training recorded: per channel, the mean over training patches of each
-patch's mean and of each patch's variance. This script tries other ways of turning the same
-training patches into a fixed scale and shift, on runs that ``benchmarks/quality.py`` trained
-and kept (``--work``), and scores each on the held-out volumes against blended windows with
-per-window norms (the way the network was trained to run):
+from the statistics training kept: per channel, the mean over training patches of each patch's
+mean and of each patch's variance. This script tries other ways of turning training patches
+into a fixed scale and shift, on runs that ``benchmarks/quality.py`` trained and kept
+(``--work``), and scores each on the held-out volumes against blended windows with per-window
+norms (the way the network was trained to run):
 
-* ``checkpoint``: the statistics in ``best.pt`` (revmed's rule, gathered while training);
-* ``mean-var``: revmed's rule on the patches of the run's first epochs, measured here again with
-  the trained weights (how much does it matter that training gathers them while the weights
-  still move?);
+* ``checkpoint``: the statistics in ``best.pt`` (until revmed measured them after each epoch,
+  ``TrainingStep.calibrate``, these were gathered over the epoch's training calls);
+* ``mean-var``: that rule on the patches of the run's first epochs, measured here with the
+  trained weights;
 * ``pooled``: mean of the means, and the variance of all voxels of all patches together (the
   patch variance plus the spread of the patch means, as batch norm would have it);
 * ``rsqrt``: the mean over patches of the scale each patch got, ``1/sqrt(var + eps)``, and of
@@ -20,7 +20,7 @@ per-window norms (the way the network was trained to run):
 
     python benchmarks/quality.py --tasks sr,da --configs 2r-res,2r-res-strided --steps 120 \\
         --work /tmp/quality-runs
-    python benchmarks/norm_statistics.py /tmp/quality-runs
+    python benchmarks/norm_statistics.py /tmp/quality-runs --subsets 32,136
 
 PSNR in HU (data range 1500 HU, whole volumes), the forward direction (F), mean over the
 held-out volumes; "- windows" is each way's difference from blended windows at the preset's
@@ -83,11 +83,18 @@ def as_statistics(means: torch.Tensor, variances: torch.Tensor, rule: str,
     return torch.stack([means.mean(0), variances.mean(0)])
 
 
-def statistics_by_way(net, patches: torch.Tensor, saved: dict) -> dict[str, dict]:
+def statistics_by_way(net, patches: torch.Tensor, saved: dict,
+                      subsets: tuple[int, ...] = ()) -> dict[str, dict]:
     found = per_patch_statistics(net, patches)
     out = {"checkpoint": saved}
     for rule in ("mean-var", "pooled", "rsqrt"):
         out[rule] = {name: as_statistics(m, v, rule).float() for name, (m, v) in found.items()}
+    pick = torch.randperm(len(patches), generator=torch.Generator().manual_seed(0))
+    for count in subsets:  # revmed's rule on ``count`` of the patches, drawn at random
+        chosen = pick[:count]
+        out[f"mean-var, {count} patches"] = {
+            name: as_statistics(m[chosen], v[chosen], "mean-var").float()
+            for name, (m, v) in found.items()}
     sequential: dict = {}
     for name in found:  # hooks fire in network order, so dict order is that order
         measured = per_patch_statistics(net, patches, sequential)
@@ -103,7 +110,8 @@ def psnr_per_volume(translator, inputs: list, references: list, **options) -> np
                      for v, r in zip(inputs, references)])
 
 
-def run_rows(run_dir: Path, spec: dict, epochs: int) -> list[list[str]]:
+def run_rows(run_dir: Path, spec: dict, epochs: int,
+             subsets: tuple[int, ...] = ()) -> list[list[str]]:
     from revmed.checkpoint import load_checkpoint
     from revmed.data.training_patches import TrainingPatches
     from revmed.inference import Translator
@@ -123,7 +131,7 @@ def run_rows(run_dir: Path, spec: dict, epochs: int) -> list[list[str]]:
     windows = psnr_per_volume(translator, inputs, references, tiling="windows")
     rows = [["windows (per-window norms)", f"{windows.mean():.3f}", "-", "-"]]
     saved = checkpoint.state["norm_statistics"]
-    for way, stats in statistics_by_way(net, patches, saved["forward"]).items():
+    for way, stats in statistics_by_way(net, patches, saved["forward"], subsets).items():
         state = {**checkpoint.state, "norm_statistics": {**saved, "forward": stats}}
         variant = Translator.from_checkpoint(
             type(checkpoint)(checkpoint.card, checkpoint.preset, state), run_dir / "best.pt")
@@ -141,8 +149,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4,
                         help="epochs of training patches to measure on (default 4)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--subsets", default="",
+                        help="comma-separated patch counts: revmed's rule on that many of the "
+                             "patches too, drawn at random")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    subsets = tuple(int(n) for n in args.subsets.split(",") if n.strip())
     for spec_path in sorted(args.work.glob("*/specs/*.json")):
         if spec_path.name.endswith(".out.json"):
             continue
@@ -154,7 +166,8 @@ def main() -> None:
         print(f"\n{task}, {spec_path.stem} ({len(spec['test_cases'])} held-out volumes, "
               f"{_common.cpu_name()}):\n", flush=True)
         print(_common.markdown_table(["statistics", "PSNR dB (HU)", "- windows", "higher on"],
-                                     run_rows(run_dir, spec, args.epochs)), flush=True)
+                                     run_rows(run_dir, spec, args.epochs, subsets)),
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -280,7 +280,7 @@ class Trainer:
         done, sums = self.step_in_epoch, self._epoch_sums
         self.step_in_epoch, self._epoch_sums, self._epoch_seconds = 0, {}, 0.0
         self.training.end_epoch()
-        self.training.calibrate()
+        self.training.calibrate(patches, self.epoch)
         self.epoch += 1
         record = {"epoch": self.epoch, "steps": done,
                   **{k: v / max(done, 1) for k, v in sums.items()},

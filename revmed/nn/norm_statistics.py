@@ -90,58 +90,6 @@ def collect_norm_statistics(module: nn.Module, run: Callable[[torch.Tensor], tor
     return sums.means()
 
 
-class NormRecorder:
-    """Statistics of the instance norms of ``module`` gathered while it trains, by direction.
-
-    A direction starts when its ``entries`` module is called and ends when any of ``exits``
-    returns (for the RevGAN: F enters through ``enc_x`` and leaves through ``dec_y``); the
-    norms called in between, in training mode, add what they see to that direction. Calls
-    outside a direction (a memory-saving backward pass re-running the core) add nothing.
-    ``take()`` returns the means since the last ``take`` and starts again.
-    """
-
-    def __init__(self, module: nn.Module, entries: dict[str, nn.Module],
-                 exits: Iterable[nn.Module]) -> None:
-        self.direction: str | None = None
-        self._sums: dict[str, _Sums] = {key: _Sums() for key in entries}
-        self._handles = [entry.register_forward_pre_hook(
-            lambda _m, _args, key=key: setattr(self, "direction", key))
-            for key, entry in entries.items()]
-        self._handles += [leave.register_forward_hook(
-            lambda _m, _args, _out: setattr(self, "direction", None)) for leave in exits]
-        self._handles += [norm.register_forward_pre_hook(
-            lambda m, args, name=name: self._record(m, name, args[0]))
-            for name, norm in instance_norms(module).items()]
-
-    def _record(self, norm: nn.Module, name: str, x: torch.Tensor) -> None:
-        if self.direction is not None and norm.training:
-            self._sums[self.direction].add(name, x)
-
-    def take(self) -> dict[str, Statistics]:
-        """``{direction: statistics}`` since the last call (directions not run: empty)."""
-        found = {key: sums.means() for key, sums in self._sums.items()}
-        self._sums = {key: _Sums() for key in self._sums}
-        return found
-
-    def state_dict(self) -> dict[str, dict[str, dict]]:
-        """The sums so far (a run interrupted mid-epoch keeps them in its checkpoint)."""
-        return {key: {"sums": dict(part.sums), "counts": dict(part.counts)}
-                for key, part in self._sums.items()}
-
-    def load_state_dict(self, state: dict[str, dict[str, dict]]) -> None:
-        """Continue from ``state_dict()``'s sums."""
-        for key, part in state.items():
-            sums = _Sums()
-            sums.sums = {str(k): v.double() for k, v in part["sums"].items()}
-            sums.counts = {str(k): int(v) for k, v in part["counts"].items()}
-            self._sums[str(key)] = sums
-
-    def remove(self) -> None:
-        """Stop watching."""
-        for handle in self._handles:
-            handle.remove()
-
-
 def freeze_norms(module: nn.Module, statistics: Statistics) -> nn.Module:
     """A copy of ``module`` whose instance norms named in ``statistics`` are ``FixedNorm3d``
     layers with those statistics; ``ValueError`` when a statistic does not fit its norm."""

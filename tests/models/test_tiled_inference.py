@@ -12,8 +12,8 @@ from revmed.inference import Translator
 from revmed.io import Volume, make_affine
 from revmed.models import build_model
 from revmed.models.revgan import RevGAN3D
-from revmed.nn.norm_statistics import (FixedNorm3d, NormRecorder, collect_norm_statistics,
-                                       freeze_norms, instance_norms)
+from revmed.nn.norm_statistics import (FixedNorm3d, collect_norm_statistics, freeze_norms,
+                                       instance_norms)
 from revmed.tiles import plan_tiles, tiled_predict, voxels_read
 
 
@@ -147,33 +147,42 @@ def test_a_checkpoint_without_statistics_runs_in_blended_windows(tmp_path):
                           translator.translate(volume, tiling="windows").array)
 
 
-def test_training_records_each_direction_without_the_backward_replays():
-    """What ``NormRecorder`` gathers over training calls of F and G (memory-saving, so the
-    backward pass re-runs the core) equals the statistics of the same inputs measured
-    directly; eval-mode calls and core-only calls add nothing."""
-    net = _network("srcnn-relu", seed=2).train()
-    recorder = NormRecorder(net, {"forward": net.enc_x, "reverse": net.enc_y},
-                            (net.dec_y, net.dec_x))
-    xs = [torch.randn(2, 1, 12, 12, 12) for _ in range(2)]
-    ys = [torch.randn(1, 1, 12, 12, 12) * 2 + 1]
-    for x in xs:
-        (net(x) ** 2).mean().backward()
-    for y in ys:
-        (net.reverse(y) ** 2).mean().backward()
-    net.eval()
-    net(torch.randn(1, 1, 12, 12, 12))  # not training
-    net.train()
+def test_calibration_measures_each_direction_with_the_weights_after_the_epoch():
+    """``TrainingStep.calibrate`` gives the statistics of F on X patches and of G on Y patches
+    measured directly with the weights as they are, on at most ``CALIBRATION_PATCHES`` of
+    each; a domain without patches leaves none."""
+    from revmed import config
+    from revmed.engine.step import CALIBRATION_PATCHES, TrainingStep
+
+    preset = config.load_preset("demo-sr", ["model.width=8", "model.depth=1",
+                                            "train.batch_size=3"])
+    step = TrainingStep(preset, torch.device("cpu"))
+    net = step.model
     with torch.no_grad():
-        net.core(torch.randn(1, 8, 12, 12, 12))  # outside a direction
-    found = recorder.take()
-    recorder.remove()
-    expected = {"forward": collect_norm_statistics(net, net, xs),
-                "reverse": collect_norm_statistics(net, net.reverse, ys)}
+        for p in net.parameters():
+            p.normal_(0.0, 0.3)
+    rng = np.random.default_rng(0)
+    count = CALIBRATION_PATCHES + 5
+    patches = {"X": rng.normal(size=(count, 1, 8, 8, 8)).astype(np.float32),
+               "Y": (rng.normal(size=(7, 1, 8, 8, 8)) * 2 + 1).astype(np.float32)}
+    step.calibrate(patches, epoch=3)
+    found = step.norm_statistics
+    assert net.training  # left in training mode
+    chosen = np.sort(np.random.default_rng([preset.train.seed, 3]).permutation(count)
+                     [:CALIBRATION_PATCHES])
+    expected = {"forward": collect_norm_statistics(net, net, [torch.from_numpy(
+                    patches["X"][chosen])]),
+                "reverse": collect_norm_statistics(net, net.reverse, [torch.from_numpy(
+                    patches["Y"])])}
     for key in ("forward", "reverse"):
         assert set(found[key]) == net.norm_names(key == "reverse")
         for name, value in expected[key].items():
             assert torch.allclose(found[key][name], value, atol=1e-5), (key, name)
-    assert recorder.take() == {"forward": {}, "reverse": {}}
+    everything = collect_norm_statistics(net, net, [torch.from_numpy(patches["X"])])
+    assert any(not torch.allclose(found["forward"][n], v, atol=1e-5)
+               for n, v in everything.items())  # only the drawn patches count
+    step.calibrate({"X": patches["X"]}, epoch=4)
+    assert step.norm_statistics is None
 
 
 def test_tiles_run_fused_and_channels_last_on_the_cpu_with_the_plain_networks_result(tmp_path):
