@@ -261,10 +261,12 @@ def worker(spec: dict) -> dict:
 
 
 def compare_inference(translator, spec: dict, pred_dir: Path, run_dir: Path) -> dict:
-    """The test volumes of a run translated three more ways beside the default (frozen
-    norms in tiles, fp32; in ``pred_dir``): blended windows at the preset's overlap with
-    per-window instance norms (how older checkpoints run), and tiles under bf16 autocast;
-    PSNR in HU of each, and the largest and mean |HU| difference of bf16 from fp32."""
+    """The test volumes of a run translated more ways beside the default (frozen norms in
+    tiles, fp32; in ``pred_dir``): blended windows at the preset's overlap with per-window
+    instance norms (how older checkpoints run), the same windows side by side without
+    overlap (one evaluation per voxel, as tiles: what the blend adds), and tiles under bf16
+    autocast; PSNR in HU of each, and the largest and mean |HU| difference of bf16 from
+    fp32."""
     import numpy as np
 
     from revmed.evaluation import evaluate
@@ -277,7 +279,8 @@ def compare_inference(translator, spec: dict, pred_dir: Path, run_dir: Path) -> 
     if not translator.tiled:
         return {}
     out = {}
-    ways = [("windows", {"tiling": "windows"})]
+    ways = [("windows", {"tiling": "windows"}),
+            ("windows-unblended", {"tiling": "windows", "overlap": 0.0})]
     if translator.device.type != "cpu" or onednn_supports(torch.bfloat16):
         ways.append(("bf16", {"precision": "bf16"}))  # else revmed would run it in fp32
     for way, options in ways:
@@ -303,21 +306,25 @@ def compare_inference(translator, spec: dict, pred_dir: Path, run_dir: Path) -> 
 def inference_table(rows: dict[str, dict]) -> str:
     """Tiles (frozen norms) against blended windows and bf16, per trained configuration."""
     lines = ["| config | PSNR tiles (dB) | PSNR windows (dB) | tiles - windows | "
-             "PSNR tiles bf16 | bf16 vs fp32: max / mean abs HU |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "tiles - windows without overlap | PSNR tiles bf16 | "
+             "bf16 vs fp32: max / mean abs HU |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for key, row in rows.items():
         inf = row.get("inference")
         if not inf:
             continue
         tiles = row["summary"]["psnr"]["mean"]
         windows = inf["windows"]["summary"]["psnr"]["mean"]
+        unblended = inf.get("windows-unblended")
+        unblended = ("-" if unblended is None
+                     else f"{tiles - unblended['summary']['psnr']['mean']:+.3f}")
         if "bf16" in inf:
             bf16 = (f"{inf['bf16']['summary']['psnr']['mean']:.3f} | "
                     f"{inf['bf16_max_hu']:.1f} / {inf['bf16_mean_hu']:.2f}")
         else:  # a CPU without oneDNN bf16 convolutions: revmed runs fp32 there
             bf16 = "- | -"
         lines.append(f"| {key} | {tiles:.3f} | {windows:.3f} | {tiles - windows:+.3f} | "
-                     f"{bf16} |")
+                     f"{unblended} | {bf16} |")
     return "\n".join(lines)
 
 
@@ -581,7 +588,7 @@ def _print_task(task: str, payload: dict, rows: dict[str, dict]) -> None:
     trained = {key: row for key, row in rows.items() if row.get("inference")}
     if trained:
         print("\nInference of the same best.pt: frozen norms in tiles (the default), blended "
-              "windows with per-window norms (overlap as the preset), tiles under bf16; PSNR "
+              "windows with per-window norms (overlap as the preset, and none), tiles under bf16; PSNR "
               "in HU, mean over volumes:\n")
         print(inference_table(trained))
 

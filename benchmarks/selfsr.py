@@ -29,8 +29,14 @@ T1 phantoms for the MRI cases, four synthetic chest CTs for ``chest``. MRI units
 arbitrary, so each MRI volume is scaled to its own 99.9th percentile before that model sees
 it, and back after.
 
+``--compare-windows`` runs each kept model again in this process, side by side: as selfsr
+does (slabs with the normalisation statistics measured after training, ``revmed.tiles``) and
+in blended windows with per-window norms (how selfsr ran before it kept statistics), both
+orientations, and prints the PSNR and seconds of each.
+
     python benchmarks/selfsr.py                         # every case, 4x and 6x, hr-only too
     python benchmarks/selfsr.py --cases epi --factors 4 --time-limit 30 --no-hr-only
+    python benchmarks/selfsr.py --cases mni,chest --factors 4 --no-hr-only --compare-windows
 """
 
 from __future__ import annotations
@@ -168,6 +174,43 @@ def score(prediction: Path, files: dict) -> dict[str, dict[str, float]]:
     return out
 
 
+def inference_ways(files: dict, factor: int) -> dict[str, dict[str, float]]:
+    """The kept model of a case run again, in slabs with frozen norms (selfsr's way) and in
+    blended windows: the seconds of each (reading and writing left out) and its scores."""
+    from revmed.inference import Translator
+    from revmed.io import read_volume, write_volume
+    from revmed.selfsr.refine import plan_for, refine
+
+    translator = Translator.load(files["folder"] / "selfsr.selfsr.pt")
+    volume = read_volume(files["thick"])
+    plan = plan_for(volume, factor=factor, axis="k")
+    out = {}
+    for way, tiling in (("tiles", "auto"), ("windows", "windows")):
+        start = time.monotonic()
+        result = refine(translator, volume, plan, tiling=tiling)
+        seconds = time.monotonic() - start
+        path = files["folder"] / f"selfsr-{way}.nii.gz"
+        write_volume(result, path)
+        out[way] = {"seconds": seconds, **score(path, files)["prediction"]}
+    return out
+
+
+def ways_table(rows: list[dict]) -> str:
+    """Tiles (slabs, frozen norms) against blended windows of the same kept model."""
+    lines = ["| case | factor | PSNR fg tiles | PSNR fg windows | tiles − windows | "
+             "SSIM fg tiles / windows | seconds tiles | seconds windows |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if "ways" not in r:
+            continue
+        t, w = r["ways"]["tiles"], r["ways"]["windows"]
+        lines.append(f"| {r['case']} | {r['factor']}× | {t['psnr_mask']:.3f} | "
+                     f"{w['psnr_mask']:.3f} | {t['psnr_mask'] - w['psnr_mask']:+.3f} | "
+                     f"{t['ssim_mask']:.4f} / {w['ssim_mask']:.4f} | {t['seconds']:.1f} | "
+                     f"{w['seconds']:.1f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES))
@@ -176,6 +219,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--hr-only", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--compare-windows", action="store_true",
+                        help="also run each kept model in slabs and in blended windows")
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/selfsr.json"))
     args = parser.parse_args()
@@ -199,11 +244,17 @@ def main() -> None:
                 domain = "mri" if name in MRI else "ct"
                 hr_path = hr_only_prediction(files, factor, domain, hr_models, args)
                 result["hr-only"] = score(hr_path, files)["prediction"]
+            if args.compare_windows:
+                result["ways"] = inference_ways(files, factor)
             rows.append(result)
             print(json.dumps(result), flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(rows, indent=2))
     print(table(rows))
+    if args.compare_windows:
+        print("\nThe same kept models run again: slabs with frozen norms (selfsr's way) "
+              "against blended windows with per-window norms; both orientations:\n")
+        print(ways_table(rows))
 
 
 def _renamed(scores: dict) -> dict:

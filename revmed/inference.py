@@ -5,9 +5,11 @@ segmentation network.
 ``Predictor``, which holds the network and its model card (``revmed.checkpoint``), checks
 inputs and runs the windows (``revmed.windows``). A translator whose checkpoint holds
 normalisation statistics runs instead with its instance norms frozen, in a few large tiles
-whose result does not depend on the tiling (``revmed.tiles``, docs/inference.md). For super-resolution the input is first put
-on the grid refined by the card's factors (``revmed.transforms.upsample``), and the output keeps
-the input's physical extent and direction with the finer spacing (``revmed.io.zoom_affine``).
+whose result does not depend on the tiling (``revmed.tiles``, docs/inference.md; in slabs
+when it was trained on patches one voxel thin, as selfsr's are). For super-resolution the
+input is first put on the grid refined by the card's factors
+(``revmed.transforms.upsample``), and the output keeps the input's physical extent and
+direction with the finer spacing (``revmed.io.zoom_affine``).
 In reverse (``G``: high to low resolution) the output is block-averaged back to the coarse
 grid.
 
@@ -36,7 +38,8 @@ from revmed.models import get_family
 from revmed.nn.fused import fuse_for_inference
 from revmed.nn.norm_statistics import freeze_norms
 from revmed.sizes import require_memory, shape_text, voxel_bytes
-from revmed.tiles import plan_tiles, tile_voxels, tiled_predict
+from revmed.tiles import (plan_tiles, runs_in_tiles, slab_axis, tile_voxels,
+                          tiled_predict)
 from revmed.transforms import (denormalise, downsample, from_zscores, normalise, statistics_of,
                                upsample)
 from revmed.windows import sliding_window_predict
@@ -162,7 +165,8 @@ def frozen_directions(model: nn.Module, checkpoint: Checkpoint,
     (``revmed.nn.norm_statistics``), whose result does not depend on the tiling. Older
     checkpoints have none and run in blended windows."""
     saved = checkpoint.state.get("norm_statistics")
-    if not isinstance(saved, dict) or not get_family(checkpoint.card.kind).tiles:
+    if (not isinstance(saved, dict) or not get_family(checkpoint.card.kind).tiles
+            or not runs_in_tiles(checkpoint.card.patch_size)):
         return {}
     found = {}
     for reverse, key in ((False, "forward"), (True, "reverse")):
@@ -244,12 +248,13 @@ class Translator(Predictor):
         frozen, halo = self.tiled[reverse]
         net = frozen.reverse if reverse else frozen
         per_voxel = frozen.inference_bytes_per_voxel()
+        slabs = slab_axis(self.card.patch_size)
         tiles = plan_tiles(image.shape[1:], halo, tile_voxels(per_voxel, self.device, held),
-                           align=frozen.stride)
+                           align=frozen.stride, slabs=slabs)
         return tiled_predict(net, image, tiles, self.device,
                              inference_precision(precision or self.card.infer.precision,
                                                  self.device),
-                             self.tiles_channels_last, progress)
+                             self.tiles_channels_last, progress, slabs=slabs)
 
 
 class Segmenter(Predictor):

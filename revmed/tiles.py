@@ -6,6 +6,11 @@ extra voxels on every inner side and cropped back: the result equals one pass ov
 volume, whatever the tiles. ``plan_tiles`` picks the grid of tiles that evaluates the fewest
 voxels while no tile's input exceeds a voxel budget (from the memory the device has), so the
 work is close to one evaluation per output voxel; ``tiled_predict`` runs it.
+
+A network trained on patches one voxel thin along an axis (``slab_axis``: selfsr's, which
+learns from in-plane detail) never saw neighbours along that axis: its convolutions padded the
+one voxel by copies of itself. It runs in slabs: tiles without halo along that axis, each
+tile's slabs side by side in the batch, so every slab is computed alone as in training.
 """
 
 from __future__ import annotations
@@ -66,12 +71,29 @@ def _axis_costs(size: int, halo: int, align: int) -> tuple[np.ndarray, np.ndarra
     return np.array(read, dtype=np.float64), np.array(longest, dtype=np.float64), counts
 
 
-def plan_tiles(shape: Sequence[int], halo: int, max_voxels: int, align: int = 1) -> list[Tile]:
+def slab_axis(patch_size: Sequence[int]) -> int | None:
+    """The spatial axis along which training patches of ``patch_size`` were one voxel thin
+    (the network then runs in slabs along it), or None; the first of several
+    (``runs_in_tiles``)."""
+    thin = [axis for axis, size in enumerate(patch_size) if int(size) == 1]
+    return thin[0] if thin else None
+
+
+def runs_in_tiles(patch_size: Sequence[int]) -> bool:
+    """Whether a network trained on patches of ``patch_size`` runs in tiles: not when they
+    were one voxel thin along several axes (lines, not slabs)."""
+    return sum(int(size) == 1 for size in patch_size) <= 1
+
+
+def plan_tiles(shape: Sequence[int], halo: int, max_voxels: int, align: int = 1,
+               slabs: int | None = None) -> list[Tile]:
     """The tiles of a volume of spatial ``shape`` for a network reaching ``halo`` voxels (a
     multiple of ``align``, the network's stride), none reading more than ``max_voxels``
     voxels unless even the finest grid tried must; of the grids that fit, the one reading the
-    fewest voxels in all (then the one with the fewest tiles)."""
-    costs = [_axis_costs(int(s), halo, align) for s in shape]
+    fewest voxels in all (then the one with the fewest tiles). Along axis ``slabs`` (see
+    ``slab_axis``) tiles read no halo."""
+    costs = [_axis_costs(int(s), 0, 1) if axis == slabs else _axis_costs(int(s), halo, align)
+             for axis, s in enumerate(shape)]
     read = np.einsum("i,j,k->ijk", *(c[0] for c in costs))
     longest = np.einsum("i,j,k->ijk", *(c[1] for c in costs))
     tiles = np.einsum("i,j,k->ijk", *(np.array(c[2], dtype=np.float64) for c in costs))
@@ -80,7 +102,8 @@ def plan_tiles(shape: Sequence[int], halo: int, max_voxels: int, align: int = 1)
         fits = longest == longest.min()
     score = np.where(fits, read + tiles / (tiles.max() + 1), np.inf)
     best = np.unravel_index(int(np.argmin(score)), score.shape)
-    per_axis = [_axis_tiles(int(s), costs[a][2][best[a]], halo, align)
+    per_axis = [_axis_tiles(int(s), costs[a][2][best[a]], *((0, 1) if a == slabs
+                                                            else (halo, align)))
                 for a, s in enumerate(shape)]
     plan = []
     for parts in np.ndindex(*(len(p) for p in per_axis)):
@@ -110,11 +133,16 @@ def voxels_read(tiles: Sequence[Tile]) -> int:
 def tiled_predict(net: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray,
                   tiles: Sequence[Tile], device: str | torch.device = "cpu",
                   precision: str = "fp32", channels_last: bool = False,
-                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                  progress: Callable[[int, int], None] | None = None,
+                  slabs: int | None = None) -> np.ndarray:
     """Run ``net`` over ``image`` ``(C, I, J, K)`` tile by tile; returns ``(C', I, J, K)``
     float32. Each tile runs on ``device`` under ``precision``'s autocast (channels-last with
-    ``channels_last``); ``progress(done, total)`` is called after each tile."""
+    ``channels_last``); ``progress(done, total)`` is called after each tile. With ``slabs``
+    (a spatial axis, ``slab_axis``) each tile's one-voxel slabs along that axis run as one
+    batch, each alone (plan the tiles with the same ``slabs``)."""
     device = torch.device(device)
+    if slabs is not None:
+        net = _in_slabs(net, slabs, channels_last)
     out: np.ndarray | None = None
     with torch.no_grad():
         for done, tile in enumerate(tiles, start=1):
@@ -132,3 +160,17 @@ def tiled_predict(net: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray
                 progress(done, len(tiles))
     assert out is not None
     return out
+
+
+def _in_slabs(net: Callable[[torch.Tensor], torch.Tensor], axis: int,
+              channels_last: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``net`` run on the one-voxel slabs of its input along spatial ``axis`` as a batch:
+    ``(1, C, D, H, W) -> (1, C', D, H, W)``, each slab computed alone."""
+    dim = 2 + axis
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        batch = x.transpose(0, dim)  # (1, C, T, H, W) -> (T, C, 1, H, W) along axis 0
+        batch = as_channels_last(batch) if channels_last else batch.contiguous()
+        return net(batch).transpose(0, dim)
+
+    return run

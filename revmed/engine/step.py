@@ -28,6 +28,7 @@ from revmed.nn.norm_statistics import Statistics, collect_norm_statistics
 from revmed.preset import Preset
 from revmed.regions import BRATS, LabelSet
 from revmed.runtime import as_channels_last, autocast, grad_scaler, prepare
+from revmed.tiles import runs_in_tiles
 
 #: Patches per direction on which ``TrainingStep.calibrate`` measures the normalisation
 #: statistics after each epoch. On four of the quality benchmark's runs, 64 scored within
@@ -76,7 +77,8 @@ class TrainingStep:
         #: end of the last epoch (``calibrate``); None before one ended or for a family
         #: without tiles.
         self.norm_statistics: dict[str, Statistics] | None = None
-        self.tiles, self.seed, self.batch_size = family.tiles, train.seed, train.batch_size
+        self.tiles = family.tiles and runs_in_tiles(preset.patch.size)
+        self.seed, self.batch_size = train.seed, train.batch_size
         family.check_training(self.model, preset, device)
         rank = job.rank if job is not None else 0
         self.objective = build_objective(train, seed=train.seed + 1000 * rank, labels=labels)

@@ -27,7 +27,7 @@ from revmed.metrics import dice, psnr, ssim3d
 from revmed.nn.norm_statistics import Statistics, freeze_norms
 from revmed.preset import Preset
 from revmed.regions import BRATS, LabelSet
-from revmed.tiles import plan_tiles, tile_voxels, tiled_predict
+from revmed.tiles import plan_tiles, slab_axis, tile_voxels, tiled_predict
 from revmed.windows import sliding_window_predict
 
 #: The data range of images inside the network ([-1, 1]), for validation PSNR and SSIM.
@@ -76,11 +76,12 @@ class Validator:
     def _predict_tiled(self, model: nn.Module, statistics: Statistics,
                        image: np.ndarray) -> np.ndarray:
         frozen = freeze_norms(model, statistics)
+        slabs = slab_axis(self.preset.patch.size)
         tiles = plan_tiles(image.shape[1:], model.halo(),
                            tile_voxels(model.inference_bytes_per_voxel(), self.device),
-                           align=model.stride)
+                           align=model.stride, slabs=slabs)
         return tiled_predict(frozen, image, tiles, self.device, self.preset.train.precision,
-                             self.preset.train.channels_last)
+                             self.preset.train.channels_last, slabs=slabs)
 
     def __call__(self, model: nn.Module,
                  statistics: dict[str, Statistics] | None = None) -> dict[str, float]:

@@ -3,7 +3,8 @@
 ``selfsr(volume)`` finds what to refine (``revmed.selfsr.plan``), trains a residual RevGAN on
 the scan's own training pairs (``revmed.selfsr.training``) and applies it through-plane with
 ``revmed.inference.Translator``: the scan is put on the network's grid by cubic B-spline, run
-window by window, values outside the training window pass through unchanged
+in large tiles with the normalisation statistics measured after training (in blended windows
+for a model saved before they were), values outside the training window pass through unchanged
 (``keep_outside_window``), and the geometry keeps the scan's extent and direction with the
 refined spacing. A fractional factor is finished by resampling the network's grid onto the
 output grid along the through-plane axis (cubic B-spline).
@@ -36,7 +37,7 @@ TIME_LIMIT = 240.0
 #: Orientations the network's output is averaged over (``refine``).
 ORIENTATIONS = 2
 
-#: ``progress(done, total)`` of inference windows.
+#: ``progress(done, total)`` of inference tiles or windows.
 WindowProgress = Callable[[int, int], None]
 
 
@@ -57,11 +58,12 @@ def translator_for(model: TrainedModel, device: str | torch.device = "cpu",
 
 def refine(model: TrainedModel | Translator, volume: Volume, plan: Refinement,
            device: str | torch.device = "cpu", progress: WindowProgress | None = None,
-           orientations: int = ORIENTATIONS) -> Volume:
+           orientations: int = ORIENTATIONS, tiling: str = "auto") -> Volume:
     """``volume`` refined by a trained selfsr network (or its ``Translator``), on ``plan``'s
     output grid, in the volume's units (see the module doc). ``orientations=2`` averages the
     network's output over the scan and the scan with its in-plane axes swapped (the other
-    planes through the slices); 1 is what ``revmed infer`` does with a kept model."""
+    planes through the slices); 1 is what ``revmed infer`` does with a kept model.
+    ``tiling``: ``Translator.translate``'s (``windows`` forces blended windows)."""
     translator = model if isinstance(model, Translator) else translator_for(model, device)
     card = translator.card
     if tuple(card.data.sr_factors) != plan.sr_factors:
@@ -73,13 +75,14 @@ def refine(model: TrainedModel | Translator, volume: Volume, plan: Refinement,
             return progress
         return lambda done, total: progress(done + (0 if first else total), 2 * total)
 
-    out = translator.translate(volume, progress=part(True))
+    out = translator.translate(volume, progress=part(True), tiling=tiling)
     if orientations == 2:
         order = [0, 1, 2, 3]
         order[plan.inplane[0] + 1], order[plan.inplane[1] + 1] = (plan.inplane[1] + 1,
                                                                   plan.inplane[0] + 1)
         swapped = volume.with_array(np.ascontiguousarray(volume.array.transpose(order)))
-        other = translator.translate(swapped, progress=part(False)).array.transpose(order)
+        other = translator.translate(swapped, progress=part(False),
+                                     tiling=tiling).array.transpose(order)
         out = out.with_array((out.array + other) / 2.0, out.affine)
     if not plan.resampled:
         return out
@@ -135,7 +138,7 @@ def selfsr(volume: Volume, *, factor: str | float = "auto", axis: str | int = "a
     (name or .toml path) and ``overrides`` (``key=value``): the network and training
     settings. Training stops after ``steps`` steps or ``time_limit`` seconds (0: none);
     ``progress(step, steps, loss, seconds_left)`` follows it, ``window_progress(done, total)``
-    the inference windows; ``orientations``: see ``refine``. Returns the refined volume, the
+    the inference tiles; ``orientations``: see ``refine``. Returns the refined volume, the
     plan and the trained model.
     """
     plan = _plan(volume, {"factor": factor, "axis": axis, "thickness": thickness,

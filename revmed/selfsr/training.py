@@ -5,7 +5,8 @@ residual RevGAN, paired L1 without the GAN term), run through ``revmed.engine.Tr
 the data keys that depend on the scan are set here: the intensity window (from the scan's
 values, ``scan_window``), the refinement factors and the patch size on the scan's axes. The
 result is a ``Checkpoint`` whose model card lets ``revmed infer`` run it on other scans of the
-same protocol.
+same protocol; it holds the network's normalisation statistics, measured after training on
+patches of the same pairs, so inference runs in large tiles (``revmed.nn.norm_statistics``).
 
 Training stops at ``steps`` optimisation steps or after ``time_limit`` seconds, whichever
 comes first. With the same seed, scans and steps (and a time limit that is not reached) a run
@@ -24,7 +25,7 @@ import torch
 
 from revmed import config
 from revmed.checkpoint import Checkpoint, ModelCard
-from revmed.engine.step import TrainingStep
+from revmed.engine.step import CALIBRATION_PATCHES, TrainingStep
 from revmed.errors import ConfigError, InputError
 from revmed.preset import Preset
 from revmed.selfsr.pairs import training_pairs
@@ -140,10 +141,16 @@ def train_selfsr(scans: Sequence[np.ndarray], plans: Sequence[Refinement], prese
             progress(done, steps, float(np.mean(losses[-20:])), left)
         if time_limit > 0 and elapsed >= time_limit:
             break
+    # the normalisation statistics of tiled inference, measured with the final weights on
+    # patches of the same pairs, drawn by a generator of their own
+    calibration = PatchSampler(pairs, preset.patch.size, seed + 1).batch(CALIBRATION_PATCHES)
+    trainer.calibrate({k: v.numpy() for k, v in calibration.items()}, epoch=0)
     seconds = time.monotonic() - start
     trainer.model.eval()
     card = ModelCard.of(preset, channels=("image",))
     state = {"generator": {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}}
+    if trainer.norm_statistics is not None:
+        state["norm_statistics"] = trainer.norm_statistics
     checkpoint = Checkpoint(card=card, preset=preset, state=state, epoch=1,
                             metrics={"selfsr_steps": done, "selfsr_loss": float(losses[-1])})
     return TrainedModel(checkpoint, done, seconds, float(np.mean(losses[-20:])))

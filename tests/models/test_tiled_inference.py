@@ -14,7 +14,7 @@ from revmed.models import build_model
 from revmed.models.revgan import RevGAN3D
 from revmed.nn.norm_statistics import (FixedNorm3d, collect_norm_statistics, freeze_norms,
                                        instance_norms)
-from revmed.tiles import plan_tiles, tiled_predict, voxels_read
+from revmed.tiles import plan_tiles, runs_in_tiles, slab_axis, tiled_predict, voxels_read
 
 
 def _network(encoder: str, seed: int = 0) -> RevGAN3D:
@@ -95,7 +95,40 @@ def test_tiled_output_does_not_depend_on_the_tiles(encoder):
         assert not np.allclose(tiled_predict(frozen_run, image, short), whole, atol=1e-3)
 
 
-def _checkpoint(path, statistics: bool):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_slabs_run_each_one_voxel_slab_alone(channels_last):
+    """A network trained on patches one voxel thin along an axis runs in slabs along it: the
+    output equals the frozen network run on each slab by itself, which a 3D pass does not."""
+    net = _network("srcnn-relu", seed=2)
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=(1, 9, 30, 26)).astype(np.float32)
+    frozen = freeze_norms(net, collect_norm_statistics(
+        net, net, [torch.from_numpy(image[None, :, :1, :16, :16])]))
+    with torch.no_grad():
+        whole = frozen(torch.from_numpy(image)[None])[0].numpy()
+    for axis in range(3):
+        alone = []
+        for i in range(image.shape[1 + axis]):
+            index = [slice(None)] * 4
+            index[1 + axis] = slice(i, i + 1)
+            with torch.no_grad():
+                alone.append(frozen(torch.from_numpy(image[tuple(index)].copy())[None])[0])
+        expected = torch.cat(alone, dim=1 + axis).numpy()
+        for budget in (10**9, 2_000):
+            tiles = plan_tiles(image.shape[1:], net.halo(), budget, slabs=axis)
+            assert all(t.source[axis] == t.target[axis] for t in tiles)  # no halo across
+            assert (len(tiles) > 1) == (budget < 10**9)
+            out = tiled_predict(frozen, image, tiles, channels_last=channels_last, slabs=axis)
+            assert np.allclose(out, expected, atol=1e-5), (axis, budget)
+        assert not np.allclose(expected, whole, atol=1e-3)  # the test can fail
+
+
+def test_slab_axis_of_a_patch():
+    assert slab_axis((16, 16, 16)) is None and slab_axis((16, 1, 16)) == 1
+    assert runs_in_tiles((1, 64, 64)) and not runs_in_tiles((1, 1, 64))
+
+
+def _checkpoint(path, statistics: bool, patch_size=(16, 16, 16)):
     kwargs = {"in_channels": 1, "out_channels": 1, "width": 8, "depth": 2, "residual": True}
     net = build_model("revgan3d", **kwargs)
     with torch.no_grad():
@@ -112,7 +145,7 @@ def _checkpoint(path, statistics: bool):
             "channels": []}
     return write_payload(path, {
         "model": {"kind": "revgan3d", "kwargs": kwargs}, "data": data,
-        "patch_size": [16, 16, 16], "preset": {"task": "da", "infer": {"overlap": 0.5}},
+        "patch_size": list(patch_size), "preset": {"task": "da", "infer": {"overlap": 0.5}},
         "state": state})
 
 
@@ -137,6 +170,24 @@ def test_a_checkpoint_with_statistics_runs_in_tiles_whatever_their_size(tmp_path
         assert np.allclose(one.array, many.array, atol=1e-3)  # HU
         windows = translator.translate(volume, reverse=reverse, tiling="windows")
         assert not np.allclose(one.array, windows.array, atol=1e-3)
+
+
+def test_a_checkpoint_of_one_voxel_thin_patches_changes_only_the_slab_that_changed(tmp_path):
+    """Trained on patches one voxel thin along j, a translator runs each j slab alone: a
+    change in one slab of the input changes no other slab of the output (with 3D patches it
+    does); patches thin along two axes run in blended windows."""
+    volume = _volume(2)
+    changed = volume.array.copy()
+    changed[:, :, 17] += 200.0
+    changed = volume.with_array(changed)
+    for patch, alone in (((16, 1, 16), True), ((16, 16, 16), False)):
+        translator = Translator.load(_checkpoint(tmp_path / "m.pt", True, patch))
+        assert set(translator.tiled) == {False, True}
+        before, after = (translator.translate(v).array for v in (volume, changed))
+        others = np.delete(np.abs(after - before), 17, axis=2)
+        assert (others.max() < 1e-3) == alone, patch
+    translator = Translator.load(_checkpoint(tmp_path / "m.pt", True, (1, 1, 16)))
+    assert translator.tiled == {}
 
 
 def test_a_checkpoint_without_statistics_runs_in_blended_windows(tmp_path):

@@ -42,8 +42,12 @@ def test_nifti_geometry_values_and_kept_model(cli, tmp_path):
     assert np.allclose(out.spacing, [1, 1, 1])
     model = tmp_path / "iso.selfsr.pt"
     assert f"wrote {model}" in result.out
-    card = load_checkpoint(model).card
+    checkpoint = load_checkpoint(model)
+    card = checkpoint.card
     assert card.task == "sr" and tuple(card.data.sr_factors) == (1, 1, 4)
+    # statistics measured after training: inference runs in slabs along i, each alone
+    assert set(checkpoint.state["norm_statistics"]) == {"forward", "reverse"}
+    assert set(Translator.load(model).tiled) == {False, True}
     assert tuple(card.patch_size) == (1, 8, 16)  # thin across the slices: i
     lo, hi = card.data.window
     assert lo < 0 < 300 < hi < 30000  # the 0.1 and 99.9th percentiles, widened
