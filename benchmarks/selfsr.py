@@ -55,6 +55,7 @@ import numpy as np
 
 CASES = ("mni", "epi", "t1", "dwi", "chest", "brain")
 MRI = ("mni", "epi", "t1", "dwi", "brain")
+REAL_MRI = ("mni", "epi", "t1", "dwi")
 METHODS = ("trilinear", "tricubic", "hr-only", "selfsr")
 
 
@@ -223,7 +224,12 @@ def main() -> None:
                         help="also run each kept model in slabs and in blended windows")
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/selfsr.json"))
+    parser.add_argument("--tables", type=Path, default=None, metavar="JSON",
+                        help="print the tables of an earlier run's JSON and exit")
     args = parser.parse_args()
+    if args.tables is not None:
+        _print_tables(json.loads(args.tables.read_text()))
+        return
     import torch
 
     torch.set_num_threads(args.threads)
@@ -250,8 +256,12 @@ def main() -> None:
             print(json.dumps(result), flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(rows, indent=2))
+    _print_tables(rows)
+
+
+def _print_tables(rows: list[dict]) -> None:
     print(table(rows))
-    if args.compare_windows:
+    if any("ways" in r for r in rows):
         print("\nThe same kept models run again: slabs with frozen norms (selfsr's way) "
               "against blended windows with per-window norms; both orientations:\n")
         print(ways_table(rows))
@@ -271,7 +281,10 @@ def table(rows: list[dict]) -> str:
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for factor in sorted({r["factor"] for r in rows}):
         group = [r for r in rows if r["factor"] == factor]
-        for r in group + [_median(group)]:
+        real = [r for r in group if r["case"] in REAL_MRI]
+        medians = ([_median(real, "**median, real MRI**")] if 1 < len(real) < len(group)
+                   else [])
+        for r in group + medians + [_median(group)]:
             psnr = [f"{r[m]['psnr_mask']:.2f} / {r[m]['psnr']:.2f}" for m in methods]
             ssim = [f"{r[m]['ssim_mask']:.4f} / {r[m]['ssim']:.4f}" for m in methods]
             gain = r.get("gain", r["selfsr"]["psnr_mask"] - r["tricubic"]["psnr_mask"])
@@ -284,9 +297,9 @@ def _steps(row: dict) -> str:
     return f" ({row['selfsr_steps']})" if "selfsr_steps" in row else ""
 
 
-def _median(group: list[dict]) -> dict:
+def _median(group: list[dict], name: str = "**median**") -> dict:
     methods = [m for m in METHODS if m in group[0]]
-    out = {"case": "**median**", "selfsr_seconds": float(np.median(
+    out = {"case": name, "selfsr_seconds": float(np.median(
         [r["selfsr_seconds"] for r in group]))}
     for m in methods:
         out[m] = {k: float(np.median([r[m][k] for r in group])) for k in group[0][m]}
