@@ -588,8 +588,8 @@ def _print_task(task: str, payload: dict, rows: dict[str, dict]) -> None:
     trained = {key: row for key, row in rows.items() if row.get("inference")}
     if trained:
         print("\nInference of the same best.pt: frozen norms in tiles (the default), blended "
-              "windows with per-window norms (overlap as the preset, and none), tiles under bf16; PSNR "
-              "in HU, mean over volumes:\n")
+              "windows with per-window norms (overlap as the preset, and none), tiles under "
+              "bf16; PSNR in HU, mean over volumes:\n")
         print(inference_table(trained))
 
 

@@ -147,7 +147,8 @@ def run_selfsr(files: dict, factor: int, args) -> tuple[Path, float, int]:
 
 
 def score(prediction: Path, files: dict) -> dict[str, dict[str, float]]:
-    """Whole-volume PSNR/SSIM, PSNR in the mask and SSIM over its bounding box, per method."""
+    """Whole-volume PSNR/SSIM, PSNR in the mask and SSIM over its bounding box, and the RMSE
+    inside the mask and outside it (the volume's units), per method."""
     from revmed import metrics
     from revmed.evaluation import evaluate
     from revmed.io import read_volume
@@ -171,7 +172,9 @@ def score(prediction: Path, files: dict) -> dict[str, dict[str, float]]:
             "psnr": values["psnr"], "ssim": values["ssim"],
             "psnr_mask": 20 * math.log10(case.data_range) - 20 * math.log10(values["rmse_mask"]),
             "ssim_mask": metrics.ssim3d(arrays[method][crop], ref[crop], case.data_range,
-                                        low=case.low)}
+                                        low=case.low),
+            "rmse_mask": values["rmse_mask"],
+            "rmse_outside": metrics.rmse(arrays[method], ref, ~mask) if (~mask).any() else 0.0}
     return out
 
 
@@ -199,16 +202,19 @@ def inference_ways(files: dict, factor: int) -> dict[str, dict[str, float]]:
 def ways_table(rows: list[dict]) -> str:
     """Tiles (slabs, frozen norms) against blended windows of the same kept model."""
     lines = ["| case | factor | PSNR fg tiles | PSNR fg windows | tiles − windows | "
-             "SSIM fg tiles / windows | seconds tiles | seconds windows |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "SSIM fg tiles / windows | RMSE fg tiles / windows | RMSE outside tiles / "
+             "windows | seconds tiles | seconds windows |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if "ways" not in r:
             continue
         t, w = r["ways"]["tiles"], r["ways"]["windows"]
+        rmse = [f"{t[k]:.1f} / {w[k]:.1f}" if k in t else "-"
+                for k in ("rmse_mask", "rmse_outside")]  # not in runs before 2026-12-03
         lines.append(f"| {r['case']} | {r['factor']}× | {t['psnr_mask']:.3f} | "
                      f"{w['psnr_mask']:.3f} | {t['psnr_mask'] - w['psnr_mask']:+.3f} | "
-                     f"{t['ssim_mask']:.4f} / {w['ssim_mask']:.4f} | {t['seconds']:.1f} | "
-                     f"{w['seconds']:.1f} |")
+                     f"{t['ssim_mask']:.4f} / {w['ssim_mask']:.4f} | {rmse[0]} | {rmse[1]} | "
+                     f"{t['seconds']:.1f} | {w['seconds']:.1f} |")
     return "\n".join(lines)
 
 
