@@ -15,7 +15,7 @@ from rich.text import Text
 
 from revmed import config
 from revmed.cli import output
-from revmed.cli.root import app
+from revmed.cli.root import app, check_dicom_geometry, dicom_geometry_option
 from revmed.preset import SYNTH_TASKS
 from revmed.errors import ConfigError
 from revmed.sizes import shape_text
@@ -35,26 +35,35 @@ def _shape(text: Optional[str]) -> Optional[tuple[int, int, int]]:  # noqa: UP00
 
 @app.command("info")
 def info(
-    paths: list[Path] = typer.Argument(..., help="Volume files or DICOM series folders."),
+    paths: list[Path] = typer.Argument(..., help="Volume files, DICOM folders or trees, or "
+                                       "DICOMDIR files."),
     series: Optional[str] = typer.Option(  # noqa: UP007
-        None, "--series", help="SeriesInstanceUID to read from a folder with several series."),
+        None, "--series", help="SeriesInstanceUID (UID:echo2 and the like for one volume of a "
+        "split series): read and describe that volume of a DICOM folder or tree."),
+    dicom_geometry: str = dicom_geometry_option(),
     json_: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
 ) -> None:
     """Show shape, channels, spacing, origin, direction, axis codes (RAS, LPS, ...), stored
     voxel type and value range of volumes.
 
+    A DICOM folder, tree or DICOMDIR (without --series) is listed series by series from the
+    headers alone: UID, number, description, modality, size, slices, spacing, gantry tilt and
+    what revmed does with it (read; resample onto a regular grid; split into volumes; pass
+    over a localizer, exam summary or report; refuse, and why).
+
     A path that cannot be read gets its error line (with --json, also an entry holding its
     "error"); the others are shown, and the command then exits 2. Values are printed whole
     (a DICOM SeriesInstanceUID is never cut).
 
-    Example: revmed info scan.nii.gz dicom/series1/
+    Example: revmed info scan.nii.gz dicom/study/
     """
     from revmed.errors import RevmedError
 
+    check_dicom_geometry(dicom_geometry)
     rows, failed = [], 0
     for path in paths:
         try:
-            rows.append(_describe(path, series))
+            rows.extend(_describe(path, series, dicom_geometry))
         except RevmedError as exc:
             output.error(output.describe(exc))
             rows.append({"path": str(path), "error": output.describe(exc)})
@@ -67,13 +76,17 @@ def info(
         raise typer.Exit(2)
 
 
-def _describe(path: Path, series: Optional[str]) -> dict:  # noqa: UP007
-    """The ``revmed info`` entry of one volume."""
+def _describe(path: Path, series: Optional[str], geometry: str) -> list[dict]:  # noqa: UP007
+    """The ``revmed info`` entries of one path: one volume, or a DICOM tree's listing."""
     from revmed.io import read_volume
+    from revmed.io.dicom import is_dicomdir
+    from revmed.io.dicom.listing import list_volumes
 
-    volume = read_volume(path, series=series)
+    if series is None and (path.is_dir() or is_dicomdir(path)):
+        return list_volumes(path, geometry)
+    volume = read_volume(path, series=series, dicom_geometry=geometry)
     finite = volume.array[np.isfinite(volume.array)]
-    return {
+    return [{
         "path": str(path), "shape": list(volume.shape), "channels": volume.channels,
         "spacing_mm": [round(float(v), 6) for v in volume.spacing],
         "origin_mm_ras": [round(float(v), 6) for v in volume.origin],
@@ -83,7 +96,7 @@ def _describe(path: Path, series: Optional[str]) -> dict:  # noqa: UP007
         "max": float(finite.max()) if finite.size else None,
         "nonfinite_voxels": int(volume.array.size - finite.size),
         **{k: v for k, v in volume.meta.items() if isinstance(v, str | int | float)},
-    }
+    }]
 
 
 def _print_info(rows: list[dict]) -> None:

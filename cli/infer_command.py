@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from revmed.cli import output
-from revmed.cli.root import app
+from revmed.cli.root import app, check_dicom_geometry, dicom_geometry_option
 from revmed.errors import ConfigError, InputError, OutputError, RevmedError
 from revmed.preset import PRECISIONS
 
@@ -63,7 +63,9 @@ def infer(
         "channels-last-3d order (default: tiles on the CPU channels-last, the rest as the "
         "checkpoint preset's infer.channels_last)."),
     series: Optional[str] = typer.Option(  # noqa: UP007
-        None, "--series", help="SeriesInstanceUID: read only this series of a DICOM folder."),
+        None, "--series", help="SeriesInstanceUID (UID:echo2 and the like for one volume of a "
+        "split series): read only this volume of a DICOM folder or tree."),
+    dicom_geometry: str = dicom_geometry_option(),
     fmt: Optional[str] = typer.Option(  # noqa: UP007
         None, "--format", help="Output format: nii.gz, nii, nrrd, mha or dicom (default: the "
         "output's suffix; nii.gz for a folder of cases). dicom writes a derived series, or a "
@@ -96,6 +98,7 @@ def infer(
     from revmed.runtime import resolve_device
 
     _check_options(precision, overwrite, skip_existing, num_parts, part_id, dtype)
+    check_dicom_geometry(dicom_geometry)
     # outputs, formats and inputs are checked before the model is loaded or any work is done
     plan = plan_targets(inputs, output_path, fmt, series)
     targets = _select(plan, num_parts, part_id, overwrite, skip_existing, quiet)
@@ -113,7 +116,8 @@ def infer(
     failures = []
     for target in targets:
         try:
-            _infer_one(predictor, target, plan.format, dtype, checkpoint, quiet, options)
+            _infer_one(predictor, target, plan.format, dtype, checkpoint, quiet, options,
+                       dicom_geometry)
         except RevmedError as exc:
             if not plan.batch:
                 raise
@@ -207,7 +211,7 @@ def _note_channels(inputs: list[Path], channels: list[str], quiet: bool) -> None
 
 
 def _infer_one(predictor, target, fmt: str, dtype: str, checkpoint: Path, quiet: bool,
-               options: dict) -> None:
+               options: dict, dicom_geometry: str = "resample") -> None:
     """Read one case, predict it and write its target atomically."""
     from revmed.io import read_channels, read_volume
     from revmed.io.channels import match_channel_files
@@ -218,7 +222,8 @@ def _infer_one(predictor, target, fmt: str, dtype: str, checkpoint: Path, quiet:
     files = list(case.files)
     if len(files) > 1:
         files = match_channel_files(files, list(predictor.card.data.channels)) or files
-    volume = read_channels(files) if len(files) > 1 else read_volume(files[0], case.series)
+    volume = (read_channels(files) if len(files) > 1 else
+              read_volume(files[0], case.series, dicom_geometry=dicom_geometry))
     with output.progress(f"infer {target.name}", None, quiet) as update:
         result = predictor.predict(volume, progress=lambda done, total: update(done, total),
                                    **options)
@@ -230,7 +235,9 @@ def _write(predictor, result, volume, path: Path, fmt: str, dtype: str, checkpoi
            quiet: bool) -> None:
     """Write ``result`` (computed from ``volume``) to ``path`` as ``fmt``."""
     from revmed.io import write_volume
+    from revmed.io.dicom.reader import geometry_record
 
+    result.meta.update(geometry_record(volume))
     if fmt == "dicom":
         from revmed.regions import BRATS
 

@@ -56,6 +56,7 @@ FIXES = {
     "data_range": "pass --data-range",
     "input": "pass --input",
     "series": "choose one with --series UID",
+    "dicom_geometry": "--dicom-geometry resample reads it onto a regular grid",
     "resample": "use --resample to resample it onto the reference",
 }
 

@@ -67,3 +67,24 @@ def _root(
                                  help="Print the version and exit."),
 ) -> None:
     """Memory-efficient reversible 3D networks for CT and MRI volumes."""
+
+
+def dicom_geometry_option():
+    """The ``--dicom-geometry`` option of the commands that read DICOM."""
+    return typer.Option(
+        "resample", "--dicom-geometry", metavar="resample|strict",
+        help="DICOM slices that are not on a regular grid (gantry tilt, irregular or missing "
+        "slices): resample reads them onto one, every pixel where the scanner put it (a "
+        "warning says what was corrected and by how much); strict refuses such a series.")
+
+
+def check_dicom_geometry(value: str) -> str:
+    """``value`` if it is a ``--dicom-geometry`` choice, else a one-line ``ConfigError``."""
+    from revmed.errors import ConfigError
+    from revmed.io.dicom.slice_grid import GEOMETRY_MODES
+
+    if value not in GEOMETRY_MODES:
+        raise ConfigError(f"--dicom-geometry {value}: choose one of "
+                          f"{', '.join(GEOMETRY_MODES)}")
+    return value
+

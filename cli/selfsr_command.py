@@ -14,7 +14,7 @@ import typer
 
 from revmed.cli import output
 from revmed.cli.infer_command import _check_options, _select, _write
-from revmed.cli.root import app
+from revmed.cli.root import app, check_dicom_geometry, dicom_geometry_option
 from revmed.errors import InputError, OutputError, RevmedError
 
 #: The name of the shared model in a batch's output folder (``--shared --keep-model``).
@@ -52,7 +52,9 @@ def selfsr(
     shared: bool = typer.Option(False, "--shared", help="For a folder: one model trained on "
                                 "every scan (one protocol) instead of one per scan."),
     series: Optional[str] = typer.Option(  # noqa: UP007
-        None, "--series", help="SeriesInstanceUID: read only this series of a DICOM folder."),
+        None, "--series", help="SeriesInstanceUID (UID:echo2 and the like for one volume of a "
+        "split series): read only this volume of a DICOM folder or tree."),
+    dicom_geometry: str = dicom_geometry_option(),
     fmt: Optional[str] = typer.Option(  # noqa: UP007
         None, "--format", help="Output format: nii.gz, nii, nrrd, mha or dicom (default: the "
         "output's suffix; nii.gz for a folder)."),
@@ -77,7 +79,7 @@ def selfsr(
 
     _check_options(None, overwrite, skip_existing, 1, 0, "float32")
     options = {"factor": factor, "axis": axis, "thickness": slice_thickness,
-               "profile": slice_profile}
+               "profile": slice_profile, "dicom_geometry": check_dicom_geometry(dicom_geometry)}
     _check_plan_options(options)
     plan = plan_targets([input_path], output_path, fmt, series)
     if shared and not plan.batch:
@@ -120,7 +122,7 @@ def _check_plan_options(options: dict) -> None:
 
 
 def _plan_options(options: dict) -> dict:
-    return {k: v for k, v in options.items() if k != "orientations"}
+    return {k: v for k, v in options.items() if k not in ("orientations", "dicom_geometry")}
 
 
 def _model_paths(targets: list, output_path: Path, keep_model: bool, shared: bool,
@@ -143,7 +145,7 @@ def _model_paths(targets: list, output_path: Path, keep_model: bool, shared: boo
     return paths
 
 
-def _read(target):
+def _read(target, dicom_geometry: str):
     from revmed.io import read_volume
 
     case = target.case
@@ -152,7 +154,7 @@ def _read(target):
     if len(case.files) > 1:
         raise InputError(f"{case.files[0]}: a case of several channel files; selfsr refines "
                          "one-channel scans")
-    return read_volume(case.files[0], case.series)
+    return read_volume(case.files[0], case.series, dicom_geometry=dicom_geometry)
 
 
 def _train(name: str, volumes: list, plans: list, training: dict, quiet: bool):
@@ -200,7 +202,7 @@ def _run_each(targets: list, plan, options: dict, training: dict, models: dict,
     failures = []
     for target in targets:
         try:
-            volume = _read(target)
+            volume = _read(target, options["dicom_geometry"])
             refinement = plan_for(volume, **_plan_options(options))
             output.note(f"{target.name}: {refinement.describe()}", quiet)
             model = _train(target.name, [volume], [refinement], training, quiet)
@@ -224,7 +226,7 @@ def _run_shared(targets: list, plan, options: dict, training: dict, models: dict
     failures, ready = [], []
     for target in targets:
         try:
-            volume = _read(target)
+            volume = _read(target, options["dicom_geometry"])
             refinement = plan_for(volume, **_plan_options(options))
             output.note(f"{target.name}: {refinement.describe()}", quiet)
             ready.append((target, volume, refinement))

@@ -129,6 +129,12 @@ def new_file_mode(target: Path) -> int:
         return 0o666 & ~_umask()
 
 
+def new_folder_mode() -> int:
+    """The permission bits a plain ``mkdir`` gives a new folder: ``0o777`` less the umask
+    (``tempfile.mkdtemp`` makes private ``0o700`` folders, which outputs must not keep)."""
+    return 0o777 & ~_umask()
+
+
 def host_name() -> str:
     """This host's name as it goes into temporary names (letters, digits and dots)."""
     return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"

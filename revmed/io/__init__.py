@@ -15,8 +15,8 @@ from revmed.io.cases import CaseSource, find_cases, scan_folder
 from revmed.io.channels import read_channels
 from revmed.io.checks import check_finite
 from revmed.io.dicom import SeriesInfo, list_dicom_series
-from revmed.io.dicom_seg import write_dicom_seg
-from revmed.io.dicom_write import write_dicom_series
+from revmed.io.dicom.seg import write_dicom_seg
+from revmed.io.dicom.write import write_dicom_series
 from revmed.io.dispatch import read_volume, write_volume
 from revmed.io.formats import case_name, full_suffix, volume_suffix
 from revmed.io.geometry import Geometry, read_geometry

@@ -30,11 +30,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pydicom
-
 from revmed.errors import InputError
 from revmed.io.channels import match_channel_files
-from revmed.io.dicom import SeriesInfo, list_dicom_series
+from revmed.io.dicom import SeriesInfo, is_dicomdir, list_dicom_series
 from revmed.io.formats import case_name, is_sidecar, volume_suffix
 
 
@@ -122,7 +120,9 @@ def find_cases(path: str | Path,
         raise InputError(f"{path}: broken symbolic link (to {os.readlink(path)})")
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
-    if not path.is_dir():
+    if not path.is_dir() and is_dicomdir(path):
+        path = path.parent  # a DICOMDIR stands for the tree it indexes
+    elif not path.is_dir():
         return None
     scan = scan_folder(path)
     if scan.duplicates:
@@ -136,12 +136,13 @@ def find_cases(path: str | Path,
     strays = [e for e in scan.strays if e not in broken]
     own = list_dicom_series(path) if strays else []
     if not cases:
-        if len(own) <= 1 and strays:
-            return None  # one DICOM series (or none: reading it says what is wrong)
+        if len(own) <= 1 and strays and len(own[0].parts if own else ()) <= 1:
+            return None  # one DICOM volume (or none: reading it says what is wrong)
         if not own:
             raise InputError(f"{path}: empty folder; expected volumes or a DICOM series")
-    if len(own) > 1 or cases:
-        _add(cases, {info.uid: _series_case(path, info, several=True) for info in own})
+    if own and (len(own) > 1 or cases or len(own[0].parts) > 1):
+        for info in own:
+            _add(cases, _series_cases(path, info, [info.uid], several=True))
     return cases
 
 
@@ -174,40 +175,36 @@ def _entry_cases(name: str, entry: Path, channels: Sequence[str]) -> dict[str, C
         return {name: CaseSource((entry,), problem=f"{entry}: {what}, holding no volume "
                                                    "file and no DICOM image series")}
     if len(found) == 1 and found[0][0] == entry:
-        return {name: _series_case(entry, found[0][1], several=False)}
-    cases = {}
+        return _series_cases(entry, found[0][1], [name], several=False)
+    cases: dict[str, CaseSource] = {}
     for folder, info, several in found:
         parts = [name, *folder.relative_to(entry).parts] + ([info.uid] if several else [])
-        cases["__".join(parts)] = _series_case(folder, info, several)
+        _add(cases, _series_cases(folder, info, parts, several))
     return cases
 
 
-def _series_case(folder: Path, info: SeriesInfo, several: bool) -> CaseSource:
-    """The case of one DICOM image series ``info`` in ``folder`` (``several``: the folder
-    holds other series too, so the case names its UID)."""
-    skip = "a localizer (scout) series, not a volume" if _is_localizer(info) else None
-    return CaseSource((folder,), series=info.uid if several else None, skip=skip)
+def _series_cases(folder: Path, info: SeriesInfo, parts: list[str],
+                  several: bool) -> dict[str, CaseSource]:
+    """The cases of one DICOM series ``info`` in ``folder``, named by ``parts`` joined with
+    ``__``: one case, or one per volume of a split series (``...__echo2``), which names its
+    series unless ``folder`` holds no other (``several``). A series that is no volume is a
+    case passed over (``skip``), one that cannot be read a failed case."""
+    name = "__".join(parts)
+    if info.skip or info.problem:
+        return {name: CaseSource((folder,), series=info.uid if several else None,
+                                 skip=info.skip,
+                                 problem=info.problem and f"{folder} (series {info.uid}): "
+                                                          f"{info.problem}")}
+    return {"__".join(parts + ([p.token] if p.token else [])):
+            CaseSource((folder,), series=selector if several or p.token else None)
+            for selector, p in zip(info.selectors, info.parts, strict=True)}
 
 
 def dicom_folders(root: Path) -> list[tuple[Path, list[SeriesInfo]]]:
-    """Every folder at or below ``root`` (hidden ones and symbolic links to folders below
-    ``root`` left out) with the DICOM image series directly in it, in name order."""
-    found = []
-    for folder, subfolders, files in os.walk(root):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-        if any(not is_sidecar(f) for f in files):
-            infos = list_dicom_series(Path(folder))
-            if infos:
-                found.append((Path(folder), infos))
-    return found
-
-
-def _is_localizer(info: SeriesInfo) -> bool:
-    """Whether the ImageType of the series' first file marks it as a localizer (scout)."""
-    try:
-        header = pydicom.dcmread(info.files[0], stop_before_pixels=True,
-                                 specific_tags=["ImageType"])
-    except Exception:  # pydicom raises many types on damaged headers; reading will say
-        return False
-    value = header.get("ImageType") or []
-    return "LOCALIZER" in [str(v).upper() for v in ([value] if isinstance(value, str) else value)]
+    """Every folder at or below ``root`` (hidden ones and symbolic links to folders left out)
+    with the DICOM series whose files are in it (a series spread over several folders goes
+    with their common folder), in name order."""
+    by_folder: dict[Path, list[SeriesInfo]] = {}
+    for info in list_dicom_series(root, recursive=True):
+        by_folder.setdefault(info.folder, []).append(info)
+    return sorted(by_folder.items())

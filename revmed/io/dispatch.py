@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from revmed.errors import InputError, OutputError
-from revmed.io.dicom import is_dicom_file, read_dicom_file, read_dicom_series
-from revmed.io.dicom_seg import write_dicom_seg
-from revmed.io.dicom_write import write_dicom_series
+from revmed.io.dicom import is_dicom_file, is_dicomdir, read_dicom_file, read_dicom_series
+from revmed.io.dicom.seg import write_dicom_seg
+from revmed.io.dicom.write import write_dicom_series
 from revmed.io.formats import (DICOM_SUFFIXES, ITK_FORMATS, NIFTI_SUFFIXES, READ_SUFFIXES,
                                full_suffix, output_format)
 from revmed.io.nifti import read_nifti, write_nifti
@@ -18,11 +18,16 @@ from revmed.io.sitk_formats import read_sitk_file, write_sitk_file
 from revmed.io.volume import Volume
 
 
-def read_volume(path: str | os.PathLike, series: str | None = None) -> Volume:
-    """Read one volume from a file or a DICOM series folder.
+def read_volume(path: str | os.PathLike, series: str | None = None,
+                dicom_geometry: str = "resample") -> Volume:
+    """Read one volume from a file, a DICOM series folder or a DICOM tree.
 
-    ``path`` is a .nii/.nii.gz, .nrrd/.nhdr, .mha/.mhd or DICOM file, or a folder of DICOM
-    slices; ``series`` (a SeriesInstanceUID) picks one series of a folder that holds several.
+    ``path`` is a .nii/.nii.gz, .nrrd/.nhdr, .mha/.mhd or DICOM file, a folder of DICOM
+    files (a series, or a study or DICOMDIR tree below it) or a DICOMDIR file (its tree);
+    ``series`` (a SeriesInstanceUID, or ``UID:token`` for one volume of a split series) picks
+    one volume where there are several. ``dicom_geometry`` says what to do with DICOM slices
+    that are not on a regular grid (gantry tilt, irregular steps): ``"resample"`` them onto
+    one, or refuse them (``"strict"``); see ``revmed.io.dicom.slice_grid``.
     Returns a ``Volume`` with a ``(C, I, J, K)`` float32 array and a RAS+ affine.
     Raises ``InputError`` whose message starts with the path: missing, unreadable, corrupt or
     truncated file, not a 3D image, unsupported suffix.
@@ -31,17 +36,20 @@ def read_volume(path: str | os.PathLike, series: str | None = None) -> Volume:
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     if path.is_dir():
-        return read_dicom_series(path, series)
-    if series is not None:
-        raise InputError(f"{path}: a series ({series!r}) can only be chosen in a folder of DICOM "
-                         "files", option="series")
+        return read_dicom_series(path, series, dicom_geometry)
     suffix = full_suffix(path).lower()
+    volume_file = suffix in NIFTI_SUFFIXES or suffix in ITK_FORMATS
+    if not volume_file and is_dicomdir(path):
+        return read_dicom_series(path.parent, series, dicom_geometry)
+    if not volume_file and (suffix in DICOM_SUFFIXES or is_dicom_file(path)):
+        return read_dicom_file(path, series, dicom_geometry)
+    if series is not None:
+        raise InputError(f"{path}: a series ({series!r}) can only be chosen among DICOM "
+                         "files", option="series")
     if suffix in NIFTI_SUFFIXES:
         return read_nifti(path)
     if suffix in ITK_FORMATS:
         return read_sitk_file(path)
-    if suffix in DICOM_SUFFIXES or is_dicom_file(path):
-        return read_dicom_file(path)
     raise InputError(
         f"{path}: unsupported format {suffix or '(no suffix)'!r}; "
         f"expected one of {', '.join(READ_SUFFIXES)} or a DICOM folder"
@@ -60,8 +68,8 @@ def write_volume(volume: Volume, path: str | os.PathLike, dtype=np.float32,
     ``OutputError``).
 
     ``format="dicom"`` makes ``path`` a series folder: a label map (``meta["units"] ==
-    "label"``) becomes a DICOM-SEG (``revmed.io.dicom_seg``), anything else a derived image
-    series (``revmed.io.dicom_write``); ``like`` is the volume the result was computed from
+    "label"``) becomes a DICOM-SEG (``revmed.io.dicom.seg``), anything else a derived image
+    series (``revmed.io.dicom.write``); ``like`` is the volume the result was computed from
     (its DICOM source gives patient and study), and ``dicom`` holds the writers' other
     keyword arguments (``description``, ``derivation``; ``names`` for a SEG). ``dtype`` does
     not apply to DICOM, which stores int16 with a rescale (or SEG bits).

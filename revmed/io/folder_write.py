@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from revmed.atomic import host_name, process_running, sync_path
+from revmed.atomic import host_name, new_folder_mode, process_running, sync_path
 from revmed.errors import OutputError
 from revmed.io.formats import DICOM_SUFFIXES
 
@@ -71,6 +71,7 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-{tag}", dir=parent))
     except OSError as exc:
         raise OutputError(f"{target}: cannot write in {parent} ({exc.strerror or exc})") from None
+    os.chmod(tmp, new_folder_mode())  # mkdtemp's folders are private
     try:
         yield tmp
         for written in tmp.iterdir():

@@ -200,11 +200,20 @@ def write_nifti(volume: Volume, path: Path, dtype=np.float32) -> None:
     """Write ``volume`` as NIfTI atomically; several channels become a 4D file (I, J, K, C).
 
     The affine goes into both sform and qform (code 1, scanner); voxels are stored as ``dtype``
-    without scaling (integers are rounded, see ``cast_for_writing``).
+    without scaling (integers are rounded, see ``cast_for_writing``). A volume read from DICOM
+    slices that had to be resampled onto a regular grid (``meta["dicom_geometry"]``) says so
+    in the header's description, and in full in a comment extension.
     """
     array = cast_for_writing(volume.array, dtype, path)  # (C, I, J, K)
     data = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
     image = nib.Nifti1Image(data, volume.affine)
+    correction = volume.meta.get("dicom_geometry")
+    if correction:
+        moved = volume.meta.get("dicom_correction_mm", float("nan"))
+        image.header["descrip"] = (f"revmed: DICOM slices resampled, largest correction "
+                                   f"{moved:.3g} mm").encode()[:80]
+        image.header.extensions.append(
+            nib.nifti1.Nifti1Extension("comment", f"revmed: {correction}".encode()))
     image.header.set_data_dtype(data.dtype)
     image.header.set_xyzt_units("mm", "sec")
     image.set_qform(volume.affine, code=1)

@@ -85,12 +85,17 @@ def _stored_dtype(pixel_id: int, channels: int) -> np.dtype:
 
 
 def write_sitk_file(volume: Volume, path: Path, dtype=np.float32) -> None:
-    """Write ``volume`` atomically as .nrrd or .mha (gzip-compressed); channels -> vector voxels."""
+    """Write ``volume`` atomically as .nrrd or .mha (gzip-compressed); channels -> vector voxels.
+
+    A volume read from DICOM slices resampled onto a regular grid keeps what was done in the
+    header field ``revmed_dicom_geometry``."""
     suffix = full_suffix(path).lower()
     if suffix not in ITK_WRITE_SUFFIXES:
         raise OutputError(f"{path}: cannot write {suffix!r} files")
     io_name, fmt = ITK_FORMATS[suffix]
     image = sitk_from_volume(volume, dtype=dtype, path=path)
+    if volume.meta.get("dicom_geometry"):  # DICOM slices resampled onto a regular grid
+        image.SetMetaData("revmed_dicom_geometry", str(volume.meta["dicom_geometry"]))
     try:
         with atomic_path(path) as tmp:
             writer = sitk.ImageFileWriter()

@@ -13,7 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from revmed.io.checks import WRITABLE_DTYPES
-from revmed.io.dicom_write import source_header
+from revmed.io.dicom.write import source_header
 from revmed.io.formats import ITK_FORMATS, NIFTI_SUFFIXES, full_suffix
 from revmed.io.volume import Volume
 

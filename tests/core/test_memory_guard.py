@@ -91,10 +91,10 @@ def test_the_least_of_the_limits_is_what_is_available(monkeypatch):
 
 MEASURE = """
     import sys
-    import revmed.io.dicom, revmed.io.nifti, revmed.io.sitk_formats
+    import revmed.io.dicom.reader, revmed.io.nifti, revmed.io.sitk_formats
     from revmed.io import read_volume
     estimates = []
-    for module in (revmed.io.nifti, revmed.io.sitk_formats, revmed.io.dicom):
+    for module in (revmed.io.nifti, revmed.io.sitk_formats, revmed.io.dicom.reader):
         real = module.require_memory
         module.require_memory = lambda source, needed, what, real=real: (
             estimates.append(needed), real(source, needed, what))
@@ -109,10 +109,13 @@ MEASURE = """
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
-@pytest.mark.parametrize("kind", ["scaled int16 NIfTI", "float64 NIfTI", "NRRD"])
+@pytest.mark.parametrize("kind", ["scaled int16 NIfTI", "float64 NIfTI", "NRRD",
+                                  "tilted DICOM series"])
 def test_the_estimate_of_a_read_covers_its_peak(tmp_path, kind):
     rng = np.random.default_rng(0)
-    if kind == "NRRD":
+    if kind == "tilted DICOM series":  # read onto a regular grid: the resampling's peak
+        path = _tilted_series(tmp_path / "ct", rng)
+    elif kind == "NRRD":
         from revmed.io import Volume, make_affine, write_volume
 
         array = rng.normal(0, 100, (1, 200, 200, 200)).astype(np.float32)
@@ -133,3 +136,25 @@ def test_the_estimate_of_a_read_covers_its_peak(tmp_path, kind):
     estimate, peak, result = map(int, done.stdout.split())
     assert peak > result  # the measurement sees the read
     assert estimate >= peak, (kind, estimate / 2**20, peak / 2**20)
+
+
+def _tilted_series(folder, rng, slices=120, size=256):
+    """A CT series of ``slices`` ``size``^2 int16 slices with an 18.5 degree gantry tilt."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    folder.mkdir()
+    source = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    tilt = np.radians(18.5)
+    uid = generate_uid()
+    for k in range(slices):
+        ds = source.copy()
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = uid, generate_uid()
+        ds.ImageOrientationPatient = [1, 0, 0, 0, f"{np.cos(tilt):.8f}", f"{-np.sin(tilt):.8f}"]
+        ds.ImagePositionPatient = [0, 0, f"{2.5 * k:.3f}"]
+        ds.Rows = ds.Columns = size
+        ds.PixelData = rng.integers(0, 2000, (size, size)).astype("<i2").tobytes()
+        ds.save_as(folder / f"{k:04d}.dcm")
+    return folder
+

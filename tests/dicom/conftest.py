@@ -94,3 +94,17 @@ def export(tmp_path, ct_series):
     ct_series(root / "P2" / "ST7" / "SE1", study="1.2.3.2", patient="P2", slices=6)
     (root / "P2" / "notes.txt").write_text("exported by the PACS")
     return root
+
+
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "dicom" / "corpus.tar.xz"
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> Path:
+    """The scanner DICOM of tests/data/dicom (README there), unpacked once per session."""
+    import tarfile
+
+    root = tmp_path_factory.mktemp("scanner-dicom")
+    with tarfile.open(CORPUS) as archive:
+        archive.extractall(root, filter="data")
+    return root / "corpus"

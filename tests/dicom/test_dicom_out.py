@@ -17,7 +17,7 @@ import SimpleITK as sitk
 
 from revmed.errors import OutputError
 from revmed.io import Volume, make_affine, read_volume, write_volume, zoom_affine
-from revmed.io.dicom_write import write_dicom_series
+from revmed.io.dicom.write import write_dicom_series
 
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -112,7 +112,7 @@ def test_what_dicom_cannot_hold_is_refused_before_writing(tmp_path):
 
 
 def test_a_failed_write_leaves_the_previous_series_whole(tmp_path, monkeypatch):
-    import revmed.io.dicom_write as dicom_write
+    import revmed.io.dicom.write as dicom_write
 
     volume = Volume(np.arange(4 * 4 * 6, dtype=np.float32).reshape(1, 4, 4, 6),
                     make_affine((1, 1, 2)))
@@ -145,7 +145,7 @@ def test_a_folder_that_is_not_a_series_is_never_replaced(tmp_path):
 KILLED_WRITER = textwrap.dedent("""
     import sys, time
     import numpy as np
-    import revmed.io.dicom_write as dicom_write
+    import revmed.io.dicom.write as dicom_write
     from revmed.io import Volume, make_affine, write_volume
 
     real = dicom_write._slice_dataset

@@ -85,7 +85,7 @@ def test_unsupported_suffix(tmp_path):
 
 def test_series_argument_needs_a_folder(tmp_path):
     path = write_volume(small_volume(), tmp_path / "vol.nii.gz")
-    read_error(path, "can only be chosen in a folder", series="1.2.3")
+    read_error(path, "can only be chosen among DICOM files", series="1.2.3")
 
 
 def test_check_finite_counts_bad_voxels():

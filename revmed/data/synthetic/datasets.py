@@ -26,7 +26,7 @@ from revmed.data.layout import MANIFEST, Dataset, load_dataset
 from revmed.data.synthetic.brain import MODALITIES, brats_phantom, dti_phantom
 from revmed.data.synthetic.chest_ct import chest_ct_kernels, chest_ct_sr
 from revmed.data.synthetic.fields import centred_affine
-from revmed.atomic import check_output_folder
+from revmed.atomic import check_output_folder, new_folder_mode
 from revmed.errors import InputError, OutputError
 from revmed.io import Volume, write_volume
 from revmed.regions import BRATS
@@ -194,7 +194,7 @@ def synthesize(task: str, out_dir: str | os.PathLike, cases: int = 10, seed: int
     total = int(cases)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        os.chmod(tmp, _default_dir_mode())
+        os.chmod(tmp, new_folder_mode())
         (tmp / MANIFEST).write_text(_manifest_text(spec, int(seed), total, grid), encoding="utf-8")
         if progress is not None:
             progress(0, total)
@@ -232,13 +232,6 @@ def _move_into_place(tmp: Path, out_dir: Path) -> None:
         raise OutputError(f"{out_dir}: cannot move the new dataset into place ({exc})") from exc
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _default_dir_mode() -> int:
-    """The mode ``mkdir`` would give a new folder (mkdtemp makes private 0o700 folders)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o777 & ~mask
 
 
 __all__ = ["MIN_EDGE", "TASKS", "SynthTask", "case_rng", "split_counts", "synthesize"]

@@ -25,7 +25,7 @@ from pydicom.uid import generate_uid
 from pydicom.valuerep import format_number_as_ds
 
 from revmed.errors import OutputError
-from revmed.io.dicom_write import software_version, source_files
+from revmed.io.dicom.write import software_version, source_files
 from revmed.io.folder_write import atomic_folder
 from revmed.io.volume import LPS_TO_RAS, Volume, spacing_of
 

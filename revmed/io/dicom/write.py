@@ -34,7 +34,7 @@ from pydicom.uid import (CTImageStorage, ExplicitVRLittleEndian, MRImageStorage,
 from pydicom.valuerep import format_number_as_ds
 
 from revmed.errors import OutputError
-from revmed.io.dicom import list_dicom_series
+from revmed.io.dicom.series import list_dicom_series
 from revmed.io.folder_write import atomic_folder
 from revmed.io.volume import LPS_TO_RAS, Volume, spacing_of
 
@@ -61,27 +61,35 @@ INT16 = np.iinfo(np.int16)
 
 
 def dicom_source(volume: Volume) -> tuple[Path, str | None] | None:
-    """``(path, series_uid)`` of the DICOM series ``volume`` was read from (its first channel
-    for ``read_channels``), or None when it was not read from DICOM."""
+    """``(path, selector)`` of the DICOM volume ``volume`` was read from (its first channel
+    for ``read_channels``): the folder or file, and the series UID (``UID:token`` for one
+    volume of a split series); None when it was not read from DICOM."""
     meta, source = volume.meta, volume.source
     if meta.get("channel_meta"):
         meta, source = meta["channel_meta"][0], meta["channel_sources"][0]
     if meta.get("format") != "dicom" or not source:
         return None
-    return Path(source), meta.get("series_uid") or None
+    return Path(source), meta.get("volume") or meta.get("series_uid") or None
 
 
 def source_files(volume: Volume) -> list[Path]:
-    """The files of the DICOM series ``volume`` was read from, in slice order (none when it
+    """The files of the DICOM volume ``volume`` was read from, in file name order (none when it
     was not read from DICOM)."""
     found = dicom_source(volume)
     if found is None:
         return []
-    path, uid = found
+    path, selector = found
     if not path.is_dir():
         return [path]
-    series = [s for s in list_dicom_series(path) if uid is None or s.uid == uid]
-    return [Path(f) for f in series[0].files] if series else []
+    uid = selector.split(":", 1)[0] if selector else None
+    infos = list_dicom_series(path)
+    if uid is not None and uid not in {info.uid for info in infos}:
+        infos = list_dicom_series(path, recursive=True)
+    for info in infos:
+        for choice, part in zip(info.selectors, info.parts, strict=True):
+            if selector is None or choice == selector:
+                return list(dict.fromkeys(Path(frame.path) for frame in part.frames))
+    return []
 
 
 def source_header(volume: Volume) -> Dataset | None:
@@ -117,6 +125,8 @@ def write_dicom_series(volume: Volume, folder: str | os.PathLike, like: Volume |
     row, col, ipps, spacing = plane_geometry(volume.affine, volume.shape[2], folder)
     slope, intercept, stored = rescale(volume.array[0], volume.meta.get("units"), folder)
     template = source_header(like) if like is not None else None
+    corrected = volume.meta.get("dicom_geometry")  # the source's slices were resampled
+    derivation = "; ".join(x for x in (derivation, corrected and f"source {corrected}") if x)
     base = _series_dataset(template, volume.meta.get("units"), description, derivation)
     base.ImageOrientationPatient = [format_number_as_ds(float(v)) for v in (*row, *col)]
     base.PixelSpacing = [format_number_as_ds(float(spacing[1])),
