@@ -110,11 +110,11 @@ MEASURE = """
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
 @pytest.mark.parametrize("kind", ["scaled int16 NIfTI", "float64 NIfTI", "NRRD",
-                                  "tilted DICOM series"])
+                                  "DICOM series", "tilted DICOM series"])
 def test_the_estimate_of_a_read_covers_its_peak(tmp_path, kind):
     rng = np.random.default_rng(0)
-    if kind == "tilted DICOM series":  # read onto a regular grid: the resampling's peak
-        path = _tilted_series(tmp_path / "ct", rng)
+    if kind.endswith("DICOM series"):  # tilted: read onto a regular grid, the resampling's peak
+        path = _ct_series(tmp_path / "ct", rng, tilt=18.5 if kind.startswith("tilted") else 0)
     elif kind == "NRRD":
         from revmed.io import Volume, make_affine, write_volume
 
@@ -138,15 +138,16 @@ def test_the_estimate_of_a_read_covers_its_peak(tmp_path, kind):
     assert estimate >= peak, (kind, estimate / 2**20, peak / 2**20)
 
 
-def _tilted_series(folder, rng, slices=120, size=256):
-    """A CT series of ``slices`` ``size``^2 int16 slices with an 18.5 degree gantry tilt."""
+def _ct_series(folder, rng, tilt, slices=120, size=256):
+    """A CT series of ``slices`` ``size``^2 int16 slices with a gantry tilt of ``tilt``
+    degrees."""
     import pydicom
     from pydicom.data import get_testdata_file
     from pydicom.uid import generate_uid
 
     folder.mkdir()
     source = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-    tilt = np.radians(18.5)
+    tilt = np.radians(tilt)
     uid = generate_uid()
     for k in range(slices):
         ds = source.copy()

@@ -34,9 +34,11 @@ from revmed.sizes import require_memory, shape_text, voxel_bytes
 
 #: The ``meta`` keys that record a correction of the slices' geometry; writers keep them.
 GEOMETRY_KEYS = ("dicom_geometry", "dicom_correction_mm")
-#: Bytes per output voxel while DICOM is read: the decoded float32 slices, the resampled grid
-#: and the final (I, J, K) copy, with room for one file's decoded pixels.
-READING_BYTES_PER_VOXEL = 13
+#: Bytes per output voxel while DICOM is read onto its own grid (the float32 result, the
+#: slices being read, one compressed file's decoded pixels) and while a stack is resampled
+#: (its decoded slices, the resampled grid and the final (I, J, K) copy). Measured peaks, a
+#: 400 x 400 x 200 int16 series: 128 MiB for a 122 MiB result; tilted, 399 MiB for 195 MiB.
+READING_BYTES_PER_VOXEL, RESAMPLING_BYTES_PER_VOXEL = 5, 12
 
 
 def read_dicom_series(folder: str | Path, series: str | None = None,
@@ -131,7 +133,8 @@ def read_part(where: str, info: SeriesInfo, part: VolumePart, geometry: str) -> 
     """Read the volume ``part`` of the series ``info`` (module doc)."""
     frames = part.frames
     grid = plan_frames(where, frames, geometry)
-    require_memory(where, voxel_bytes(grid.shape, itemsize=READING_BYTES_PER_VOXEL),
+    itemsize = RESAMPLING_BYTES_PER_VOXEL if grid.resampled else READING_BYTES_PER_VOXEL
+    require_memory(where, voxel_bytes(grid.shape, itemsize=itemsize),
                    f"its voxels ({shape_text(grid.shape)})")
     ordered = [frames[n] for n in grid.order]
     if grid.resampled:
