@@ -6,6 +6,7 @@ Exit codes: 0 success; 2 bad input or usage (one red line naming the file and th
 
 from __future__ import annotations
 
+import errno
 import sys
 
 # Each module registers its commands on `app`; `revmed --help` lists them in this order, the
@@ -40,7 +41,20 @@ def run(argv: list[str] | None = None) -> int:
     except RevmedError as exc:
         output.error(output.describe(exc))
         return 2
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRORS:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        output.error(f"{where}{exc.strerror or exc}")
+        return 2
     return 0
+
+
+#: Operating-system errors of the user's files and disks, never of revmed's code: the last
+#: line of defence turns any that a check did not catch earlier into one line and exit 2.
+ENVIRONMENT_ERRORS = frozenset(getattr(errno, name) for name in (
+    "ENAMETOOLONG", "ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "ELOOP", "EFBIG")
+    if hasattr(errno, name))
 
 
 def main() -> None:

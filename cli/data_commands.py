@@ -6,6 +6,7 @@ Library modules that pull in torch or MONAI are imported inside the commands, so
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Optional
 
@@ -82,7 +83,7 @@ def _describe(path: Path, series: Optional[str], geometry: str) -> list[dict]:  
     from revmed.io.dicom import is_dicomdir
     from revmed.io.dicom.listing import list_volumes
 
-    if series is None and (path.is_dir() or is_dicomdir(path)):
+    if series is None and (_is_dir(path) or is_dicomdir(path)):
         return list_volumes(path, geometry)
     volume = read_volume(path, series=series, dicom_geometry=geometry)
     finite = volume.array[np.isfinite(volume.array)]
@@ -97,6 +98,19 @@ def _describe(path: Path, series: Optional[str], geometry: str) -> list[dict]:  
         "nonfinite_voxels": int(volume.array.size - finite.size),
         **{k: v for k, v in volume.meta.items() if isinstance(v, str | int | float)},
     }]
+
+
+def _is_dir(path: Path) -> bool:
+    """Whether ``path`` is a folder (``InputError`` when it cannot even be looked at)."""
+    try:
+        return path.stat() is not None and path.is_dir()
+    except OSError as exc:
+        from revmed.errors import InputError
+        from revmed.io.messages import link_problem
+
+        if link_problem(path) or exc.errno == errno.ENOENT:
+            return False  # the reader says what is wrong
+        raise InputError(f"{path}: {exc.strerror or exc}") from None
 
 
 def _print_info(rows: list[dict]) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import hashlib
 import os
 import re
 import socket
@@ -69,7 +70,7 @@ def check_output_folder(folder: str | os.PathLike) -> Path:
     Checks by creating and removing a temporary file, which is what a later write will do,
     rather than by permission bits alone (which do not tell for root or for read-only mounts).
     """
-    folder = Path(folder) if str(folder) else Path(".")
+    folder = check_name_lengths(Path(folder) if str(folder) else Path("."))
     probe = folder
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -88,7 +89,7 @@ def check_output_file(path: str | os.PathLike, option: str | None = None) -> Pat
     """Raise ``OutputError`` now if a file cannot be written at ``path`` later: it names a
     folder, its folder does not exist, or files cannot be created there. ``option`` names the
     setting the path came from, for the error's ``option``."""
-    path = Path(path)
+    path = check_name_lengths(path, option)
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; give a file name", option=option)
     folder = path.parent if str(path.parent) else Path(".")
@@ -137,12 +138,69 @@ def new_folder_mode() -> int:
 
 def host_name() -> str:
     """This host's name as it goes into temporary names (letters, digits and dots)."""
-    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:HOST_LENGTH] or "host"
+
+
+#: Longest name a folder entry may have on the file systems revmed writes to (bytes).
+NAME_MAX = 255
+#: Room a temporary name takes beyond the target's name: the dot, ``.tmp-``/``.partial-``,
+#: the host (at most ``HOST_LENGTH``), the process id, the random part and a kept suffix.
+_TEMPORARY_ROOM = 100
+HOST_LENGTH = 40
+
+
+def temporary_stem(target: Path) -> str:
+    """The part of ``target``'s name its temporary names start with: the name itself, or for
+    a name too long to take a temporary ending, its start and a digest of the whole (the same
+    every time, so leftovers are still found and removed)."""
+    name = target.name
+    if len(os.fsencode(name)) + _TEMPORARY_ROOM <= NAME_MAX:
+        return name
+    digest = hashlib.sha1(os.fsencode(name)).hexdigest()[:16]
+    return f"{os.fsdecode(os.fsencode(name)[:80]).rstrip()}~{digest}"
+
+
+def check_name_lengths(path: str | os.PathLike, option: str | None = None) -> Path:
+    """``OutputError`` now, before any work, when a part of ``path`` is longer than a file
+    name may be (``NAME_MAX`` bytes, or what the file system says) or the whole path longer
+    than a path may be."""
+    path = Path(path)
+    for part in path.parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            break
+    else:
+        part = None
+    probe = path.absolute() if part is None else Path.cwd()
+    while not _exists(probe) and probe != probe.parent:
+        probe = probe.parent
+    limits = {}
+    for key, default in (("PC_NAME_MAX", NAME_MAX), ("PC_PATH_MAX", 4096)):
+        try:
+            limits[key] = min(os.pathconf(probe, key), default * 16)
+        except (OSError, ValueError):
+            limits[key] = default
+    for part in path.parts:
+        if len(os.fsencode(part)) > limits["PC_NAME_MAX"]:
+            raise OutputError(f"{path}: the name {part[:24]}... is {len(os.fsencode(part))} "
+                              f"bytes long; the file system allows {limits['PC_NAME_MAX']}",
+                              option=option)
+    if len(os.fsencode(str(path.absolute()))) >= limits["PC_PATH_MAX"]:
+        raise OutputError(f"{path}: the path is longer than the file system allows "
+                          f"({limits['PC_PATH_MAX']} bytes)", option=option)
+    return path
+
+
+def _exists(path: Path) -> bool:
+    try:
+        path.stat()
+    except OSError:
+        return False
+    return True
 
 
 def _temporary_prefix(target: Path) -> str:
     """``.NAME.tmp-HOST-PID-``: the start of this process's temporary names for ``target``."""
-    return f".{target.name}.tmp-{host_name()}-{os.getpid()}-"
+    return f".{temporary_stem(target)}.tmp-{host_name()}-{os.getpid()}-"
 
 
 def process_running(pid: int) -> bool:
@@ -159,7 +217,7 @@ def process_running(pid: int) -> bool:
 def remove_stale_temporaries(target: Path) -> list[Path]:
     """Remove the temporary files that killed processes of this host left beside ``target``;
     returns them."""
-    prefix = f".{target.name}.tmp-{host_name()}-"
+    prefix = f".{temporary_stem(target)}.tmp-{host_name()}-"
     removed = []
     for leftover in target.parent.glob(glob.escape(prefix) + "*"):
         pid = leftover.name[len(prefix):].split("-", 1)[0]

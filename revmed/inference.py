@@ -135,6 +135,18 @@ class Predictor:
                        f"inference on its {shape_text(volume.shape)} grid and the result")
         check_finite(volume)
 
+    def _check_output(self, values: np.ndarray, volume: Volume) -> None:
+        """``CheckpointError`` naming the model when its output for ``volume`` holds NaN or
+        infinite values (damaged or diverged weights): checked before anything is written,
+        since such a result must never be saved as if it were one."""
+        finite = np.isfinite(values)
+        if finite.all():
+            return
+        bad, source = int(finite.size - np.count_nonzero(finite)), volume.source or "the input"
+        raise CheckpointError(f"{self.source}: the model's output for {source} has {bad} of "
+                              f"{finite.size} values that are not finite (NaN or infinite); "
+                              "its weights are damaged or diverged, so nothing was written")
+
     def _windows(self, net: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray,
                  overlap: float | None, sw_batch_size: int | None, progress: Progress | None,
                  precision: str | None) -> np.ndarray:
@@ -237,6 +249,7 @@ class Translator(Predictor):
         else:
             out = keep_outside_window(denormalise(np.clip(out, -1.0, 1.0), data.window),
                                       source, data.window)
+        self._check_output(out, volume)
         meta = {k: v for k, v in volume.meta.items() if k in ("units", "modality")}
         return Volume(out, affine, source=volume.source, meta=meta)
 
@@ -278,6 +291,7 @@ class Segmenter(Predictor):
         self._check_input(volume)
         image = normalise(volume.array, self.card.data.intensity, self.card.data.window)
         logits = self._windows(self.model, image, overlap, sw_batch_size, progress, precision)
+        self._check_output(logits, volume)
         labels = (self.card.data.labels or BRATS).to_labels(logits)
         return Volume(labels.astype(np.float32), volume.affine, source=volume.source,
                       meta={"units": "label"})

@@ -25,7 +25,7 @@ case, as ``scan_folder`` sorts them; they do not search DICOM trees.
 
 from __future__ import annotations
 
-import os
+import errno
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +34,7 @@ from revmed.errors import InputError
 from revmed.io.channels import match_channel_files
 from revmed.io.dicom import SeriesInfo, is_dicomdir, list_dicom_series
 from revmed.io.formats import case_name, is_sidecar, volume_suffix
+from revmed.io.messages import link_problem
 
 
 @dataclass(frozen=True)
@@ -116,10 +117,13 @@ def find_cases(path: str | Path,
     holds two entries with one case name.
     """
     path = Path(path)
-    if path.is_symlink() and not path.exists():
-        raise InputError(f"{path}: broken symbolic link (to {os.readlink(path)})")
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder")
+    if link_problem(path):
+        raise InputError(f"{path}: {link_problem(path)}")
+    try:
+        path.stat()
+    except OSError as exc:
+        raise InputError(f"{path}: no such file or folder" if exc.errno == errno.ENOENT
+                         else f"{path}: {exc.strerror or exc}") from None
     if not path.is_dir() and is_dicomdir(path):
         path = path.parent  # a DICOMDIR stands for the tree it indexes
     elif not path.is_dir():
@@ -131,7 +135,7 @@ def find_cases(path: str | Path,
     cases: dict[str, CaseSource] = {}
     for name, entry in scan.cases.items():
         _add(cases, _entry_cases(name, entry, channels))
-    broken = [e for e in scan.strays if e.is_symlink() and not e.exists()]
+    broken = [e for e in scan.strays if link_problem(e)]
     _add(cases, {e.name: _broken(e) for e in broken})
     strays = [e for e in scan.strays if e not in broken]
     own = list_dicom_series(path) if strays else []
@@ -155,13 +159,12 @@ def _add(cases: dict[str, CaseSource], more: dict[str, CaseSource]) -> None:
 
 
 def _broken(entry: Path) -> CaseSource:
-    return CaseSource((entry,), problem=f"{entry}: broken symbolic link (to "
-                                        f"{os.readlink(entry)})")
+    return CaseSource((entry,), problem=f"{entry}: {link_problem(entry)}")
 
 
 def _entry_cases(name: str, entry: Path, channels: Sequence[str]) -> dict[str, CaseSource]:
     """The cases of one entry of a folder of cases (see the module doc)."""
-    if entry.is_symlink() and not entry.exists():
+    if link_problem(entry):
         return {name: _broken(entry)}
     if not entry.is_dir():
         return {name: CaseSource((entry,))}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from revmed.io.dicom.seg import write_dicom_seg
 from revmed.io.dicom.write import write_dicom_series
 from revmed.io.formats import (DICOM_SUFFIXES, ITK_FORMATS, NIFTI_SUFFIXES, READ_SUFFIXES,
                                full_suffix, output_format)
+from revmed.io.messages import link_problem
 from revmed.io.nifti import read_nifti, write_nifti
 from revmed.io.sitk_formats import read_sitk_file, write_sitk_file
 from revmed.io.volume import Volume
@@ -33,8 +35,12 @@ def read_volume(path: str | os.PathLike, series: str | None = None,
     truncated file, not a 3D image, unsupported suffix.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder")
+    try:
+        path.stat()
+    except OSError as exc:
+        problem = link_problem(path) or ("no such file or folder" if exc.errno == errno.ENOENT
+                                         else exc.strerror or str(exc))
+        raise InputError(f"{path}: {problem}") from None
     if path.is_dir():
         return read_dicom_series(path, series, dicom_geometry)
     suffix = full_suffix(path).lower()

@@ -22,7 +22,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from revmed.atomic import host_name, new_folder_mode, process_running, sync_path
+from revmed.atomic import (host_name, new_folder_mode, process_running, sync_path,
+                           temporary_stem)
 from revmed.errors import OutputError
 from revmed.io.formats import DICOM_SUFFIXES
 
@@ -31,7 +32,7 @@ def remove_stale_folders(target: Path) -> list[Path]:
     """Remove the temporary folders that dead processes of this host left beside ``target``."""
     removed = []
     for kind in ("partial", "old"):
-        prefix = f".{target.name}.{kind}-{host_name()}-"
+        prefix = f".{temporary_stem(target)}.{kind}-{host_name()}-"
         for leftover in target.parent.glob(f"{glob.escape(prefix)}*"):
             pid = leftover.name[len(prefix):].split("-", 1)[0]
             if pid.isdigit() and int(pid) != os.getpid() and not process_running(int(pid)):
@@ -68,7 +69,8 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     remove_stale_folders(target)
     tag = f"{host_name()}-{os.getpid()}-"
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-{tag}", dir=parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{temporary_stem(target)}.partial-{tag}",
+                                    dir=parent))
     except OSError as exc:
         raise OutputError(f"{target}: cannot write in {parent} ({exc.strerror or exc})") from None
     os.chmod(tmp, new_folder_mode())  # mkdtemp's folders are private
@@ -89,7 +91,8 @@ def _move_into_place(tmp: Path, target: Path, tag: str) -> None:
     if not target.exists():
         os.rename(tmp, target)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{tag}", dir=target.parent))
+    old = Path(tempfile.mkdtemp(prefix=f".{temporary_stem(target)}.old-{tag}",
+                                dir=target.parent))
     os.rename(target, old / target.name)  # within one folder tree: atomic
     os.rename(tmp, target)
     shutil.rmtree(old, ignore_errors=True)

@@ -11,6 +11,7 @@ side printed, for the error message), so that an error is always one line.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -111,3 +112,22 @@ def check_regular_file(path: str | os.PathLike) -> None:
         kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode)
                 else "a device or socket")
         raise InputError(f"{Path(path)}: is {kind}, not a regular file")
+
+
+def link_problem(path: str | os.PathLike) -> str | None:
+    """Why the symbolic link ``path`` leads nowhere (``"broken symbolic link (to x)"`` or
+    ``"symbolic link loop (to x)"``), or None when it is no link or leads to something."""
+    path = Path(path)
+    if not path.is_symlink():
+        return None
+    try:
+        os.stat(path)
+        return None
+    except OSError as exc:
+        kind = "symbolic link loop" if exc.errno == errno.ELOOP else "broken symbolic link"
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    return f"{kind} (to {target})"
+

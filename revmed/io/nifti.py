@@ -117,11 +117,13 @@ def read_nifti(path: Path) -> Volume:
                                             _scaled(image.dataobj),
                                             str(path).lower().endswith(".gz")),
                    f"its voxels ({shape_text(spatial)}, {channels} channel(s))")
+    stored_voxels = (_verified_gzip_voxels(path, image) if str(path).lower().endswith(".gz")
+                     else None)
     try:
         # nibabel loads lazily: reading the voxels here makes a truncated or corrupt file fail
         # now, with its name, rather than somewhere inside training.
         with quiet_libraries():
-            array = _voxels(image, spatial, channels)
+            array = _voxels(image, spatial, channels, stored_voxels)
     except Exception as exc:
         raise InputError(
             f"{path}: cannot read the voxels; the file may be truncated or corrupt "
@@ -129,6 +131,34 @@ def read_nifti(path: Path) -> Volume:
         ) from exc
     return Volume(array, image.affine, source=str(path),
                   meta={"format": "nifti", "stored_dtype": stored.name})
+
+
+def _verified_gzip_voxels(path: Path, image: nib.Nifti1Image) -> np.ndarray:
+    """The stored voxels of a ``.nii.gz`` (unscaled, the file's shape, a view of one buffer),
+    read with the gzip stream to its end: that checks its CRC-32 and length, which a read of
+    the voxels alone never reaches (a flipped bit would change voxels silently)."""
+    dtype, shape = np.dtype(image.get_data_dtype()), tuple(int(v) for v in image.shape)
+    offset = int(image.dataobj.offset)  # where nibabel reads the voxels from
+    buffer = bytearray(offset + int(np.prod(shape)) * dtype.itemsize)
+    try:
+        with gzip.open(path, "rb") as handle:
+            view, got = memoryview(buffer), 0
+            while got < len(buffer):
+                count = handle.readinto(view[got:])
+                if not count:
+                    raise EOFError("it ends before the voxels its header declares")
+                got += count
+            while handle.read(1 << 20):  # to the end, where the checksum is compared
+                pass
+    except EOFError as exc:
+        raise InputError(f"{path}: the file is truncated or corrupt: its compressed data "
+                         f"ends early ({exc})") from None
+    except (OSError, zlib.error) as exc:
+        raise InputError(f"{path}: the file is corrupt: its compressed data fails the gzip "
+                         f"checksum ({exception_reason(exc)}); its voxels cannot be "
+                         "trusted") from None
+    return np.frombuffer(buffer, dtype=dtype, count=int(np.prod(shape)),
+                         offset=offset).reshape(shape, order="F")
 
 
 def reading_bytes(spatial, channels: int, itemsize: int, scaled: bool = True,
@@ -149,12 +179,15 @@ def _scaled(proxy) -> bool:
             or float(getattr(proxy, "inter", 0.0)) != 0.0)
 
 
-def _voxels(image: nib.Nifti1Image, spatial, channels: int) -> np.ndarray:
+def _voxels(image: nib.Nifti1Image, spatial, channels: int,
+            stored: np.ndarray | None = None) -> np.ndarray:
     """The voxels as float32 ``(C, I, J, K)``, scaled exactly as nibabel scales them (in
-    float64, then rounded), but holding only the stored voxels and the result at once, plus
-    ``SCALING_CHUNK`` of scratch (nibabel's own path holds float64 copies of the whole)."""
+    float64, then rounded), but holding only the stored voxels (``stored`` when they were
+    read already) and the result at once, plus ``SCALING_CHUNK`` of scratch (nibabel's own
+    path holds float64 copies of the whole)."""
     proxy = image.dataobj
-    raw = np.asanyarray(proxy.get_unscaled() if nib.is_proxy(proxy) else proxy)
+    raw = stored if stored is not None else np.asanyarray(
+        proxy.get_unscaled() if nib.is_proxy(proxy) else proxy)
     raw = raw.reshape(tuple(spatial) + (channels,), order="F")  # (I, J, K, C), no copy
     view = np.moveaxis(raw, -1, 0)  # (C, I, J, K)
     out = np.empty(view.shape, dtype=np.float32)

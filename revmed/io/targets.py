@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from revmed.atomic import check_output_folder
+from revmed.atomic import check_name_lengths, check_output_folder
 from revmed.errors import InputError, OutputError
 from revmed.io.cases import CaseSource, find_cases
 from revmed.io.folder_write import check_replaceable
@@ -75,6 +75,8 @@ def plan_targets(inputs: Sequence[str | os.PathLike], output: str | os.PathLike,
         targets = [Target(name, case, output / f"{name}{OUTPUT_FORMATS[fmt]}")
                    for name, case in cases.items()]
     check_output_folder(output if cases is not None else output.parent)
+    for target in targets:
+        check_name_lengths(target.path)
     check_not_inputs(targets)
     if fmt == "dicom":
         for target in targets:
@@ -100,16 +102,24 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+def _resolved(path: Path) -> Path:
+    """``path`` with its links resolved; as far as they go for a symbolic link loop."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # a link loop (RuntimeError before Python 3.13)
+        return path.absolute()
+
+
 def check_not_inputs(targets: Sequence[Target]) -> None:
     """``OutputError`` when a target is one of the inputs of the run (any case's, also
     through symbolic or hard links), or a folder that holds one: writing it would replace or
     delete input data."""
-    sources = {path.resolve(): path for target in targets for path in target.case.files}
+    sources = {_resolved(path): path for target in targets for path in target.case.files}
     by_identity = {_identity(real): path for real, path in sources.items()}
     by_identity.pop(None, None)
     holders = {folder: path for real, path in sources.items() for folder in real.parents}
     for target in targets:
-        out = target.path.resolve()
+        out = _resolved(target.path)
         source = sources.get(out) or by_identity.get(_identity(out))
         if source is not None:
             raise OutputError(f"{target.path}: is also an input ({source}); writing it "

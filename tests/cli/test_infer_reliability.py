@@ -162,3 +162,51 @@ def test_parts_of_a_batch_cover_every_case_once(cli, model, tmp_path):
     bad = cli("infer", folder, "-o", tmp_path / "o2", "--model", model, "--num-parts", 2,
               "--part-id", 2)
     assert bad.code == 2 and "--part-id 2" in bad.err
+
+
+@pytest.mark.parametrize("task", ["sr", "seg"])
+def test_a_model_whose_output_is_not_finite_writes_nothing(cli, tmp_path, tiny_checkpoint,
+                                                           task):
+    """Weights x 1e30 (the RevGAN) or NaN (the iUNet, whose norms rescale any factor) in a
+    checkpoint resealed with a valid checksum. Before, 97 % of the RevGAN's result was NaN and
+    revmed said "wrote"; the iUNet's NaN logits became label 0 everywhere."""
+    from pathlib import Path
+
+    from revmed.checkpoint import read_payload, write_payload
+
+    if task == "sr":
+        good, channels = tiny_checkpoint(tmp_path / "good.pt", task=None,
+                                         sr_factors=(2, 2, 2)), 1
+    else:  # the 4-channel BraTS iUNet of an earlier release
+        good = Path(__file__).resolve().parents[1] / "data" / "old-checkpoints" / "iunet-seg.pt"
+        channels = 4
+    payload = read_payload(good)
+    factor = 1e30 if task == "sr" else float("nan")
+    payload["state"]["generator"] = {k: v * factor if v.is_floating_point() else v
+                                     for k, v in payload["state"]["generator"].items()}
+    bad = write_payload(tmp_path / "bad.pt", {k: v for k, v in payload.items()
+                                              if k not in ("format", "version", "revmed")})
+    array = np.random.default_rng(0).uniform(0, 300, (channels, 16, 16, 16)).astype(np.float32)
+    source = write_volume(Volume(array, make_affine([1.0, 1.0, 1.0])), tmp_path / "in.nii.gz")
+    result = cli("infer", source, "-o", tmp_path / "out.nii.gz", "--model", bad, "-q")
+    assert result.code == 2 and not (tmp_path / "out.nii.gz").exists()
+    assert result.out == ""
+    (line,) = result.err.splitlines()
+    assert line.startswith(f"error: {bad}: the model's output for {source} has ")
+    assert "not finite" in line and "nothing was written" in line
+
+
+def test_symbolic_link_loops_are_failed_cases_not_tracebacks(cli, model, tmp_path):
+    batch = _cases(tmp_path / "batch", ["a"])
+    os.symlink("self", batch / "self")
+    os.symlink("y", batch / "x")
+    os.symlink("x", batch / "y")
+    result = cli("infer", batch, "-o", tmp_path / "out", "--model", model, "-q")
+    assert result.code == 2 and (tmp_path / "out" / "a.nii.gz").is_file()
+    loops = [line for line in result.err.splitlines() if "symbolic link loop" in line]
+    assert loops == [f"error: {batch / 'self'}: symbolic link loop (to self)",
+                     f"error: {batch / 'x'}: symbolic link loop (to y)",
+                     f"error: {batch / 'y'}: symbolic link loop (to x)"]
+    info = cli("info", batch / "self")
+    assert info.code == 2
+    assert info.err.strip() == f"error: {batch / 'self'}: symbolic link loop (to self)"

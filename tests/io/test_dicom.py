@@ -12,7 +12,7 @@ from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_modality_lut
 from pydicom.uid import generate_uid
 
-from revmed.errors import InputError, RevmedWarning
+from revmed.errors import InputError
 from revmed.io import list_dicom_series, read_volume
 
 FLIP_XY = np.diag([-1.0, -1.0, 1.0])  # LPS <-> RAS

@@ -26,7 +26,7 @@ from revmed.data.layout import MANIFEST, Dataset, load_dataset
 from revmed.data.synthetic.brain import MODALITIES, brats_phantom, dti_phantom
 from revmed.data.synthetic.chest_ct import chest_ct_kernels, chest_ct_sr
 from revmed.data.synthetic.fields import centred_affine
-from revmed.atomic import check_output_folder, new_folder_mode
+from revmed.atomic import check_output_folder, new_folder_mode, temporary_stem
 from revmed.errors import InputError, OutputError
 from revmed.io import Volume, write_volume
 from revmed.regions import BRATS
@@ -192,7 +192,7 @@ def synthesize(task: str, out_dir: str | os.PathLike, cases: int = 10, seed: int
     counts = split_counts(int(cases))
     affine = centred_affine(grid, spec.spacing)
     total = int(cases)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{temporary_stem(out_dir)}.tmp-", dir=out_dir.parent))
     try:
         os.chmod(tmp, new_folder_mode())
         (tmp / MANIFEST).write_text(_manifest_text(spec, int(seed), total, grid), encoding="utf-8")
@@ -219,7 +219,8 @@ def _move_into_place(tmp: Path, out_dir: Path) -> None:
     old = None
     if out_dir.exists():
         if any(out_dir.iterdir()):
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{temporary_stem(out_dir)}.old-",
+                                        dir=out_dir.parent))
             os.replace(out_dir, old / "dataset")
         else:
             out_dir.rmdir()

@@ -26,7 +26,6 @@ Geometry is in DICOM's LPS+ patient frame until the RAS+ affine is built.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
