@@ -5,7 +5,8 @@ channel axis, which NIfTI keeps last and revmed keeps first.
 
 Geometry: the affine is nibabel's best one (the sform when its code is set, else the qform),
 checked by ``check_affine``. A header whose pixdim gives a voxel size of 0 is refused (nibabel
-would silently read it as 1 mm). When the file sets both a qform and an unsheared sform and
+would silently read it as 1 mm), and so is a negative one: nibabel reads its absolute value
+while ITK flips the axis, with or without an sform, so the two place the voxels differently. When the file sets both a qform and an unsheared sform and
 they place the grid differently, revmed warns and uses the sform, as nibabel does (ITK-based
 tools read the qform in some cases, so the same file can land elsewhere there).
 """
@@ -75,14 +76,32 @@ def _check_header_geometry(path: Path, header, affine: np.ndarray, spatial) -> N
         raise InputError(f"{path}: pixdim gives a voxel size of "
                          f"{'x'.join(f'{v:g}' for v in pixdim)} mm; the file's geometry is "
                          "damaged")
+    spatial_unit = int(header["xyzt_units"]) & 0x07
+    if spatial_unit in (1, 3):  # NIFTI_UNITS_METER, NIFTI_UNITS_MICRON
+        unit = "metres" if spatial_unit == 1 else "micrometres"
+        raise InputError(f"{path}: its spatial unit (xyzt_units) is {unit}; readers disagree "
+                         "on such a file (nibabel takes its values as millimetres, ITK "
+                         "converts them), so revmed reads millimetre (or unit-less) files "
+                         "only")
+    if np.any(pixdim < 0):
+        raise InputError(f"{path}: pixdim gives a negative voxel size "
+                         f"({'x'.join(f'{v:g}' for v in pixdim)} mm); NIfTI readers disagree on "
+                         "what that means (nibabel takes its absolute value, ITK flips the "
+                         "axis), so where the voxels lie is ambiguous")
     check_affine(str(path), affine)
     if sform_code == 0 or qform_code == 0:
         return
     sform = np.asarray(header.get_sform(), dtype=np.float64)
     if is_sheared(sform):  # a qform cannot hold shear: check_affine warned about it
         return
-    with quiet_libraries():
-        qform = np.asarray(header.get_qform(), dtype=np.float64)
+    try:
+        with quiet_libraries():
+            qform = np.asarray(header.get_qform(), dtype=np.float64)
+    except Exception as exc:  # noqa: BLE001  nibabel refuses a damaged quaternion
+        warnings.warn(f"{path}: its qform is damaged ({exception_reason(exc)}); revmed uses "
+                      "the sform, as nibabel does (some ITK-based tools use the qform)",
+                      RevmedWarning, stacklevel=3)
+        return
     corners = np.array([[i, j, k, 1.0] for i in (0, spatial[0] - 1) for j in (0, spatial[1] - 1)
                         for k in (0, spatial[2] - 1)]).T
     apart = float(np.nan_to_num(np.abs((sform - qform) @ corners), nan=np.inf).max())

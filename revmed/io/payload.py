@@ -33,14 +33,15 @@ SLACK = 16 << 20
 
 
 def payload_problem(path: Path, fmt: str, expected: int) -> str | None:
-    """What is wrong with the compressed voxel data of the NRRD or MetaImage file ``path``
-    (``fmt``: ``"NRRD"`` or ``"MetaImage"``) that should decompress to ``expected`` bytes;
-    None when nothing is, or when the file is not compressed."""
+    """What is wrong with the voxel data of the NRRD or MetaImage file ``path`` (``fmt``:
+    ``"NRRD"`` or ``"MetaImage"``) that should hold ``expected`` bytes: compressed data that
+    is damaged, ends early or holds more; uncompressed data of another length. None when
+    nothing is (or the layout is not one followed here)."""
     with open(path, "rb") as handle:
         head = handle.read(HEADER_BYTES)
     found = _nrrd_data(path, head) if fmt == "NRRD" else _meta_data(path, head)
     if found is None:
-        return None
+        return _raw_length_problem(path, head, fmt, expected)
     data_path, offset, codec = found
     try:
         return _stream_problem(data_path, offset, codec, expected)
@@ -76,6 +77,103 @@ def header_spacing(path: Path, fmt: str) -> list[float] | None:
         return [float(v) for v in text.split() if v.lower() != "nan"]
     except ValueError:
         return None
+
+
+def _raw_length_problem(path: Path, head: bytes, fmt: str, expected: int) -> str | None:
+    """For an uncompressed file whose voxels follow its header: data of another length than
+    ``expected`` (sizes that do not match the data, or a file cut short)."""
+    if fmt == "NRRD":
+        end = head.find(b"\n\n")
+        fields = _fields(head[:max(end, 0)].decode("latin-1").splitlines()[1:], ":")
+        attached = end >= 0 and fields.get("encoding", "").lower() in ("raw", "") and \
+            "datafile" not in fields and not fields.get("lineskip") and \
+            not fields.get("byteskip")
+        start = end + 2
+    else:
+        start = head.find(b"ElementDataFile")
+        end = head.find(b"\n", start)
+        fields = _fields(head[:max(end, 0)].decode("latin-1").splitlines(), "=")
+        attached = start >= 0 and end >= 0 and \
+            fields.get("elementdatafile", "").upper() == "LOCAL" and \
+            fields.get("compresseddata", "false").lower() != "true" and \
+            not fields.get("headersize")
+        start = end + 1
+    if not attached:
+        return None
+    held = path.stat().st_size - start
+    if held == expected:
+        return None
+    return (f"its voxel data holds {held} bytes where its header declares {expected} "
+            f"({'a truncated file' if held < expected else 'sizes that do not match the data'})")
+
+
+def header_problem(path: Path, fmt: str) -> str | None:
+    """What the header of ``path`` says that ITK would read as something else without a
+    word: a MetaImage origin that is not a number (read as 0), a MetaImage TransformMatrix
+    that is not a rotation (its scale would multiply the voxel size), a NRRD spatial axis
+    whose space direction is ``none`` (read as 1 mm), a NRRD space origin that is not a
+    number. None when it says nothing of the kind."""
+    with open(path, "rb") as handle:
+        head = handle.read(HEADER_BYTES)
+    if fmt == "NRRD":
+        end = head.find(b"\n\n")
+        fields = _fields(head[:end if end >= 0 else len(head)].decode("latin-1")
+                         .splitlines()[1:], ":")
+        return _nrrd_header_problem(fields)
+    end = head.find(b"ElementDataFile")
+    fields = _fields(head[:end if end >= 0 else len(head)].decode("latin-1").splitlines(), "=")
+    return _meta_header_problem(fields)
+
+
+def _numbers(text: str) -> list[float] | None:
+    try:
+        return [float(v) for v in text.replace(",", " ").replace("(", " ").replace(")", " ")
+                .split()]
+    except ValueError:
+        return None
+
+
+def _meta_header_problem(fields: dict[str, str]) -> str | None:
+    for key in ("offset", "origin", "position"):
+        if key in fields:
+            values = _numbers(fields[key])
+            if values is None or not all(math.isfinite(v) for v in values):
+                return f"its {key.capitalize()} ({fields[key]}) is not three numbers"
+    for key in ("transformmatrix", "rotation", "orientation"):
+        if key not in fields:
+            continue
+        values = _numbers(fields[key])
+        size = math.isqrt(len(values)) if values else 0
+        if not values or size * size != len(values) or not all(map(math.isfinite, values)):
+            return f"its TransformMatrix ({fields[key]}) is not a matrix of numbers"
+        columns = [values[c::size] for c in range(size)]
+        for a in range(size):
+            for b in range(size):
+                dot = sum(x * y for x, y in zip(columns[a], columns[b], strict=True))
+                if abs(dot - (a == b)) > 1e-4:
+                    return (f"its TransformMatrix ({fields[key]}) is not a rotation (its "
+                            "columns must be unit and perpendicular; a scale in it would "
+                            "change the voxel size)")
+    return None
+
+
+def _nrrd_header_problem(fields: dict[str, str]) -> str | None:
+    if "spaceorigin" in fields:
+        values = _numbers(fields["spaceorigin"])
+        if values is None or not all(math.isfinite(v) for v in values):
+            return f"its space origin ({fields['spaceorigin']}) is not a point"
+    directions = fields.get("spacedirections")
+    if directions is None:
+        return None
+    entries = re.findall(r"\([^)]*\)|none", directions)
+    kinds = fields.get("kinds", "").split()
+    spatial = [k.lower() in ("domain", "space") for k in kinds] if len(kinds) == len(entries) \
+        else [True] * len(entries)
+    for entry, is_space in zip(entries, spatial, strict=True):
+        if is_space and entry == "none":
+            return ("a spatial axis has the space direction 'none' (no voxel size or "
+                    "direction; ITK would make one up)")
+    return None
 
 
 def _fields(lines: list[str], separator: str) -> dict[str, str]:
@@ -154,7 +252,7 @@ def _stream_problem(path: Path, offset: int, codec: str, expected: int) -> str |
     produced = 0
     with open(path, "rb") as handle:
         handle.seek(offset)
-        while not inflater.eof and produced <= expected + SLACK:
+        while not inflater.eof and produced <= expected:
             chunk = handle.read(CHUNK)
             if not chunk:
                 break
@@ -162,8 +260,9 @@ def _stream_problem(path: Path, offset: int, codec: str, expected: int) -> str |
                 produced += _inflate(inflater, chunk, codec)
             except (zlib.error, OSError, EOFError, ValueError) as exc:
                 return f"its compressed voxel data is damaged ({exc})"
-    if produced > expected + SLACK:
-        return None
+    if produced > expected:
+        return (f"its compressed voxel data holds more than the {expected} bytes its header "
+                "declares (sizes that do not match the data)")
     if not inflater.eof:
         return "its compressed voxel data ends early (the file is truncated)"
     if produced < expected:

@@ -21,7 +21,7 @@ from revmed.atomic import atomic_path
 from revmed.errors import InputError, OutputError
 from revmed.io.formats import ITK_FORMATS, ITK_WRITE_SUFFIXES, full_suffix
 from revmed.io.messages import check_regular_file, itk_reason, quiet_libraries
-from revmed.io.payload import header_spacing, payload_problem
+from revmed.io.payload import header_problem, header_spacing, payload_problem
 from revmed.io.sitk_convert import sitk_from_volume, volume_from_sitk
 from revmed.io.volume import Volume
 from revmed.sizes import require_memory, shape_text, voxel_bytes
@@ -48,7 +48,8 @@ def read_sitk_file(path: Path) -> Volume:
         require_memory(str(path), stored_bytes + voxel_bytes(size, channels)
                        + Path(path).stat().st_size,
                        f"its voxels ({shape_text(size)}, {channels} channel(s))")
-        problem = payload_problem(Path(path), fmt, stored_bytes)
+        problem = header_problem(Path(path), fmt) or payload_problem(Path(path), fmt,
+                                                                      stored_bytes)
         if problem is not None:
             raise InputError(f"{path}: cannot read {fmt} file; {problem}")
         with quiet_libraries():

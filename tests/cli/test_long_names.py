@@ -41,7 +41,7 @@ def test_a_name_too_long_is_one_line_before_any_work(cli, tmp_path, volume, tiny
     result = cli(*args)
     assert result.code == 2, result.err
     (line,) = result.err.splitlines()
-    assert line.startswith(f"error: ") and LONG in line
+    assert line.startswith("error: ") and LONG in line
     assert "too long" in line or "the file system allows 255" in line
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
 

@@ -157,7 +157,12 @@ def _decode(where: str, path: str, dataset: Dataset) -> np.ndarray:
     meta = getattr(dataset, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     syntax = pydicom.uid.UID(str(syntax)) if syntax else pydicom.uid.ImplicitVRLittleEndian
-    if syntax.is_compressed:
+    try:
+        compressed = syntax.is_compressed
+    except ValueError:
+        raise InputError(f"{where}: {path} names {str(syntax)!r} as its transfer syntax, "
+                         "which is none") from None
+    if compressed:
         _check_decoder(where, path, syntax)
     else:
         _check_length(where, path, dataset)

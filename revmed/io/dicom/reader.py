@@ -55,6 +55,9 @@ def read_dicom_series(folder: str | Path, series: str | None = None,
         found = list_dicom_series(folder, recursive=True)
     if not found:
         raise InputError(f"{folder}: no DICOM image series found in this folder or below it")
+    damaged = [info for info in found if not info.uid and info.problem]
+    if damaged:  # it may be a slice of the series asked for: never read around it
+        raise InputError(f"{folder}: {damaged[0].problem}")
     info, part = _choose(folder, found, series)
     return read_part(_where(info, found), info, part, geometry)
 

@@ -29,6 +29,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from revmed.io.dicom.frames import Frame, frames_of
+from revmed.io.messages import exception_reason
 from revmed.io.dicom.headers import (MEDIA_DIRECTORY, NON_IMAGE_CLASSES,
                                      SECONDARY_CAPTURE_CLASSES, index_header, integer,
                                      is_dicom_file, sop_class, sop_class_name, text, values,
@@ -101,18 +102,25 @@ _HEADERS: dict[str, tuple[tuple, tuple | None]] = {}
 
 
 def index_files(files: Iterable[Path]) -> list[SeriesInfo]:
-    """The series of ``files`` (see ``list_dicom_series``)."""
+    """The series of ``files`` (see ``list_dicom_series``); a DICOM file whose header cannot
+    be read is a "series" of its own with no UID and a ``problem`` naming it (it may be a
+    slice of any series beside it)."""
     groups: dict[str, list[tuple[str, Dataset, list[Frame]]]] = {}
+    damaged = []
     for path in files:
         indexed = _indexed(path)
-        if indexed is not None:
+        if isinstance(indexed, str):
+            damaged.append(SeriesInfo("", (str(path),), problem=f"cannot read the DICOM "
+                                      f"header of {path} ({indexed})"))
+        elif indexed is not None:
             uid, header, frames = indexed
             groups.setdefault(uid, []).append((str(path), header, frames))
-    return [describe_series(uid, members) for uid, members in groups.items()]
+    return [describe_series(uid, members) for uid, members in groups.items()] + damaged
 
 
-def _indexed(path: Path) -> tuple[str, Dataset, list[Frame]] | None:
-    """``(series UID, header, frames)`` of a DICOM file, None for anything else (kept)."""
+def _indexed(path: Path) -> tuple[str, Dataset, list[Frame]] | str | None:
+    """``(series UID, header, frames)`` of a DICOM file, None for a file that is no DICOM
+    (or a DICOMDIR), the reason as a string for one whose header cannot be read (kept)."""
     try:
         status = path.stat()
     except OSError:
@@ -121,22 +129,32 @@ def _indexed(path: Path) -> tuple[str, Dataset, list[Frame]] | None:
     kept = _HEADERS.get(str(path))
     if kept is not None and kept[0] == signature:
         return kept[1]
-    found = None
+    found: tuple | str | None = None
     if is_dicom_file(path):
-        header, pixels = index_header(path)
-        if header is not None and sop_class(header) != MEDIA_DIRECTORY:
-            frames = frames_of(header, str(path), pixels) if "Rows" in header else []
-            found = (text(header, "SeriesInstanceUID"), header, frames)
+        try:
+            found = _index(path)
+        except Exception as exc:  # noqa: BLE001  damaged values raise many types in pydicom
+            found = exception_reason(exc)
     if len(_HEADERS) >= KEPT_HEADERS:
         _HEADERS.clear()
     _HEADERS[str(path)] = (signature, found)
     return found
 
 
+def _index(path: Path) -> tuple[str, Dataset, list[Frame]] | str | None:
+    header, pixels = index_header(path)
+    if header is None:
+        return "pydicom cannot parse it"
+    if sop_class(header) == MEDIA_DIRECTORY:
+        return None
+    frames = frames_of(header, str(path), pixels) if "Rows" in header else []
+    return text(header, "SeriesInstanceUID"), header, frames
+
+
 def indexed_header(path: str | os.PathLike) -> Dataset | None:
     """What indexing read of the header of ``path`` (``INDEX_TAGS``), or None."""
     found = _indexed(Path(path))
-    return None if found is None else found[1]
+    return found[1] if isinstance(found, tuple) else None
 
 
 def describe_series(uid: str,
@@ -153,6 +171,11 @@ def describe_series(uid: str,
     skip = skip_reason(header, frames)
     if skip:
         return SeriesInfo(uid, files, **labels, skip=skip)
+    imageless = [path for path, h, found in members
+                 if not found and sop_class(h) not in NON_IMAGE_CLASSES]
+    if imageless:  # a slice whose header lost its image tags: never read around it
+        return SeriesInfo(uid, files, **labels, problem=f"{imageless[0]} belongs to this "
+                          "image series but has no image (its header may be damaged)")
     parts, problem = split_volumes(frames)
     return SeriesInfo(uid, files, **labels, problem=problem, parts=tuple(parts))
 
