@@ -38,7 +38,7 @@ import revmed
 from revmed.atomic import atomic_path
 from revmed.config import preset_from_dict
 from revmed.errors import CheckpointError, ConfigError
-from revmed.models import build_model, model_spec
+from revmed.models import FAMILIES, build_model, get_family, model_spec
 from revmed.preset import DataSection, InferSection, PatchSection, Preset, keys_of, plain
 from revmed.sizes import format_bytes, require_memory
 from revmed.regions import BRATS, LabelSet
@@ -273,8 +273,13 @@ class Checkpoint:
             raise CheckpointError(str(exc)) from None
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"{path}: not a revmed model checkpoint (no {exc})") from None
-        return cls(card, preset, payload.get("state", {}), int(payload.get("epoch", 0)),
-                   int(payload.get("step_in_epoch", 0)), dict(payload.get("metrics", {})),
+        epoch = _count(payload.get("epoch", 0), "epoch", preset.train.total_epochs, path)
+        step = _count(payload.get("step_in_epoch", 0), "step_in_epoch", None, path)
+        metrics = payload.get("metrics", {})
+        if not isinstance(metrics, dict):
+            raise CheckpointError(f"{path}: its metrics are not a table; the file was altered "
+                                  "or damaged")
+        return cls(card, preset, payload.get("state", {}), epoch, step, dict(metrics),
                    _data_source(payload.get("data_source")))
 
 
@@ -282,6 +287,9 @@ def _card_problem(card: ModelCard, preset: Preset, saved: dict[str, Any]) -> str
     """What is wrong with ``card`` by the schema, or against the checked ``preset`` where the
     ``saved`` preset states its ``[model]`` section (revmed always writes it; only hand-made
     checkpoints leave it out); None when nothing is."""
+    tasks = get_family(card.kind).tasks if card.kind in FAMILIES else ()
+    if tasks and card.task not in tasks:
+        return f"task {card.task!r} for a {card.kind} network (it does {', '.join(tasks)})"
     data_keys = keys_of(DataSection)
     for name in DATA_KEYS:
         try:
@@ -359,6 +367,17 @@ def _check_network(card: ModelCard, state: Any, path: str | os.PathLike) -> None
     if extra:
         raise CheckpointError(f"{path}: its network weights do not fit its model card "
                               f"(unexpected {extra[0]!r}); the file was altered or damaged")
+
+
+def _count(value: Any, name: str, most: int | None, path: str | os.PathLike) -> int:
+    """A training position of a checkpoint: a whole number from 0 to ``most`` (no bound for
+    None); ``CheckpointError`` naming ``path`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or \
+            (most is not None and value > most):
+        bound = f"0 to {most}" if most is not None else "a whole number from 0"
+        raise CheckpointError(f"{path}: its {name} is {value!r}, not {bound}; the file was "
+                              "altered or damaged")
+    return value
 
 
 def _data_source(value: Any) -> dict[str, str]:

@@ -130,6 +130,8 @@ class RunFolder:
         self.last, self.best = self.path / "last.pt", self.path / "best.pt"
         self.metrics = self.path / "metrics.jsonl"
         self.lock = FolderLock(self.path, "revmed train")
+        #: ``(epoch, step_in_epoch)`` of the last ``last.pt`` this object wrote, or None.
+        self.last_written: tuple[int, int] | None = None
 
     def contents(self) -> list[str]:
         """The visible entries of the folder that hold something (hidden ones are the lock,
@@ -216,21 +218,40 @@ class RunFolder:
                 tmp.write_text("".join(keep), encoding="utf-8")
 
     def end_epoch(self, record: dict[str, Any], checkpoint: Checkpoint, best: bool) -> None:
-        """The metrics line, then ``best.pt`` when ``best``, then ``last.pt``."""
+        """The metrics line, then ``last.pt``, then ``best.pt`` when ``best``. When
+        ``last.pt`` cannot be written (a full disk) the metrics line is taken back, so the
+        folder holds what it held before the epoch: a run that resumes, or, before the first
+        save, one that starts again without ``--overwrite``."""
+        size = self.metrics.stat().st_size if self.metrics.is_file() else None
         try:
             with open(self.metrics, "a", encoding="utf-8") as log:
                 log.write(json.dumps(record) + "\n")
-        except OSError as exc:  # a full disk: the line is dropped again by the next tidy
+        except OSError as exc:  # a full disk: a torn line is dropped again by the next tidy
+            self._take_back(size)
             raise OutputError(f"{self.metrics}: cannot write ({exc.strerror or exc})") from None
+        try:
+            save_checkpoint(self.last, checkpoint)
+        except BaseException:
+            self._take_back(size)
+            raise
+        self.last_written = (checkpoint.epoch, checkpoint.step_in_epoch)
         if best:
             save_checkpoint(self.best, checkpoint)
-        save_checkpoint(self.last, checkpoint)
         self.log(epoch_line(record, checkpoint.preset.train.total_epochs, best))
         self._draw(checkpoint.preset.name)
+
+    def _take_back(self, size: int | None) -> None:
+        """``metrics.jsonl`` back to ``size`` bytes (removed when it did not exist)."""
+        with contextlib.suppress(OSError):
+            if size is None:
+                self.metrics.unlink()
+            else:
+                os.truncate(self.metrics, size)
 
     def save_last(self, checkpoint: Checkpoint) -> None:
         """``last.pt`` alone (an interrupted epoch)."""
         save_checkpoint(self.last, checkpoint)
+        self.last_written = (checkpoint.epoch, checkpoint.step_in_epoch)
         self.log(f"interrupted in epoch {checkpoint.epoch + 1} after step "
                  f"{checkpoint.step_in_epoch}; last.pt saved")
 

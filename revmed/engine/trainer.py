@@ -275,6 +275,10 @@ class Trainer:
         epoch_start = time.monotonic() - self._epoch_seconds
         patches = self.patches.epoch_patches(self.epoch)
         steps = batch_count(patches, self.train.batch_size)
+        if self.step_in_epoch > steps:  # only a resumed last.pt can say so
+            raise CheckpointError(f"{self.run.last}: records step {self.step_in_epoch} of epoch "
+                                  f"{self.epoch + 1}, which has {steps} steps; the file was "
+                                  "altered or damaged")
         last_batch, stopped = self._run_steps(patches, steps, progress, requested, deadline,
                                               epoch_start)
         done, sums = self.step_in_epoch, self._epoch_sums
@@ -377,6 +381,8 @@ class Trainer:
         try:
             write()
         except OutputError as exc:
+            if self.run.last_written is not None:  # last.pt was written before what failed
+                self._saved_at = self.run.last_written
             raise OutputError(f"{exc}; {self._kept()}") from None
 
     def _end_epoch(self, record: dict[str, Any]) -> None:

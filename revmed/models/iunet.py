@@ -392,4 +392,4 @@ def refuse_cpu_bf16_depth_two(model: IUNet3D, preset: Preset, device: torch.devi
 FAMILY = register(ModelFamily(name="iunet3d", section=IUNetSection, network=IUNet3D,
                               kwargs=_kwargs, depth_key="blocks_per_scale", min_depth=1,
                               check=_check, patch_multiple=lambda m: 2 ** (m.scales - 1),
-                              check_training=refuse_cpu_bf16_depth_two))
+                              check_training=refuse_cpu_bf16_depth_two, tasks=("seg",)))

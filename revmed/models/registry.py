@@ -51,6 +51,7 @@ class ModelFamily:
         tiles: the network translates both ways (``forward`` and ``reverse``), reports its
             ``halo(reverse)``, and its instance norms can be frozen after training, so
             inference runs in large tiles (``revmed.nn.norm_statistics``, ``revmed.tiles``).
+        tasks: the preset tasks the family does (a checkpoint claiming another is refused).
     """
 
     name: str
@@ -63,6 +64,7 @@ class ModelFamily:
     patch_multiple: Callable[[Any], int] = _no_padding
     check_training: Callable[[Any, Any, Any], None] = lambda network, preset, device: None
     tiles: bool = False
+    tasks: tuple[str, ...] = ()
 
     @property
     def own_keys(self) -> tuple[str, ...]:

@@ -221,4 +221,4 @@ def check_intensity(network: RevGAN3D, preset: Preset, device: Any) -> None:
 
 FAMILY = register(ModelFamily(name="revgan3d", section=RevGANSection, network=RevGAN3D,
                               kwargs=_kwargs, depth_key="depth", check=_check, tiles=True,
-                              check_training=check_intensity))
+                              check_training=check_intensity, tasks=("sr", "da")))

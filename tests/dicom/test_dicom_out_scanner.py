@@ -77,6 +77,18 @@ def test_a_dicom_seg_of_a_tilted_ct_reads_back_in_place(corpus, tmp_path):
             values = np.flip(values, axis)
     np.testing.assert_array_equal(values, labels.array[0])
 
+    back = read_volume(tmp_path / "seg" / "seg.dcm")  # revmed reads it as the label map it is
+    assert back.meta["units"] == "label"
+    assert back.meta["label_names"] == {1: "soft tissue", 2: "bone"}
+    mapping = np.linalg.inv(back.affine) @ labels.affine
+    flips = np.rint(np.diag(mapping[:3, :3]))
+    np.testing.assert_allclose(mapping[:3, :3], np.diag(flips), atol=1e-4)
+    values = back.array[0]
+    for axis, sign in enumerate(flips):
+        if sign < 0:
+            values = np.flip(values, axis)
+    np.testing.assert_array_equal(values, labels.array[0])
+
 
 def test_dicom_output_folders_get_the_mode_mkdir_gives(corpus, tmp_path):
     volume = _tilted(corpus)

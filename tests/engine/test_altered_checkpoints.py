@@ -77,6 +77,11 @@ ALTERATIONS = {
     "a weight's shape": (None, "do not fit its model card"),
     "a string version": (None, "format version"),
     "a width of a million": (_huge, "refused before allocating"),
+    "a segmentation task": (_set("seg", "preset", "task"), "task 'seg' for a revgan3d network"),
+    "a negative epoch": (_set(-5, "epoch"), "its epoch is -5, not 0 to"),
+    "an epoch beyond the run": (_set(10**9, "epoch"), "its epoch is 1000000000, not 0 to"),
+    "a fractional step": (_set(2.5, "step_in_epoch"), "its step_in_epoch is 2.5"),
+    "metrics that are no table": (_set([1, 2], "metrics"), "its metrics are not a table"),
 }
 
 
@@ -106,6 +111,20 @@ def test_an_altered_checkpoint_is_one_line_before_anything_is_built(cli, sr_mode
     assert time.monotonic() - start < 30
     with pytest.raises(RevmedError):
         load_checkpoint(path)
+
+
+def test_a_step_beyond_its_epoch_is_one_line_on_resume(cli, sr_data, tiny_sr, sr_model,
+                                                       tmp_path):
+    """Before, a resealed last.pt with step_in_epoch 1e9 resumed and logged an epoch that
+    trained nothing."""
+    run = tmp_path / "run"
+    run.mkdir()
+    _altered(sr_model, run / "last.pt", _set(10**9, "step_in_epoch"))
+    result = cli("train", "--preset", "demo-sr", "--data", sr_data, "--out", run, "--resume",
+                 "--quiet", *[a for s in (*tiny_sr, "train.epochs=2") for a in ("--set", s)])
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1, result.err
+    assert "records step 1000000000 of epoch 2, which has 2 steps" in result.err
+    assert not (run / "metrics.jsonl").exists()  # no epoch logged
 
 
 def test_an_altered_training_state_is_one_line_on_resume(cli, sr_data, tiny_sr, sr_model,

@@ -251,9 +251,33 @@ def test_a_full_disk_is_one_line_and_keeps_a_run_that_resumes(cli, sr_data, tiny
     if which != ".preset.toml":
         assert "nothing was saved yet" in result.err
     assert not [p for p in run.iterdir() if ".tmp-" in p.name]
+    assert not (run / "best.pt").exists() and not (run / ".revmed.lock").exists()
     monkeypatch.undo()
+    # the folder holds nothing of the failed save: it starts again as it is (before, best.pt
+    # and a metrics line were left, and it neither resumed nor started without --overwrite)
     again = cli("train", "--preset", "demo-sr", "--data", sr_data, "--out", run, "--quiet",
-                "--overwrite", *_set(tiny_sr))
+                *_set(tiny_sr))
+    assert again.code == 0, again.err
+
+
+def test_a_full_disk_at_best_pt_keeps_last_pt_and_resumes(cli, sr_data, tiny_sr, tmp_path,
+                                                          monkeypatch):
+    run = tmp_path / "run"
+    real_sync = atomic.sync_path
+
+    def full(path):
+        if Path(path).name.startswith(".best.pt"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_sync(path)
+    monkeypatch.setattr(atomic, "sync_path", full)
+    result = cli("train", "--preset", "demo-sr", "--data", sr_data, "--out", run, "--quiet",
+                 *_set(tiny_sr, "train.epochs=2"))
+    _one_line(result, run / "best.pt", "No space left on device",
+              "keeps the state after epoch 1")
+    monkeypatch.undo()
+    assert read_payload(run / "last.pt")["epoch"] == 1
+    again = cli("train", "--preset", "demo-sr", "--data", sr_data, "--out", run, "--quiet",
+                "--resume", *_set(tiny_sr, "train.epochs=2"))
     assert again.code == 0, again.err
 
 

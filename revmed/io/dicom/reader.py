@@ -26,12 +26,15 @@ from revmed.io.dicom.frames import Frame
 from revmed.io.dicom.headers import text
 from revmed.io.dicom.pixels import read_pixels
 from revmed.io.dicom.resample import resample_slices
+from revmed.io.dicom.seg import read_dicom_seg
 from revmed.io.dicom.series import (SeriesInfo, VolumePart, index_files, indexed_header,
                                     list_dicom_series)
 from revmed.io.dicom.slice_grid import check_plane, plan_grid
 from revmed.io.volume import Volume
 from revmed.sizes import require_memory, shape_text, voxel_bytes
 
+#: What pydicom calls the DICOM-SEG storage class (``SeriesInfo.kind``).
+SEGMENTATION = "Segmentation Storage"
 #: The ``meta`` keys that record a correction of the slices' geometry; writers keep them.
 GEOMETRY_KEYS = ("dicom_geometry", "dicom_correction_mm")
 #: Bytes per output voxel while DICOM is read onto its own grid (the float32 result, the
@@ -58,6 +61,10 @@ def read_dicom_series(folder: str | Path, series: str | None = None,
     damaged = [info for info in found if not info.uid and info.problem]
     if damaged:  # it may be a slice of the series asked for: never read around it
         raise InputError(f"{folder}: {damaged[0].problem}")
+    segmentations = [info for info in found if info.kind == SEGMENTATION and
+                     (series in (None, info.uid)) and len(info.files) == 1]
+    if segmentations and (series is not None or len(found) == 1):
+        return read_dicom_seg(segmentations[0].files[0], str(folder))
     info, part = _choose(folder, found, series)
     return read_part(_where(info, found), info, part, geometry)
 
@@ -78,6 +85,8 @@ def read_dicom_file(path: str | Path, series: str | None = None,
     if not found:
         raise InputError(f"{path}: not a DICOM file revmed can read")
     info = found[0]
+    if info.kind == SEGMENTATION:
+        return read_dicom_seg(path)
     if info.skip and "single 2D image" in info.skip:
         raise InputError(f"{path}: expected a 3D volume, got a single 2D DICOM slice; pass the "
                          "folder holding the whole series")

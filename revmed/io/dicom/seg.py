@@ -11,6 +11,9 @@ frames kept so that every viewer can stack them). A segment is labelled by its n
 ``ET``) and coded with SNOMED CT concepts (``SEGMENT_CODES``, "Tissue" for names not listed).
 A DICOM-SEG needs a DICOM source: a label map computed from NIfTI, NRRD or MHA input is an
 ``OutputError`` (write it as a label map file instead).
+
+``read_dicom_seg`` reads a DICOM-SEG back as what it is: a label map (each voxel the number of
+its segment, 0 for none) with the segments' names, never as an image.
 """
 
 from __future__ import annotations
@@ -111,3 +114,32 @@ def _segment_numbers(labels: Volume, names: Mapping[int, str] | None,
     for n, value in enumerate(names):
         lookup[value] = n + 1
     return lookup[np.rint(array).astype(np.int64)], names
+
+
+def read_dicom_seg(path: str | os.PathLike, where: str | None = None) -> Volume:
+    """The DICOM-SEG file ``path`` as a label map ``(1, I, J, K)``: segment numbers as float32
+    values, the geometry of its frames (RAS+), ``meta["units"] == "label"`` and
+    ``meta["label_names"]`` (segment number -> label). ``InputError`` (naming ``where``, by
+    default the file) when highdicom cannot read it or its segments overlap."""
+    import highdicom as hd  # imported here: only the DICOM-SEG paths need it
+
+    from revmed.errors import InputError
+    from revmed.io.messages import exception_reason, quiet_libraries
+
+    where = where or str(path)
+    try:
+        with quiet_libraries():
+            seg = hd.seg.segread(path)
+            volume = seg.get_volume(combine_segments=True, dtype=np.uint8)
+    except Exception as exc:  # noqa: BLE001  highdicom raises many types on what it refuses
+        raise InputError(f"{where}: cannot read it as a DICOM segmentation "
+                         f"({exception_reason(exc)})") from None
+    lps = np.asarray(volume.affine, dtype=np.float64)[:, [2, 1, 0, 3]]  # (K, J, I) -> (I, J, K)
+    affine = np.diag([*np.diag(LPS_TO_RAS), 1.0]) @ lps
+    array = np.ascontiguousarray(np.asarray(volume.array).transpose(2, 1, 0))[None]
+    names = {int(item.SegmentNumber): str(item.SegmentLabel) for item in seg.SegmentSequence}
+    return Volume(array.astype(np.float32), affine, source=str(path),
+                  meta={"format": "dicom-seg", "units": "label", "label_names": names,
+                        "segments": ", ".join(f"{n} {name}" for n, name in names.items()),
+                        "series_uid": str(seg.SeriesInstanceUID), "modality": "SEG"})
+
