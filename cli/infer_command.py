@@ -3,7 +3,9 @@ cases."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Optional
 
@@ -102,31 +104,132 @@ def infer(
     # outputs, formats and inputs are checked before the model is loaded or any work is done
     plan = plan_targets(inputs, output_path, fmt, series)
     targets = _select(plan, num_parts, part_id, overwrite, skip_existing, quiet)
-    checkpoint = _pick_model(model)
-    predictor = load_predictor(checkpoint, resolve_device(device), compile=compile_,
-                               channels_last=channels_last)
-    _check_model_outputs(predictor, plan, targets, reverse, dtype)
-    output.note(f"model: {checkpoint}", quiet)
-    if len(inputs) > 1:
-        _note_channels(inputs, list(predictor.card.data.channels), quiet)
+    with single_claim(plan, targets, overwrite, skip_existing):
+        checkpoint = _pick_model(model)
+        predictor = load_predictor(checkpoint, resolve_device(device), compile=compile_,
+                                   channels_last=channels_last)
+        _check_model_outputs(predictor, plan, targets, reverse, dtype)
+        output.note(f"model: {checkpoint}", quiet)
+        if len(inputs) > 1:
+            _note_channels(inputs, list(predictor.card.data.channels), quiet)
+        options = {"reverse": reverse, "overlap": overlap, "precision": precision,
+                   "tiling": "windows" if windows else "auto"}
+        run_targets(targets, plan, output_path, overwrite, lambda target: _infer_one(
+            predictor, target, plan.format, dtype, checkpoint, quiet, options, dicom_geometry),
+            skip_existing)
+
+
+@contextlib.contextmanager
+def claimed(path: Path, overwrite: bool, skip_existing: bool = False) -> Iterator[bool]:
+    """Hold a claim on the output ``path`` (``OutputClaim``) for the block, which gets
+    whether to make the output: another run writing it now is an ``OutputError``; one that
+    another run finished since the outputs were checked is refused (replaced with
+    ``overwrite``; left alone with ``skip_existing`` when it reads)."""
+    from revmed.engine.folder_lock import OutputClaim
+
+    made = _make_folder(path.parent)
+    claim = OutputClaim(path)
+    try:
+        claim.acquire()
+    except BaseException:
+        _remove_if_empty(made)
+        raise
+    try:
+        make = True
+        if path.exists() and not overwrite:
+            if not skip_existing:
+                raise OutputError(f"{path}: exists (another run wrote it meanwhile); use "
+                                  "--overwrite to replace it")
+            make = output_problem(path) is not None
+        yield make
+    finally:
+        claim.release()
+        _remove_if_empty(made)
+
+
+def _make_folder(folder: Path) -> Path | None:
+    """Make ``folder`` (and what is missing above it); returns the topmost folder made, or
+    None when it existed. ``OutputError`` when it cannot be made."""
+    top = None
+    for above in [folder, *folder.parents]:
+        if above.exists() or not str(above):
+            break
+        top = above
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot create it ({exc.strerror or exc})") from None
+    return top
+
+
+def _remove_if_empty(top: Path | None) -> None:
+    """Remove the folders ``_make_folder`` made, from the deepest up, while they are empty."""
+    if top is None:
+        return
+    for folder in sorted([p for p in top.rglob("*") if p.is_dir()], reverse=True) + [top]:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def output_problem(path: Path) -> str | None:
+    """Why the existing output ``path`` is no usable result (it does not read: truncated,
+    empty, damaged), or None when it reads."""
+    from revmed.io import read_volume
+
+    try:
+        read_volume(path)
+    except RevmedError as exc:
+        return str(exc).split(": ", 1)[-1]
+    return None
+
+
+def single_claim(plan, targets: list, overwrite: bool, skip_existing: bool = False):
+    """The claim on a single output, taken before the model is loaded (a batch claims each
+    output as it comes to it, in ``run_targets``)."""
+    if plan.batch or not targets:
+        return contextlib.nullcontext()
+    return claimed(targets[0].path, overwrite or skip_existing)
+
+
+def run_targets(targets: list, plan, output_path: Path, overwrite: bool,
+                work: Callable[[object], None], skip_existing: bool = False,
+                extra_failures: list | None = None, what: str = "case") -> None:
+    """``work(target)`` for each target, each output claimed while it is made. In a batch a
+    case that fails is said and the others are done, then one ``InputError`` counts the
+    failures; a batch folder this run made and left empty is removed; Ctrl-C says how far
+    the batch got before it ends the run (exit code 130)."""
+    made = plan.batch and not output_path.exists()
     if plan.batch:
         output_path.mkdir(parents=True, exist_ok=True)
-    options = {"reverse": reverse, "overlap": overlap, "precision": precision,
-               "tiling": "windows" if windows else "auto"}
-    failures = []
-    for target in targets:
-        try:
-            _infer_one(predictor, target, plan.format, dtype, checkpoint, quiet, options,
-                       dicom_geometry)
-        except RevmedError as exc:
-            if not plan.batch:
-                raise
-            output.error(output.describe(exc))
-            failures.append(target.case.files[0])
+    failures, written = list(extra_failures or []), 0
+    try:
+        for target in targets:
+            try:
+                with (claimed(target.path, overwrite, skip_existing) if plan.batch
+                      else contextlib.nullcontext(True)) as make:
+                    if make:
+                        work(target)
+                written += 1
+            except RevmedError as exc:
+                if not plan.batch:
+                    raise
+                output.error(output.describe(exc))
+                failures.append(target.case.files[0])
+    except KeyboardInterrupt:
+        if plan.batch:
+            output.error(f"interrupted: {written} of {len(targets)} {what}(s) were written to "
+                         f"{output_path}; run again with --skip-existing to do the rest")
+        raise
+    finally:
+        if made and written == 0:
+            with contextlib.suppress(OSError):
+                output_path.rmdir()  # only when empty
     if failures:
         names = ", ".join(str(p) for p in failures[:5]) + (" ..." if len(failures) > 5 else "")
-        raise InputError(f"{len(failures)} of {len(targets)} case(s) failed ({names}); the "
-                         f"other {len(targets) - len(failures)} were written to {output_path}")
+        rest = (f"the other {written} were written to {output_path}" if written else
+                "nothing was written")
+        total = len(targets) + len(extra_failures or [])
+        raise InputError(f"{len(failures)} of {total} {what}(s) failed ({names}); {rest}")
 
 
 def _check_options(precision: Optional[str], overwrite: bool, skip_existing: bool,  # noqa: UP007
@@ -153,9 +256,14 @@ def _select(plan, num_parts: int, part_id: int, overwrite: bool, skip_existing: 
         output.note(f"part {part_id} of {num_parts}: {len(targets)} case(s)", quiet)
     existing = [t.path for t in targets if t.path.exists()]
     if skip_existing:
-        targets = [t for t in targets if not t.path.exists()]
-        if existing:
-            output.note(f"skipping {len(existing)} existing output(s)", quiet)
+        broken = {path: output_problem(path) for path in existing}
+        for path, problem in broken.items():
+            if problem is not None:
+                output.note(f"redoing {path}: it does not read ({problem})", quiet)
+        targets = [t for t in targets if not t.path.exists() or broken.get(t.path)]
+        kept = sum(problem is None for problem in broken.values())
+        if kept:
+            output.note(f"skipping {kept} existing output(s)", quiet)
     elif existing and not overwrite:
         raise OutputError(f"{existing[0]}: exists; use --overwrite to replace it or "
                           "--skip-existing to keep it")

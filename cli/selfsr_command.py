@@ -7,13 +7,15 @@ helpers.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from revmed.cli import output
-from revmed.cli.infer_command import _check_options, _select, _write
+from revmed.cli.infer_command import (_check_options, _select, _write, run_targets,
+                                      single_claim)
 from revmed.cli.root import app, check_dicom_geometry, dicom_geometry_option
 from revmed.errors import InputError, OutputError, RevmedError
 
@@ -90,14 +92,12 @@ def selfsr(
     options["orientations"] = orientations
     training = {"preset": preset, "overrides": list(set_), "seed": seed, "steps": steps,
                 "time_limit": time_limit, "device": resolve_device(device)}
-    if plan.batch:
-        output_path.mkdir(parents=True, exist_ok=True)
-    run = _run_shared if shared else _run_each
-    failures = run(targets, plan, options, training, models, quiet)
-    if failures:
-        names = ", ".join(str(p) for p in failures[:5]) + (" ..." if len(failures) > 5 else "")
-        raise InputError(f"{len(failures)} of {len(targets)} scan(s) failed ({names}); the "
-                         f"other {len(targets) - len(failures)} were written to {output_path}")
+    with single_claim(plan, targets, overwrite, skip_existing):
+        if shared:
+            _run_shared(targets, plan, options, training, models, quiet, output_path)
+        else:
+            run_targets(targets, plan, output_path, overwrite, lambda target: _one(
+                target, plan, options, training, models, quiet), skip_existing, what="scan")
 
 
 def _check_plan_options(options: dict) -> None:
@@ -194,55 +194,45 @@ def _save(model, path) -> None:
         output.stdout().print(f"wrote {path}")
 
 
-def _run_each(targets: list, plan, options: dict, training: dict, models: dict,
-              quiet: bool) -> list:
-    """One model per scan; returns the inputs of the scans that failed (in a batch)."""
+def _one(target, plan, options: dict, training: dict, models: dict, quiet: bool) -> None:
+    """One scan with a model of its own: read, plan, train, refine, write."""
     from revmed.selfsr import plan_for
 
-    failures = []
-    for target in targets:
-        try:
-            volume = _read(target, options["dicom_geometry"])
-            refinement = plan_for(volume, **_plan_options(options))
-            output.note(f"{target.name}: {refinement.describe()}", quiet)
-            model = _train(target.name, [volume], [refinement], training, quiet)
-            _refine_write(model, volume, refinement, target, plan.format,
-                          models.get(target.path), training["device"], quiet,
-                          options["orientations"])
-            _save(model, models.get(target.path))
-        except RevmedError as exc:
-            if not plan.batch:
-                raise
-            output.error(output.describe(exc))
-            failures.append(target.case.files[0])
-    return failures
+    volume = _read(target, options["dicom_geometry"])
+    refinement = plan_for(volume, **_plan_options(options))
+    output.note(f"{target.name}: {refinement.describe()}", quiet)
+    model = _train(target.name, [volume], [refinement], training, quiet)
+    _refine_write(model, volume, refinement, target, plan.format, models.get(target.path),
+                  training["device"], quiet, options["orientations"])
+    _save(model, models.get(target.path))
 
 
 def _run_shared(targets: list, plan, options: dict, training: dict, models: dict,
-                quiet: bool) -> list:
-    """One model for every scan that reads and plans; returns the inputs that failed."""
+                quiet: bool, output_path: Path) -> None:
+    """One model for every scan that reads and plans, then each scan refined with it (each
+    output claimed as it is written, ``run_targets``)."""
     from revmed.selfsr import plan_for
 
-    failures, ready = [], []
+    failures, ready = [], {}
+    output_path.mkdir(parents=True, exist_ok=True)
     for target in targets:
         try:
             volume = _read(target, options["dicom_geometry"])
             refinement = plan_for(volume, **_plan_options(options))
             output.note(f"{target.name}: {refinement.describe()}", quiet)
-            ready.append((target, volume, refinement))
+            ready[target.path] = (volume, refinement)
         except RevmedError as exc:
             output.error(output.describe(exc))
             failures.append(target.case.files[0])
     if not ready:
-        return failures
-    model = _train(f"{len(ready)} scan(s)", [r[1] for r in ready], [r[2] for r in ready],
-                   training, quiet)
+        with contextlib.suppress(OSError):
+            output_path.rmdir()  # only when empty
+        raise InputError(f"{len(failures)} of {len(targets)} scan(s) failed; nothing was "
+                         "written")
+    model = _train(f"{len(ready)} scan(s)", [r[0] for r in ready.values()],
+                   [r[1] for r in ready.values()], training, quiet)
     _save(model, models.get(None))
-    for target, volume, refinement in ready:
-        try:
-            _refine_write(model, volume, refinement, target, plan.format, models.get(None),
-                          training["device"], quiet, options["orientations"])
-        except RevmedError as exc:
-            output.error(output.describe(exc))
-            failures.append(target.case.files[0])
-    return failures
+    run_targets([t for t in targets if t.path in ready], plan, output_path, True, lambda t:
+                _refine_write(model, *ready[t.path], t, plan.format, models.get(None),
+                              training["device"], quiet, options["orientations"]),
+                extra_failures=failures, what="scan")

@@ -20,7 +20,7 @@ from monai.transforms import (GridPatchd, RandCropByLabelClassesd, RandCropByPos
                               RandSpatialCropSamplesd, SpatialPadd)
 
 import revmed
-from revmed.atomic import atomic_path
+from revmed.atomic import atomic_path, check_output_folder
 from revmed.data.layout import load_dataset
 from revmed.data.samples import load_sample
 from revmed.data.statistics import STATISTICS_KEYS, with_dataset_statistics
@@ -178,6 +178,9 @@ def patchify(data_dir: str | Path, out_dir: str | Path, preset: Preset,
     ``progress(done, total, case_name)`` is called after each case. Returns the manifest.
     """
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir}: is a file, not a folder for patches")
+    check_output_folder(out_dir)  # a file above it, a read-only mount: one line, before work
     require_dataset(data_dir, preset.synth)
     dataset = load_dataset(data_dir)
     if split not in dataset.splits or not dataset.splits[split]:

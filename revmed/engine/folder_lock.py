@@ -34,8 +34,9 @@ _UNSUPPORTED = {errno.ENOLCK, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS, errn
 class FolderLock:
     """An exclusive, non-blocking lock on ``folder`` (see the module doc)."""
 
-    def __init__(self, folder: str | os.PathLike, what: str = "revmed") -> None:
-        self.path = Path(folder) / LOCK_NAME
+    def __init__(self, folder: str | os.PathLike, what: str = "revmed",
+                 name: str = LOCK_NAME) -> None:
+        self.path = Path(folder) / name
         self.what = what
         self._fd: int | None = None
 
@@ -58,9 +59,7 @@ class FolderLock:
                 os.close(fd)
                 if exc.errno in _UNSUPPORTED:
                     return False
-                raise OutputError(f"{self.path.parent}: in use by another {self.what} "
-                                  f"({holder or 'a running process'}); wait for it to end, or "
-                                  "use another folder") from None
+                raise OutputError(self.busy(holder or "a running process")) from None
             # the previous holder may have removed the file between our open and our lock
             if _same_file(fd, self.path):
                 break
@@ -69,6 +68,11 @@ class FolderLock:
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
         self._fd = fd
         return True
+
+    def busy(self, holder: str) -> str:
+        """The message for a lock ``holder`` (``pid N on HOST``) holds."""
+        return (f"{self.path.parent}: in use by another {self.what} ({holder}); wait for it "
+                "to end, or use another folder")
 
     def release(self) -> None:
         """Remove the lock file and let the lock go (the removal first, so that a process
@@ -99,3 +103,20 @@ def _same_file(fd: int, path: Path) -> bool:
     except OSError:
         return False
     return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+class OutputClaim(FolderLock):
+    """A lock on one output path (``.NAME.claim`` beside it): two runs that would write the
+    same output cannot both go on, and the second says so before any work."""
+
+    def __init__(self, target: str | os.PathLike) -> None:
+        from revmed.atomic import temporary_stem
+
+        self.target = Path(target)
+        parent = self.target.parent if str(self.target.parent) else Path(".")
+        super().__init__(parent, "revmed run", f".{temporary_stem(self.target)}.claim")
+
+    def busy(self, holder: str) -> str:
+        return (f"{self.target}: another revmed run ({holder}) is writing it; wait for it to "
+                "end, or choose another output")
+

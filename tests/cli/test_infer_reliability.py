@@ -210,3 +210,69 @@ def test_symbolic_link_loops_are_failed_cases_not_tracebacks(cli, model, tmp_pat
     info = cli("info", batch / "self")
     assert info.code == 2
     assert info.err.strip() == f"error: {batch / 'self'}: symbolic link loop (to self)"
+
+
+def test_a_second_run_writing_the_same_output_refuses(cli, model, tmp_path):
+    """Before, two runs writing one new output both said "wrote" and one silently replaced
+    the other. The output is claimed (a lock beside it) from before the model loads."""
+    from revmed.engine.folder_lock import OutputClaim
+
+    source = _volume(tmp_path / "in.nii.gz")
+    out = tmp_path / "out.nii.gz"
+    running = OutputClaim(out)  # what the first run holds while it works
+    running.acquire()
+    try:
+        second = cli("infer", source, "-o", out, "--model", model, "-q")
+    finally:
+        running.release()
+    assert second.code == 2 and not out.exists() and second.out == ""
+    (line,) = second.err.splitlines()
+    assert line.startswith(f"error: {out}: another revmed run (pid {os.getpid()} on ")
+    assert line.endswith("is writing it; wait for it to end, or choose another output")
+    assert cli("infer", source, "-o", out, "--model", model, "-q").code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nii.gz", "out.nii.gz"]
+
+
+def test_a_batch_in_which_every_case_fails_writes_nothing_and_says_so(cli, model, tmp_path):
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    for name in ("a", "b"):
+        (batch / f"{name}.nii.gz").write_text("not a volume")
+    result = cli("infer", batch, "-o", tmp_path / "out", "--model", model, "-q")
+    assert result.code == 2
+    assert result.err.splitlines()[-1].endswith("; nothing was written")
+    assert "the other 0" not in result.err
+    assert not (tmp_path / "out").exists()  # the folder this run made is gone again
+
+
+def test_skip_existing_redoes_outputs_that_do_not_read(cli, model, tmp_path):
+    batch = _cases(tmp_path / "batch", ["a", "b", "c"])
+    out = tmp_path / "out"
+    assert cli("infer", batch, "-o", out, "--model", model, "-q").code == 0
+    whole = (out / "a.nii.gz").read_bytes()
+    (out / "b.nii.gz").write_bytes(whole[: len(whole) // 2])  # cut short
+    (out / "c.nii.gz").write_bytes(b"")  # empty
+    result = cli("infer", batch, "-o", out, "--model", model, "--skip-existing")
+    assert result.code == 0, result.err
+    assert "redoing" in result.err and "skipping 1 existing output(s)" in result.err
+    assert result.out.splitlines() == [f"wrote {out / 'b.nii.gz'}", f"wrote {out / 'c.nii.gz'}"]
+    for name in "abc":
+        assert read_volume(out / f"{name}.nii.gz").shape == (12, 14, 10)
+
+
+def test_ctrl_c_in_a_batch_says_how_far_it_got(cli, model, tmp_path, monkeypatch):
+    import revmed.cli.infer_command as infer_command
+
+    batch = _cases(tmp_path / "batch", ["a", "b", "c"])
+    real, calls = infer_command._infer_one, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(infer_command, "_infer_one", interrupted)
+    result = cli("infer", batch, "-o", tmp_path / "out", "--model", model, "-q")
+    assert result.code == 130
+    assert (f"interrupted: 1 of 3 case(s) were written to {tmp_path / 'out'}; run again with "
+            "--skip-existing to do the rest") in result.err
