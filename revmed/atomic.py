@@ -100,7 +100,7 @@ def check_output_file(path: str | os.PathLike, option: str | None = None) -> Pat
 
 
 #: Errors of the destination (a full disk, a quota, a read-only mount) rather than of revmed.
-_DESTINATION_ERRORS = frozenset(
+DESTINATION_ERRORS = frozenset(
     getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS", "EFBIG", "EIO", "EACCES",
                                       "EPERM", "EISDIR", "ENOTDIR") if hasattr(errno, name))
 _UMASK_LOCK = threading.Lock()
@@ -258,7 +258,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        if isinstance(exc, OSError) and exc.errno in _DESTINATION_ERRORS:
+        if isinstance(exc, OSError) and exc.errno in DESTINATION_ERRORS:
             raise OutputError(f"{target}: cannot write ({exc.strerror or exc}); the file "
                               "is unchanged") from None
         raise

@@ -132,6 +132,8 @@ class RunFolder:
         self.lock = FolderLock(self.path, "revmed train")
         #: ``(epoch, step_in_epoch)`` of the last ``last.pt`` this object wrote, or None.
         self.last_written: tuple[int, int] | None = None
+        #: Whether ``begin`` made the folder (``abandon`` removes it again while empty).
+        self.made = False
 
     def contents(self) -> list[str]:
         """The visible entries of the folder that hold something (hidden ones are the lock,
@@ -186,6 +188,7 @@ class RunFolder:
         with ``overwrite``, the files of an earlier run there are removed first."""
         if not self.writes:
             return
+        self.made = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         self.lock.acquire()
         if overwrite:
@@ -199,6 +202,20 @@ class RunFolder:
     def release(self) -> None:
         """Let the folder's lock go (the process's end does it too)."""
         self.lock.release()
+
+    def abandon(self) -> None:
+        """After a start that failed: let the lock go, and remove the folder when ``begin``
+        made it and nothing but a log of the attempt is in it (no partial run is left)."""
+        self.release()
+        if not (self.made and self.writes and self.path.is_dir()):
+            return
+        left = [p for p in self.path.iterdir() if p.name not in ("train.log", "preset.toml")]
+        if not left:
+            for name in ("train.log", "preset.toml"):
+                with contextlib.suppress(FileNotFoundError):
+                    (self.path / name).unlink()
+            with contextlib.suppress(OSError):
+                self.path.rmdir()
 
     def tidy(self, epoch: int) -> None:
         """Remove what a killed run may leave: temporary files of its checkpoints and logs,

@@ -196,7 +196,7 @@ class Trainer:
         try:
             self._set_up(preset, data_dir, resume, overwrite)
         except BaseException:
-            self.run.release()
+            self.run.abandon()
             raise
 
     def _set_up(self, preset: Preset, data_dir: str | Path, resume: bool,

@@ -23,6 +23,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from revmed.atomic import atomic_path
+from revmed.errors import OutputError
+from revmed.io.messages import itk_reason
 
 #: Width in pixels and grey level of the lines between tiles.
 GAP, GAP_GREY = 2, 128
@@ -129,7 +131,12 @@ def write_png(image: np.ndarray, path: str | os.PathLike) -> Path:
     if image.ndim != 2 or image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 (H, W) image, got {image.dtype} {image.shape}")
     path = Path(path)
-    with atomic_path(path) as tmp:
-        sitk.WriteImage(sitk.GetImageFromArray(np.ascontiguousarray(image)), str(tmp),
-                        imageIO="PNGImageIO")
+    try:
+        with atomic_path(path) as tmp:
+            sitk.WriteImage(sitk.GetImageFromArray(np.ascontiguousarray(image)), str(tmp),
+                            imageIO="PNGImageIO")
+    except RuntimeError as exc:  # ITK's writer: a full disk, a vanished folder
+        reason = itk_reason(exc).split(" Reason: ")[-1]  # ITK names the temporary file first
+        raise OutputError(f"{path}: cannot write the PNG ({reason}); the file is "
+                          "unchanged") from None
     return path

@@ -22,8 +22,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from revmed.atomic import (host_name, new_folder_mode, process_running, sync_path,
-                           temporary_stem)
+from revmed.atomic import (DESTINATION_ERRORS, host_name, new_folder_mode, process_running,
+                           sync_path, temporary_stem)
 from revmed.errors import OutputError
 from revmed.io.formats import DICOM_SUFFIXES
 
@@ -81,8 +81,11 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
         sync_path(tmp)
         _move_into_place(tmp, target, tag)
         sync_path(parent)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in DESTINATION_ERRORS:
+            raise OutputError(f"{target}: cannot write ({exc.strerror or exc}); nothing was "
+                              "written") from None
         raise
 
 

@@ -126,7 +126,8 @@ def test_a_failed_write_leaves_the_previous_series_whole(tmp_path, monkeypatch):
         return real(base, k, *args)
 
     monkeypatch.setattr(dicom_write, "_slice_dataset", fail_at_slice_3)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match=r"series: cannot write \(No space left on device\); "
+                                          "nothing was written"):
         write_volume(volume.with_array(volume.array + 1), folder, format="dicom")
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["series"]  # no temporary folder left
@@ -221,3 +222,28 @@ def test_a_dicom_seg_needs_a_dicom_source(tmp_path):
     with pytest.raises(OutputError, match="not DICOM"):
         write_volume(labels, tmp_path / "seg", format="dicom", like=volume)
     assert not (tmp_path / "seg").exists()
+
+
+def test_a_full_disk_while_pydicom_writes_is_one_line(cli, tmp_path, monkeypatch, tiny_checkpoint):
+    """pydicom re-raises a write error without its number, so a full disk during a DICOM
+    output was a traceback; revmed now writes the encoded bytes itself."""
+    from pathlib import Path
+
+    real = Path.write_bytes
+
+    def full(self, data):
+        if self.suffix == ".dcm":
+            raise OSError(28, "No space left on device")
+        return real(self, data)
+
+    model = tiny_checkpoint(tmp_path / "m.pt", infer={"overlap": 0.25})
+    source = write_volume(Volume(np.zeros((1, 8, 8, 8), np.float32), make_affine((1, 1, 1)),
+                                 meta={"units": "HU"}), tmp_path / "ct.nii.gz")
+    monkeypatch.setattr(Path, "write_bytes", full)
+    result = cli("infer", source, "-o", tmp_path / "out", "--format", "dicom", "--model",
+                 model, "-q")
+    assert result.code == 2
+    assert result.err == (f"error: {tmp_path / 'out'}: cannot write (No space left on "
+                          "device); nothing was written\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nii.gz", "m.pt"]
+

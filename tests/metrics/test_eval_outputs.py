@@ -99,3 +99,21 @@ def test_json_with_a_file_name_says_what_changed(cli, pair, tmp_path, where):
     _refused(cli("eval", *args), f"--json {report}", "no longer takes a file name",
              f"--json-out {report}")
     assert not report.exists()
+
+
+def test_a_full_disk_while_the_png_is_written_is_one_line(cli, pair, tmp_path, monkeypatch):
+    """ITK's PNG writer raises a RuntimeError on a full disk: before, a traceback."""
+    import SimpleITK as sitk
+
+    def full(image, path, *args, **kwargs):
+        raise RuntimeError("Exception thrown in SimpleITK ImageFileWriter_Execute: x.cxx:567:"
+                           f"\nITK ERROR: PNGImageIO(0x1): Error while writing Slice to file: "
+                           f"{path}\nReason: No space left on device")
+
+    monkeypatch.setattr(sitk, "WriteImage", full)
+    png = tmp_path / "preview.png"
+    result = cli("eval", *pair, "--png", png)
+    assert result.code == 2 and not png.exists()
+    (line,) = [x for x in result.err.splitlines() if x.startswith("error:")]
+    assert line == (f"error: {png}: cannot write the PNG (No space left on device); the file "
+                    "is unchanged")

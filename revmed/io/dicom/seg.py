@@ -28,7 +28,7 @@ from pydicom.uid import generate_uid
 from pydicom.valuerep import format_number_as_ds
 
 from revmed.errors import OutputError
-from revmed.io.dicom.write import software_version, source_files
+from revmed.io.dicom.write import save_dataset, software_version, source_files
 from revmed.io.folder_write import atomic_folder
 from revmed.io.volume import LPS_TO_RAS, Volume, spacing_of
 
@@ -83,7 +83,7 @@ def write_dicom_seg(labels: Volume, folder: str | os.PathLike, like: Volume,
     measures = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
     measures.SpacingBetweenSlices = format_number_as_ds(float(spacing_of(labels.affine)[2]))
     with atomic_folder(folder) as tmp:
-        seg.save_as(tmp / SEG_FILE)
+        save_dataset(seg, tmp / SEG_FILE)
     return folder
 
 

@@ -22,6 +22,7 @@ else spread over the int16 range, a step of ``(max - min) / 65534``.
 from __future__ import annotations
 
 import datetime
+import io
 import os
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -139,8 +140,17 @@ def write_dicom_series(volume: Volume, folder: str | os.PathLike, like: Volume |
     with atomic_folder(folder) as tmp:
         for k, ipp in enumerate(ipps):
             ds = _slice_dataset(base, k, ipp, float(ipp @ normal), stored[:, :, k])
-            ds.save_as(tmp / f"{k + 1:0{width}d}.dcm", enforce_file_format=True)
+            save_dataset(ds, tmp / f"{k + 1:0{width}d}.dcm")
     return folder
+
+
+def save_dataset(ds: Dataset, path: Path) -> None:
+    """Write ``ds`` as a DICOM file: encoded in memory by pydicom, then written by revmed, so
+    that a full disk is an ``OSError`` with its number (pydicom re-raises write errors
+    without it)."""
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    path.write_bytes(buffer.getvalue())
 
 
 def plane_geometry(affine: np.ndarray, slices: int, path: Path):
