@@ -41,6 +41,19 @@ def run(argv: list[str] | None = None) -> int:
     except RevmedError as exc:
         output.error(output.describe(exc))
         return 2
+    except MemoryError as exc:
+        # the last line of defence: readers and inference estimate their needs beforehand
+        detail = str(exc) or "an allocation failed"
+        output.error(f"out of memory: {detail}; this process may not use that much more "
+                     "(see `ulimit -v`, the job's memory limit, or the machine's free memory)")
+        return 2
+    except RuntimeError as exc:
+        if "can't allocate memory" not in str(exc) and "out of memory" not in str(exc):
+            raise
+        output.error(f"out of memory: {str(exc).strip().splitlines()[-1][:300]}; this process "
+                     "may not use that much more (see `ulimit -v`, the job's memory limit, or "
+                     "the machine's free memory)")
+        return 2
     except OSError as exc:
         if exc.errno not in ENVIRONMENT_ERRORS:
             raise

@@ -86,18 +86,31 @@ def _describe(path: Path, series: Optional[str], geometry: str) -> list[dict]:  
     if series is None and (_is_dir(path) or is_dicomdir(path)):
         return list_volumes(path, geometry)
     volume = read_volume(path, series=series, dicom_geometry=geometry)
-    finite = volume.array[np.isfinite(volume.array)]
+    low, high, nonfinite = _range(volume.array)
     return [{
         "path": str(path), "shape": list(volume.shape), "channels": volume.channels,
         "spacing_mm": [round(float(v), 6) for v in volume.spacing],
         "origin_mm_ras": [round(float(v), 6) for v in volume.origin],
         "direction_ras": [[round(float(v), 6) for v in row] for row in volume.direction],
         "axes": volume.axis_codes,
-        "min": float(finite.min()) if finite.size else None,
-        "max": float(finite.max()) if finite.size else None,
-        "nonfinite_voxels": int(volume.array.size - finite.size),
+        "min": low, "max": high, "nonfinite_voxels": nonfinite,
         **{k: v for k, v in volume.meta.items() if isinstance(v, str | int | float)},
     }]
+
+
+def _range(array: np.ndarray) -> tuple[float | None, float | None, int]:
+    """``(min, max, count)`` of the finite values of ``array`` and how many are not finite,
+    a slab at a time (no copy of the volume: reading it is the command's peak)."""
+    low, high, nonfinite = np.inf, -np.inf, 0
+    for slab in array.reshape(array.shape[0] * array.shape[1], -1):  # (C * I, J * K)
+        finite = np.isfinite(slab)
+        nonfinite += int(finite.size - np.count_nonzero(finite))
+        if finite.any():
+            values = slab[finite] if not finite.all() else slab
+            low, high = min(low, float(values.min())), max(high, float(values.max()))
+    if not np.isfinite(low):
+        return None, None, nonfinite
+    return low, high, nonfinite
 
 
 def _is_dir(path: Path) -> bool:

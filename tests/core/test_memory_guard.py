@@ -159,3 +159,55 @@ def _ct_series(folder, rng, tilt, slices=120, size=256):
         ds.save_as(folder / f"{k:04d}.dcm")
     return folder
 
+
+
+def _limited_run(args: list[str], room: int) -> subprocess.CompletedProcess:
+    """``revmed ARGS`` under an address-space limit ``room`` bytes above what the process
+    maps once its libraries are imported."""
+    return _python(f"""
+        import resource, sys
+        from revmed.io import read_volume  # the libraries first: they map memory at import
+        import revmed.evaluation, torch, monai.metrics
+        from revmed.cli.app import run
+        vm = [int(l.split()[1]) * 1024 for l in open("/proc/self/status")
+              if l.startswith("VmSize:")][0]
+        resource.setrlimit(resource.RLIMIT_AS, (vm + {room}, resource.RLIM_INFINITY))
+        sys.exit(run({[str(a) for a in args]!r}))
+    """)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
+def test_info_needs_no_more_memory_than_the_read(tmp_path):
+    """Before, `revmed info` took a finite-only copy of the volume (and a mask) after
+    reading it: a volume that could just be read ended in a MemoryError."""
+    path = tmp_path / "big.nii"
+    nib.save(nib.Nifti1Image(np.ones((256, 256, 160), np.int16), np.eye(4)), path)
+    done = _python(f"""
+        import sys
+        from revmed.cli.app import run
+        from revmed.cli import data_commands  # noqa: F401
+        from revmed.io import read_volume
+        read_volume({str(path)!r})  # imports what the read imports, outside the measure
+        def status(key):
+            return [int(l.split()[1]) * 1024 for l in open("/proc/self/status")
+                    if l.startswith(key)][0]
+        open("/proc/self/clear_refs", "w").write("5")
+        before = status("VmRSS:")
+        code = run(["info", {str(path)!r}])
+        print(status("VmHWM:") - before, file=sys.stderr)
+        sys.exit(code)
+    """)
+    assert done.returncode == 0, done.stderr
+    peak = int(done.stderr.strip().splitlines()[-1])
+    result = 256 * 256 * 160 * 4  # the float32 volume; the int16 file is half of it
+    assert peak < 1.75 * result, peak / result  # before: about 2.75 (a copy and a mask)
+
+
+def test_eval_is_refused_before_scoring_when_memory_is_short(tmp_path):
+    path = tmp_path / "big.nii"
+    nib.save(nib.Nifti1Image(np.ones((256, 256, 160), np.int16), np.eye(4)), path)
+    done = _limited_run(["eval", path, path, "--data-range", "100"], 200 << 20)
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"error: {path}: the scores of its 256x256x160 grid against the "
+                           "reference need about ") and "refused before allocating" in line
