@@ -33,6 +33,7 @@ def run(argv: list[str] | None = None) -> int:
     by the library as ``RevmedError`` become one red line and exit code 2. Any other exception
     propagates with its traceback (exit 1).
     """
+    output.COMMAND_LINE[:] = list(sys.argv[1:] if argv is None else argv)
     try:
         with output.warnings_as_lines():
             app(args=argv, prog_name="revmed")

@@ -7,6 +7,7 @@ answers at once); this module parses the options, shows progress and prints the 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -85,6 +86,18 @@ def _print_wide(console, table: Table) -> None:
     console.print(table)
 
 
+def _typed(option: str) -> str | None:
+    """The value of ``option`` as it was typed (``--png dir/`` keeps its slash, which the
+    parsed path has lost), or None when it was not given."""
+    typed = output.COMMAND_LINE
+    for n, token in enumerate(typed):
+        if token == option and n + 1 < len(typed):
+            return typed[n + 1]
+        if token.startswith(option + "="):
+            return token[len(option) + 1:]
+    return None
+
+
 def _positional(prediction: Path, reference: Path, extra: list[str],
                 json_: bool) -> tuple[Path, Path]:
     """PREDICTION and REFERENCE, after what scripts written for the old ``--json FILE`` of
@@ -96,8 +109,11 @@ def _positional(prediction: Path, reference: Path, extra: list[str],
     if len(given) == 2:
         return Path(given[0]), Path(given[1])
     if json_ and len(given) == 3:
+        typed = output.COMMAND_LINE
+        after = [typed[n + 1] for n, token in enumerate(typed[:-1]) if token == "--json"]
         named = [g for g in given if g.lower().endswith(".json")]
-        file_ = named[0] if len(named) == 1 else "FILE"
+        file_ = (after[0] if after and after[0] in given else named[0] if len(named) == 1
+                 else given[-1])
         raise ConfigError(f"--json {file_}: --json no longer takes a file name, it prints the "
                           f"report on stdout; to write a file use --json-out {file_}")
     raise ConfigError(f"expected PREDICTION and REFERENCE, got {len(given)} arguments: "
@@ -189,8 +205,15 @@ def eval_(
         if path is not None and str(path) == "-":
             raise ConfigError(f"{option} -: use --json to print the report on stdout")
     to_stdout, json_path = json_, json_out
+    for option in ("--json-out", "--csv"):
+        typed = _typed(option)
+        if typed is not None and typed.endswith(("/", os.sep)):
+            raise ConfigError(f"{option} {typed}: names a folder; give a file name")
     cases = match_cases(prediction, reference, mask=mask, input=input_)
-    check_outputs(json_path, csv_, png, len(cases) > 1, cases=cases, overwrite=overwrite)
+    typed_png = _typed("--png")  # PATH/ is a folder, as for several cases: PATH/<case>.png
+    png_folder = bool(typed_png and typed_png.endswith(("/", os.sep)))
+    check_outputs(json_path, csv_, png, len(cases) > 1 or png_folder, cases=cases,
+                  overwrite=overwrite)
     with output.progress("eval", None, quiet or to_stdout) as update:
         progress = lambda done, total, name: update(done, total, name)  # noqa: E731
         if regions:
@@ -202,7 +225,7 @@ def eval_(
                               preview=png is not None, resample=resample, window=bounds,
                               error_scale=error_scale, progress=progress)
     written = write_outputs(report, json_path=json_path, csv_path=csv_, png=png,
-                            overwrite=overwrite)
+                            overwrite=overwrite, png_folder=png_folder)
     if to_stdout:
         output.emit_json(report.to_json())
         for path in written:

@@ -24,6 +24,11 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from rich.text import Text
 
 
+#: The arguments of the command being run (``revmed.cli.app.run`` sets them), for messages
+#: about what was typed where the parsed options no longer tell (the order of tokens).
+COMMAND_LINE: list[str] = []
+
+
 def _console(file) -> Console:
     # markup and emoji off: user values (paths, case names) are printed as they are
     return Console(file=file, highlight=False, soft_wrap=True, markup=False, emoji=False)

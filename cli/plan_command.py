@@ -78,7 +78,8 @@ def _table(result) -> Table:
                   str(now["depth"]), f"{now['parameters']:,}",
                   format_bytes(now["peak"]) + fits)
     big = result.largest_patch
-    table.add_row("largest patch", shape_text(big["patch"]), str(now["batch"]),
+    table.add_row("largest patch", shape_text(big["patch"]) + (
+        " (the most a preset may state)" if big.get("capped") else ""), str(now["batch"]),
                   str(now["depth"]), f"{now['parameters']:,}", format_bytes(big["peak"]))
     b = result.largest_batch
     table.add_row("largest batch", shape_text(now["patch"]),

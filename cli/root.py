@@ -44,6 +44,36 @@ def _plain_names() -> None:
 
 _plain_names()
 
+
+def _one_line_usage_errors() -> None:
+    """Usage errors (a value out of range, a missing argument, an unknown option) as one
+    ``error:`` line on stderr like every other error, not click's usage block; exit code 2.
+    The help shown when a command is given no arguments at all stays as it is."""
+    usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+    plain_show = usage_error.show
+
+    def show(self, file=None) -> None:
+        if type(self).__name__ == "NoArgsIsHelpError":
+            plain_show(self, file)
+            return
+        import sys
+
+        from revmed.cli import output
+
+        where = f" (see {self.ctx.command_path} --help)" if self.ctx is not None else ""
+        message = self.format_message().replace("'", "")
+        if message.endswith(".") and not message.endswith("..."):
+            message = message[:-1]
+        elif message.endswith("...."):
+            message = message[:-1]
+        output.error(f"{message[:1].lower()}{message[1:]}{where}")
+        (file or sys.stderr).flush()
+
+    usage_error.show = show
+
+
+_one_line_usage_errors()
+
 app = typer.Typer(
     name="revmed",
     help="Memory-efficient reversible 3D networks for CT and MRI volumes.\n\n"

@@ -60,8 +60,8 @@ def train(
     job = Distributed.from_env()
     resolved = config.load_preset(preset, _overrides(set_, seed, precision, compile_,
                                                      channels_last))
-    data_dir = data if data is not None else Path(resolved.data_dir)
     out = out if out is not None else _new_run_folder(resolved.name, resume, job)
+    data_dir = data if data is not None else _default_data(resolved, out, resume, quiet)
     again = ["revmed", "train", "--preset", preset,
              *(["--data", str(data)] if data is not None else []), "--out", str(out),
              *[a for item in set_ for a in ("--set", item)],
@@ -97,6 +97,20 @@ def _overrides(set_: list[str], seed: Optional[int], precision: Optional[str],  
     return (list(set_) + ([f"train.seed={seed}"] if seed is not None else [])
             + ([f"train.precision={precision!r}"] if precision is not None else [])
             + _flag_overrides("train", compile_, channels_last))
+
+
+def _default_data(preset, out: Path, resume: bool, quiet: bool) -> Path:
+    """The data a run trains on without --data: when resuming, the folder the run trained on
+    (recorded in its last.pt), said on stderr; else the preset's ``data_dir``."""
+    from revmed.checkpoint import read_payload
+
+    if resume and (out / "last.pt").is_file():
+        recorded = read_payload(out / "last.pt").get("data_source") or {}
+        path = recorded.get("path") if isinstance(recorded, dict) else None
+        if isinstance(path, str) and Path(path).is_dir():
+            output.note(f"resuming on {path}, the data the run trained on", quiet)
+            return Path(path)
+    return Path(preset.data_dir)
 
 
 def _new_run_folder(name: str, resume: bool, job) -> Path:

@@ -94,6 +94,10 @@ def check_output_file(path: str | os.PathLike, option: str | None = None) -> Pat
         raise OutputError(f"{path}: is a folder; give a file name", option=option)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
+        above = next((p for p in [folder, *folder.parents] if p.exists()), None)
+        if above is not None and not above.is_dir():
+            raise OutputError(f"{path}: cannot write there: {above} is a file, not a folder",
+                              option=option)
         raise OutputError(f"{path}: output folder {folder} does not exist", option=option)
     check_output_folder(folder)
     return path

@@ -121,15 +121,16 @@ def read_payload(path: str | os.PathLike, kind: str | None = None) -> dict[str, 
         _check_container(path, handle, size)
         checked = _verify(path, handle, size)
         handle.seek(0)
-        payload = _load(path, handle)
+        payload = _load(path, handle, checked)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a revmed checkpoint")
     version = payload.get("version", 0)
     if isinstance(version, bool) or not isinstance(version, int):
         raise CheckpointError(f"{path}: not a revmed checkpoint (format version {version!r})")
     if version > VERSION:
-        raise CheckpointError(f"{path}: written by a newer revmed ({payload.get('revmed')}); "
-                              f"this is {revmed.__version__}: upgrade to read it")
+        raise CheckpointError(f"{path}: checkpoint format version {version} (written by revmed "
+                              f"{payload.get('revmed')}); this revmed ({revmed.__version__}) "
+                              f"reads versions up to {VERSION}: upgrade it to read this file")
     if version >= 2 and not checked:
         raise CheckpointError(f"{path}: corrupt checkpoint: checksum missing (the file was "
                               "altered or truncated after it was written)")
@@ -139,16 +140,24 @@ def read_payload(path: str | os.PathLike, kind: str | None = None) -> dict[str, 
     return payload
 
 
-def _load(path: Path, handle: BinaryIO) -> Any:
-    """``torch.load`` of tensors and plain values only; ``CheckpointError`` for anything else."""
+def _load(path: Path, handle: BinaryIO, checked: bool = True) -> Any:
+    """``torch.load`` of tensors and plain values only; ``CheckpointError`` for anything else
+    (a file that starts like a checkpoint but neither ends with its checksum nor loads was
+    cut short or damaged: said so, rather than what the zip reader says)."""
     try:
         return torch.load(handle, map_location="cpu", weights_only=True)
     except MemoryError:
         raise CheckpointError(f"{path}: too large to load in the memory available") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for foreign files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             reason = "it holds pickled objects other than tensors and plain values (refused)"
+        elif not checked:
+            raise CheckpointError(f"{path}: corrupt checkpoint: truncated or damaged (it "
+                                  "does not end with the checksum revmed writes, and its "
+                                  "archive cannot be read)") from None
+        else:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else \
+                type(exc).__name__
         raise CheckpointError(f"{path}: not a loadable revmed checkpoint: {reason}") from None
 
 

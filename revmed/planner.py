@@ -51,7 +51,7 @@ from revmed.config import preset_from_dict
 from revmed.engine.step import TrainingStep
 from revmed.errors import ConfigError, InputError
 from revmed.models import build_critics, build_model, get_family, model_spec
-from revmed.preset import Preset
+from revmed.preset import MAX_PATCH_SIZE, Preset
 from revmed.sizes import format_bytes, shape_text
 
 #: Bytes one float32 parameter costs while training with Adam: weight, gradient, two moments.
@@ -410,14 +410,15 @@ def _largest_patch(preset: Preset, model: PeakModel, memory: int, params: int) -
     def edge_peak(e: int) -> int:
         return model.peak(preset, [e] * 3, batch, params)
 
-    edge = _largest(edge_peak, smallest, step, memory)
+    limit = MAX_PATCH_SIZE // step * step  # the largest edge a preset may state
+    edge = _largest(edge_peak, smallest, step, memory, limit=limit)
     if edge is None:
         raise InputError(f"memory {format_bytes(memory)}: too small for preset "
                          f"{preset.name}: its smallest patch ({smallest}^3, batch {batch}) "
                          f"needs about {format_bytes(edge_peak(smallest))} for one training step",
                          option="memory")
     return dict(edge=edge, patch=[edge] * 3, edge_step=step, peak=edge_peak(edge),
-                next_peak=edge_peak(edge + step))
+                next_peak=edge_peak(edge + step), capped=edge >= limit)
 
 
 def _largest_depth(preset: Preset, model: PeakModel, memory: int, params: int) -> dict | None:

@@ -180,6 +180,18 @@ OBJECTIVES = ("paired", "unpaired", "segmentation")
 #: must fit NumPy's and MONAI's 32-bit seeds; no scanner needs a 16-fold finer grid along an
 #: axis, and no 3D network a patch of more than 1024 voxels along one.
 MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed) -> int:
+    """``seed`` when it is a whole number from 0 to ``MAX_SEED`` (the rule ``train.seed``
+    follows, for every command that takes a seed), else an ``InputError`` about ``seed``."""
+    from revmed.errors import InputError
+
+    if isinstance(seed, bool) or not hasattr(seed, "__index__") or \
+            not 0 <= int(seed) <= MAX_SEED:
+        raise InputError(f"seed {seed!r}: must be a whole number from 0 to {MAX_SEED}",
+                         option="seed")
+    return int(seed)
 MAX_SR_FACTOR = 16
 MAX_PATCH_SIZE = 1024
 

@@ -25,7 +25,7 @@ from revmed.data.layout import load_dataset
 from revmed.data.samples import load_sample
 from revmed.data.statistics import STATISTICS_KEYS, with_dataset_statistics
 from revmed.errors import InputError, OutputError
-from revmed.preset import PatchSection, Preset
+from revmed.preset import PatchSection, Preset, check_seed
 from revmed.sizes import shape_text
 
 MANIFEST = "manifest.json"
@@ -178,6 +178,8 @@ def patchify(data_dir: str | Path, out_dir: str | Path, preset: Preset,
     ``progress(done, total, case_name)`` is called after each case. Returns the manifest.
     """
     out_dir = Path(out_dir)
+    if seed is not None:
+        check_seed(seed)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: is a file, not a folder for patches")
     check_output_folder(out_dir)  # a file above it, a read-only mount: one line, before work

@@ -109,8 +109,8 @@ def check_outputs(json_path: Path | None = None, csv_path: Path | None = None,
             raise OutputError(f"{path}: exists", option=option, fix="overwrite_file")
 
 
-def _write_previews(report: Report, png: Path) -> list[Path]:
-    folder = png_is_folder(png, len(report.cases) > 1)
+def _write_previews(report: Report, png: Path, png_folder: bool = False) -> list[Path]:
+    folder = png_is_folder(png, len(report.cases) > 1 or png_folder)
     if folder:
         png.mkdir(exist_ok=True)
     paths = preview_paths([c.name for c in report.cases], png, folder)
@@ -123,16 +123,17 @@ def _write_previews(report: Report, png: Path) -> list[Path]:
 
 def write_outputs(report: Report, *, json_path: Path | None = None,
                   csv_path: Path | None = None, png: Path | None = None,
-                  overwrite: bool = False) -> list[Path]:
+                  overwrite: bool = False, png_folder: bool = False) -> list[Path]:
     """Write the PNG previews, the CSV and the JSON report atomically; returns the paths.
 
-    PNGs first, so the JSON can name them (``"preview"`` per case). With several cases ``png``
-    is a folder (created if needed) holding ``<case>.png``. The paths are checked again first
-    (``check_outputs``: an existing file is replaced only with ``overwrite``).
+    PNGs first, so the JSON can name them (``"preview"`` per case). With several cases, or
+    ``png_folder``, ``png`` is a folder (created if needed) holding ``<case>.png``. The paths
+    are checked again first (``check_outputs``: an existing file is replaced only with
+    ``overwrite``).
     """
-    check_outputs(json_path, csv_path, png, len(report.cases) > 1,
+    check_outputs(json_path, csv_path, png, len(report.cases) > 1 or png_folder,
                   cases=[case.files for case in report.cases], overwrite=overwrite)
-    written = _write_previews(report, png) if png is not None else []
+    written = _write_previews(report, png, png_folder) if png is not None else []
     if csv_path is not None:
         with atomic_path(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=["case", "method", "data_range",

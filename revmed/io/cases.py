@@ -134,6 +134,10 @@ def find_cases(path: str | Path,
         raise InputError(f"{entry}: case {case_name(entry)!r} appears twice (also {first})")
     cases: dict[str, CaseSource] = {}
     for name, entry in scan.cases.items():
+        if _holds(entry, path):
+            _add(cases, {name: CaseSource((entry,), problem=f"{entry}: a symbolic link to "
+                                          f"{path} or a folder above it (a loop)")})
+            continue
         _add(cases, _entry_cases(name, entry, channels))
     broken = [e for e in scan.strays if link_problem(e)]
     _add(cases, {e.name: _broken(e) for e in broken})
@@ -148,6 +152,17 @@ def find_cases(path: str | Path,
         for info in own:
             _add(cases, _series_cases(path, info, [info.uid], several=True))
     return cases
+
+
+def _holds(entry: Path, folder: Path) -> bool:
+    """Whether the folder link ``entry`` leads to ``folder`` (which holds it) or above it."""
+    if not entry.is_symlink() or not entry.is_dir():
+        return False
+    try:
+        target, here = entry.resolve(), folder.resolve()
+    except (OSError, RuntimeError):
+        return True
+    return target == here or target in here.parents
 
 
 def _add(cases: dict[str, CaseSource], more: dict[str, CaseSource]) -> None:

@@ -71,7 +71,7 @@ def plan_targets(inputs: Sequence[str | os.PathLike], output: str | os.PathLike,
     else:
         fmt = fmt or "nii.gz"
         output_format(f"case{OUTPUT_FORMATS.get(fmt, '')}", fmt)  # an unknown name fails here
-        _check_batch_folder(output)
+        _check_batch_folder(output, inputs[0])
         targets = [Target(name, case, output / f"{name}{OUTPUT_FORMATS[fmt]}")
                    for name, case in cases.items()]
     check_output_folder(output if cases is not None else output.parent)
@@ -84,7 +84,10 @@ def plan_targets(inputs: Sequence[str | os.PathLike], output: str | os.PathLike,
     return Plan(targets, cases is not None, fmt)
 
 
-def _check_batch_folder(output: Path) -> None:
+def _check_batch_folder(output: Path, source: Path) -> None:
+    if _resolved(source) in [_resolved(output), *_resolved(output).parents]:
+        raise OutputError(f"{output}: is inside INPUT {source}; the outputs would be taken "
+                          "for a case of it on the next run, choose a folder outside it")
     if output.exists() and not output.is_dir():
         raise OutputError(f"{output}: INPUT is a folder of cases, so the output must be a "
                           "folder")

@@ -137,5 +137,16 @@ def test_a_newer_version_is_refused_with_upgrade_advice(tmp_path):
     torch.save({"format": "revmed-checkpoint", "version": checkpoint.VERSION + 1,
                 "revmed": "99.0", **_payload()}, buffer)
     (tmp_path / "newer.pt").write_bytes(checkpoint._seal(buffer.getvalue()))
-    with _refused(tmp_path / "newer.pt", r"newer revmed \(99.0\).*upgrade"):
+    with _refused(tmp_path / "newer.pt", r"format version 3 \(written by revmed 99.0\); this "
+                  r"revmed \(0.1.0\) reads versions up to 2: upgrade"):
         read_payload(tmp_path / "newer.pt")
+
+
+def test_a_truncated_checkpoint_says_so(tmp_path):
+    """Before, a cut last.pt gave the zip reader's "internal miniz error" message."""
+    path = write_payload(tmp_path / "whole.pt", _payload())
+    data = path.read_bytes()
+    for cut in (100, len(data) // 2, len(data) - 5):
+        (tmp_path / "cut.pt").write_bytes(data[:cut])
+        with _refused(tmp_path / "cut.pt", r"corrupt checkpoint: (truncated or damaged|checksum)"):
+            read_payload(tmp_path / "cut.pt")

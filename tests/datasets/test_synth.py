@@ -172,7 +172,7 @@ def test_two_cases_have_no_val_and_progress_is_reported(tmp_path):
 @pytest.mark.parametrize("kwargs, match", [
     ({"task": "nope"}, "unknown synthetic task"),
     ({"cases": 1}, "cases must be"),
-    ({"seed": -1}, "seed must be"),
+    ({"seed": -1}, "seed -1: must be a whole number"),
     ({"shape": (16, 16)}, "shape must be"),
     ({"shape": (4, 16, 16)}, "shape must be"),
 ])

@@ -250,8 +250,9 @@ def test_a_full_disk_is_one_line_and_keeps_a_run_that_resumes(cli, sr_data, tiny
     assert "Traceback" not in result.err
     if which != ".preset.toml":
         assert "nothing was saved yet" in result.err
-    assert not [p for p in run.iterdir() if ".tmp-" in p.name]
-    assert not (run / "best.pt").exists() and not (run / ".revmed.lock").exists()
+    if run.exists():  # a start that failed removes the folder it made
+        assert not [p for p in run.iterdir() if ".tmp-" in p.name]
+        assert not (run / "best.pt").exists() and not (run / ".revmed.lock").exists()
     monkeypatch.undo()
     # the folder holds nothing of the failed save: it starts again as it is (before, best.pt
     # and a metrics line were left, and it neither resumed nor started without --overwrite)
@@ -351,3 +352,15 @@ def test_sigterm_and_sigusr1_save_and_say_how_to_continue(sr_data, tiny_sr, tmp_
         cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert read_payload(run / "last.pt")["epoch"] == saved["epoch"] + 1
+
+
+def test_resume_without_data_uses_the_data_the_run_trained_on(cli, sr_data, tiny_sr, tmp_path):
+    sets = [a for s in (*tiny_sr, "train.epochs=1") for a in ("--set", s)]
+    run = tmp_path / "run"
+    assert cli("train", "--preset", "demo-sr", "--data", sr_data, "--out", run, "-q",
+               *sets).code == 0
+    more = [a for s in (*tiny_sr, "train.epochs=2") for a in ("--set", s)]
+    result = cli("train", "--preset", "demo-sr", "--out", run, "--resume", *more)
+    # before: the preset's data/demo-sr, which does not exist here
+    assert result.code == 0, result.err
+    assert f"resuming on {sr_data.resolve()}, the data the run trained on" in result.err

@@ -26,9 +26,11 @@ from revmed.data.layout import MANIFEST, Dataset, load_dataset
 from revmed.data.synthetic.brain import MODALITIES, brats_phantom, dti_phantom
 from revmed.data.synthetic.chest_ct import chest_ct_kernels, chest_ct_sr
 from revmed.data.synthetic.fields import centred_affine
-from revmed.atomic import check_output_folder, new_folder_mode, temporary_stem
+from revmed.atomic import (DESTINATION_ERRORS, check_output_folder, new_folder_mode,
+                           temporary_stem)
 from revmed.errors import InputError, OutputError
 from revmed.io import Volume, write_volume
+from revmed.preset import check_seed
 from revmed.regions import BRATS
 from revmed.sizes import shape_text
 
@@ -86,8 +88,7 @@ def _check_args(task: str, cases: int, seed: int, shape) -> tuple[SynthTask, tup
     if isinstance(cases, bool) or not isinstance(cases, (int, np.integer)) or cases < 2:
         raise InputError(f"cases must be an integer >= 2 (one train and one test case), "
                          f"got {cases!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+    check_seed(seed)
     if shape is None:
         return spec, spec.shape
     try:
@@ -208,8 +209,15 @@ def synthesize(task: str, out_dir: str | os.PathLike, cases: int = 10, seed: int
                 if progress is not None:
                     progress(index, total)
         _move_into_place(tmp, out_dir)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OutputError) and str(tmp) in str(exc):  # a write in the hidden
+            reason = str(exc).rsplit("(", 1)[-1].split(")")[0]    # folder: name the dataset
+            raise OutputError(f"{out_dir}: cannot write the dataset ({reason}); nothing was "
+                              "written") from None
+        if isinstance(exc, OSError) and exc.errno in DESTINATION_ERRORS:
+            raise OutputError(f"{out_dir}: cannot write the dataset ({exc.strerror or exc}); "
+                              "nothing was written") from None
         raise
     return load_dataset(out_dir)
 

@@ -28,7 +28,8 @@ from pydicom.uid import generate_uid
 from pydicom.valuerep import format_number_as_ds
 
 from revmed.errors import OutputError
-from revmed.io.dicom.write import save_dataset, software_version, source_files
+from revmed.io.dicom.write import (derived_number, save_dataset, software_version,
+                                   source_files)
 from revmed.io.folder_write import atomic_folder
 from revmed.io.volume import LPS_TO_RAS, Volume, spacing_of
 
@@ -75,7 +76,7 @@ def write_dicom_seg(labels: Volume, folder: str | os.PathLike, like: Volume,
     number = sources[0].get("SeriesNumber")
     seg = hd.seg.Segmentation(
         sources, volume, "BINARY", segments, generate_uid(),
-        2000 + (int(number) if number not in (None, "") else 0), generate_uid(), 1, "revmed",
+        derived_number(number, 2000), generate_uid(), 1, "revmed",
         "revmed", software_version(), "0", omit_empty_frames=False,
         series_description=(description or "revmed segmentation")[:64],
         content_description=derivation[:64] or None)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import warnings
 import os
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -34,7 +35,7 @@ from pydicom.uid import (CTImageStorage, ExplicitVRLittleEndian, MRImageStorage,
                          SecondaryCaptureImageStorage, generate_uid)
 from pydicom.valuerep import format_number_as_ds
 
-from revmed.errors import OutputError
+from revmed.errors import OutputError, RevmedWarning
 from revmed.io.dicom.series import list_dicom_series
 from revmed.io.folder_write import atomic_folder
 from revmed.io.volume import LPS_TO_RAS, Volume, spacing_of
@@ -178,10 +179,12 @@ def plane_geometry(affine: np.ndarray, slices: int, path: Path):
 def rescale(array: np.ndarray, units: str | None, path: Path) -> tuple[str, str, np.ndarray]:
     """``(slope, intercept, stored)``: the RescaleSlope and RescaleIntercept (as written,
     decimal strings) and the int16 values ``stored`` (same shape) with
-    ``array ~ stored * slope + intercept`` (see the module doc for the choice)."""
+    ``array ~ stored * slope + intercept`` (see the module doc for the choice). A few
+    outliers far beyond the rest (a spike) are clipped, with a warning, rather than widen the
+    step of every other voxel."""
     if array.size and not np.all(np.isfinite(array)):
         raise OutputError(f"{path}: cannot write NaN or infinite voxels to DICOM")
-    lo, hi = float(array.min()), float(array.max())
+    lo, hi = _limits(array, units, path)
     whole = bool(np.array_equal(array, np.rint(array)))
     if (whole or units == "HU") and lo >= INT16.min and hi <= INT16.max:
         slope, intercept = "1", "0"
@@ -189,8 +192,48 @@ def rescale(array: np.ndarray, units: str | None, path: Path) -> tuple[str, str,
         steps = float(INT16.max) - float(INT16.min) - 1  # [lo, hi] -> [-32767, 32767]
         slope = format_number_as_ds((hi - lo) / steps) if hi > lo else "1"
         intercept = format_number_as_ds((hi + lo) / 2)
-    stored = np.rint((array.astype(np.float64) - float(intercept)) / float(slope))
+    stored = np.rint((np.clip(array, lo, hi).astype(np.float64) - float(intercept))
+                     / float(slope))
     return slope, intercept, np.clip(stored, INT16.min, INT16.max).astype(np.int16)
+
+
+#: Values beyond the 0.1st / 99.9th percentiles by more than this many times the range
+#: between them are outliers a DICOM rescale clips (metal in CT is not: a few thousand HU).
+OUTLIER_SPAN = 4.0
+
+
+def _limits(array: np.ndarray, units: str | None, path: Path) -> tuple[float, float]:
+    """The range the int16 rescale covers: all values, or, where a few lie far beyond the
+    rest, the robust range (a note says how many were clipped); HU within the int16 range."""
+    if not array.size:
+        return 0.0, 0.0
+    lo, hi = float(array.min()), float(array.max())
+    low, high = (float(v) for v in np.percentile(array, [0.1, 99.9], method="nearest"))
+    span = max(high - low, 1.0)
+    inside = array[(array >= low - OUTLIER_SPAN * span) & (array <= high + OUTLIER_SPAN * span)]
+    clip_lo, clip_hi = float(inside.min()), float(inside.max())  # the outermost non-outliers
+    if units == "HU":
+        clip_lo, clip_hi = max(clip_lo, float(INT16.min)), min(clip_hi, float(INT16.max))
+    if (clip_lo, clip_hi) != (lo, hi):
+        count = int(np.count_nonzero((array < clip_lo) | (array > clip_hi)))
+        warnings.warn(f"{path}: {count} voxel(s) far outside the others' range (from "
+                      f"{lo:.6g} to {hi:.6g}) are clipped to [{clip_lo:.6g}, {clip_hi:.6g}] "
+                      "so the rest keep a fine DICOM rescale step", RevmedWarning, stacklevel=4)
+    return clip_lo, clip_hi
+
+
+#: The largest value of an IS attribute (SeriesNumber).
+MAX_IS = 2**31 - 1
+
+
+def derived_number(source, offset: int) -> int:
+    """The SeriesNumber of a series derived from one numbered ``source``: ``source +
+    offset`` where that fits an IS value, else ``offset``."""
+    try:
+        number = int(str(source).strip()) + offset
+    except (TypeError, ValueError):
+        return offset
+    return number if 0 < number <= MAX_IS else offset
 
 
 def _series_dataset(template: Dataset | None, units: str | None, description: str,
@@ -206,8 +249,7 @@ def _series_dataset(template: Dataset | None, units: str | None, description: st
     now = datetime.datetime.now()
     ds.SOPClassUID, ds.Modality = sop_class, modality
     ds.SeriesInstanceUID = generate_uid()
-    number = getattr(template, "SeriesNumber", None)
-    ds.SeriesNumber = 1000 + (int(number) if number not in (None, "") else 0)
+    ds.SeriesNumber = derived_number(getattr(template, "SeriesNumber", None), 1000)
     ds.SeriesDescription = (description or "revmed")[:64]
     ds.SeriesDate = ds.ContentDate = now.strftime("%Y%m%d")
     ds.SeriesTime = ds.ContentTime = now.strftime("%H%M%S")
