@@ -95,3 +95,11 @@ def test_evaluation_pairs_outputs_with_a_reference_tree(export, tmp_path):
     assert pairs[0].reference == export / "P1" / "ST1" / "SE1"
     assert np.array_equal(read_volume(pairs[2].prediction).array,
                           read_volume(pairs[2].reference).array)
+
+
+def test_symbolic_link_loops_inside_a_tree_are_no_cases_and_no_tracebacks(export):
+    os.symlink("loop", export / "P1" / "ST1" / "loop")  # a link to itself
+    os.symlink("..", export / "P1" / "ST1" / "SE1" / "up")  # a link back up the tree
+    cases = find_cases(export)  # before: a RuntimeError from resolving the loop
+    assert sorted(cases) == ["P1__ST1__SCOUT", "P1__ST1__SE1", "P1__ST1__SE2", "P2__ST7__SE1"]
+    assert read_volume(cases["P1__ST1__SE1"].files[0]).shape == (20, 16, 5)
