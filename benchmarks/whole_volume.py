@@ -129,7 +129,7 @@ def tile_cap(way: str):
 
 def evaluations(translator, way: str, volume, out_shape, overlap: float) -> float:
     """Voxels the network runs on per output voxel for ``way``."""
-    from revmed.tiles import plan_tiles, tile_voxels, voxels_read
+    from revmed.tiles import plan_tiles, tile_voxels
     from revmed.windows import window_count
 
     if way == "windows":
@@ -139,7 +139,8 @@ def evaluations(translator, way: str, volume, out_shape, overlap: float) -> floa
     held = 2 * math.prod(out_shape) * 4 * volume.channels
     tiles = plan_tiles(out_shape, halo, tile_voxels(frozen.inference_bytes_per_voxel(),
                                                     translator.device, held), frozen.stride)
-    return voxels_read(tiles) / math.prod(out_shape)
+    read = sum(math.prod(s.stop - s.start for s in tile.source) for tile in tiles)
+    return read / math.prod(out_shape)
 
 
 def measure(translator, way: str, precision: str, volume, device, overlap: float,

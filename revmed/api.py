@@ -18,7 +18,8 @@ import os
 from pathlib import Path
 
 from revmed.config import load_preset
-from revmed.engine.trainer import Trainer, TrainingInterrupted
+from revmed.engine.signals import TrainingInterrupted
+from revmed.engine.trainer import Trainer
 from revmed.errors import OutputError, RevmedError
 from revmed.evaluation import Report, evaluate, evaluate_regions, write_outputs
 from revmed.inference import Predictor, Segmenter, Translator, load_predictor

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import MISSING, Field, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 Checker = Callable[[Any], Any]
@@ -339,8 +339,3 @@ def top_level_keys() -> dict[str, Key]:
     return keys_of(Preset)
 
 
-def default_of(f: Field) -> Any:
-    """The default value of a dataclass field."""
-    if f.default is not MISSING:
-        return f.default
-    return f.default_factory()  # type: ignore[misc]

@@ -125,11 +125,6 @@ def tile_voxels(bytes_per_voxel: int, device: torch.device, held: int = 0) -> in
     return int(max(min(free / bytes_per_voxel, MAX_TILE_VOXELS), 32**3))
 
 
-def voxels_read(tiles: Sequence[Tile]) -> int:
-    """Voxels the network evaluates for ``tiles``."""
-    return sum(math.prod(s.stop - s.start for s in tile.source) for tile in tiles)
-
-
 def tiled_predict(net: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray,
                   tiles: Sequence[Tile], device: str | torch.device = "cpu",
                   precision: str = "fp32", channels_last: bool = False,

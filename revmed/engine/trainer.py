@@ -20,17 +20,14 @@ line is written once the epoch completes. A second Ctrl-C stops at once without 
 A killed process (SIGKILL, the out-of-memory killer) leaves ``last.pt`` as it was after the
 last completed save, or no ``last.pt`` before the first one.
 
-SIGTERM (what SLURM at the time limit, ``timeout``, ``docker stop`` and ``kill`` send) and
-SIGUSR1 (what SLURM sends ahead of the time limit or a pre-emption with ``--signal=USR1@...``)
-are handled as Ctrl-C is; ``TrainingInterrupted.signum`` says which signal stopped the run.
+SIGTERM and SIGUSR1 are handled as Ctrl-C is (``revmed.engine.signals``);
+``TrainingInterrupted.signum`` says which signal stopped the run.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +45,7 @@ from revmed.data.statistics import with_dataset_statistics
 from revmed.data.training_patches import TrainingPatches
 from revmed.engine.distributed import Distributed
 from revmed.engine.run_folder import RunFolder, data_source
+from revmed.engine.signals import TrainingInterrupted, deferred_signals
 from revmed.engine.step import TrainingStep
 from revmed.engine.validation import Validator, check_regions
 from revmed.errors import CheckpointError, ConfigError, InputError, OutputError, RevmedError
@@ -56,68 +54,9 @@ from revmed.preset import Preset
 #: Dataset kinds each objective can train on.
 OBJECTIVE_DATA = {"paired": ("paired", "hr-only"), "unpaired": ("unpaired", "paired", "hr-only"),
                   "segmentation": ("segmentation",)}
-#: Signals that stop training at the next step boundary, with a save (see the module doc).
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1")
-                     if hasattr(signal, name))
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """``Trainer.fit`` stopped on Ctrl-C (or a ``KeyboardInterrupt`` from ``progress``) and
-    saved ``checkpoint`` (``RUN/last.pt``); ``resume=True`` continues from there.
-
-    ``epoch`` is the epoch in progress (1-based, as in ``TrainEvent``) and ``step`` the steps of
-    it already done (0: none; the epochs before it are complete).
-    """
-
-    def __init__(self, checkpoint: Path, epoch: int, step: int,
-                 signum: int = signal.SIGINT) -> None:
-        super().__init__(f"training interrupted: saved {checkpoint} at epoch {epoch} step {step}")
-        self.checkpoint, self.epoch, self.step, self.signum = checkpoint, epoch, step, signum
-
-
-class StoppedAtOnce(KeyboardInterrupt):
-    """A second stop signal (``signum``) while the first was being handled: training stopped
-    without saving; ``last.pt`` keeps the previous save."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped at once by signal {signum}")
-        self.signum = signum
-
-
 class TrainingDiverged(RevmedError):
     """A training step gave a NaN or infinite loss. The state after it is not saved; the run
     folder keeps its last checkpoint, whose losses were finite."""
-
-
-@contextlib.contextmanager
-def _deferred_signals():
-    """Yield ``requested()``: the first ``STOP_SIGNALS`` signal received (0: none yet); a
-    second one raises ``StoppedAtOnce`` at once.
-
-    Only the main thread receives signals, and an application's own handlers are left in place
-    (a signal is taken over only while it has its default handler); then ``requested()`` stays
-    0 and a ``KeyboardInterrupt`` raised by such a handler is caught where it lands (see
-    ``Trainer.fit``).
-    """
-    received = [0]
-
-    def handler(signum, frame):
-        if received[0]:
-            raise StoppedAtOnce(signum)
-        received[0] = signum
-
-    taken = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in STOP_SIGNALS:
-            default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
-            if signal.getsignal(signum) is default:
-                taken[signum] = default
-                signal.signal(signum, handler)
-    try:
-        yield lambda: received[0]
-    finally:
-        for signum, default in taken.items():
-            signal.signal(signum, default)
 
 
 def _check_data_kind(data_dir: str | Path, preset: Preset) -> None:
@@ -252,7 +191,7 @@ class Trainer:
         if self.is_main:
             self.run.lock.acquire()
         try:
-            with _deferred_signals() as requested:
+            with deferred_signals() as requested:
                 self._requested = requested
                 while self.epoch < self.epochs:
                     record, stopped = self._fit_epoch(progress, requested, deadline)

@@ -26,7 +26,8 @@ from revmed import config
 from revmed.data.synthetic import synthesize
 from revmed.checkpoint import read_payload
 from revmed.data.batches import epoch_batches
-from revmed.engine.trainer import Trainer, TrainingInterrupted
+from revmed.engine.signals import TrainingInterrupted
+from revmed.engine.trainer import Trainer
 from revmed.engine.folder_lock import LOCK_NAME
 
 TINY = ["patch.size=[16,16,16]", "patch.per_volume=8", "model.width=4", "model.depth=1",
