@@ -130,7 +130,8 @@ def _run(preset, data_dir: Path, out: Path, device: str, mode: tuple[bool, bool]
     """Train with a progress bar (``mode``: resume, overwrite); returns the last epoch's
     record, the epochs done and whether any epoch ran now. On Ctrl-C, SIGTERM or SIGUSR1 says
     what was saved and how to continue, and exits 128 + the signal's number."""
-    from revmed.engine.trainer import Trainer, TrainingInterrupted
+    from revmed.engine.signals import TrainingInterrupted
+    from revmed.engine.trainer import Trainer
     from revmed.runtime import resolve_device
 
     finished = False
