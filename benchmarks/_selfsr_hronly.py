@@ -14,7 +14,7 @@ from revmed import config
 from revmed.checkpoint import Checkpoint, ModelCard
 from revmed.data.synthetic.brain import brats_phantom
 from revmed.data.synthetic.chest_ct import chest_ct_sr
-from revmed.engine.step import TrainingStep
+from revmed.engine.setup import build_training_step
 from revmed.inference import Translator
 from revmed.io import read_volume, write_volume
 from revmed.selfsr.pairs import thick_slices
@@ -52,7 +52,7 @@ def train(domain: str, factor: int, args) -> Checkpoint:
         pairs.append((normalise(x[None], "window", window)[0],
                       normalise(v[None], "window", window)[0]))
     torch.manual_seed(0)
-    step = TrainingStep(preset, torch.device("cpu"))
+    step = build_training_step(preset, torch.device("cpu"))
     sampler = PatchSampler(pairs, preset.patch.size, 0)
     start, done = time.monotonic(), 0
     while done < args.steps and time.monotonic() - start < args.time_limit:

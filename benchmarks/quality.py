@@ -207,7 +207,7 @@ def worker(spec: dict) -> dict:
     import torch
 
     from revmed import config
-    from revmed.engine.trainer import Trainer
+    from revmed.engine.setup import setup_training
     from revmed.evaluation import evaluate
     from revmed.inference import Translator
     from revmed.io import read_volume, write_volume
@@ -215,7 +215,7 @@ def worker(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     run_dir = Path(spec["run_dir"])
     preset = config.load_preset(spec["preset"], spec["overrides"])
-    trainer = Trainer(preset, spec["data"], run_dir, torch.device("cpu"))
+    trainer = setup_training(preset, spec["data"], run_dir, torch.device("cpu"))
     generator = sum(p.numel() for p in trainer.model.parameters())
     critics = sum(p.numel() for d in trainer.training.critics.values() for p in d.parameters())
     gc.collect()

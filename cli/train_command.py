@@ -131,12 +131,12 @@ def _run(preset, data_dir: Path, out: Path, device: str, mode: tuple[bool, bool]
     record, the epochs done and whether any epoch ran now. On Ctrl-C, SIGTERM or SIGUSR1 says
     what was saved and how to continue, and exits 128 + the signal's number."""
     from revmed.engine.signals import TrainingInterrupted
-    from revmed.engine.trainer import Trainer
+    from revmed.engine.setup import setup_training
     from revmed.runtime import resolve_device
 
     finished = False
     try:
-        trainer = Trainer(preset, data_dir, out, resolve_device(device), resume=mode[0],
+        trainer = setup_training(preset, data_dir, out, resolve_device(device), resume=mode[0],
                           job=job, overwrite=mode[1])
         start = trainer.epoch
         processes = f", {job.world_size} processes" if job is not None else ""

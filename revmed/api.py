@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 from revmed.config import load_preset
+from revmed.engine.setup import setup_training
 from revmed.engine.signals import TrainingInterrupted
 from revmed.engine.trainer import Trainer
 from revmed.errors import OutputError, RevmedError
@@ -30,7 +31,7 @@ from revmed.selfsr import SelfSRResult, selfsr
 __all__ = ["Predictor", "Report", "RevmedError", "Segmenter", "Trainer", "TrainingInterrupted",
            "Translator", "Volume", "evaluate", "evaluate_regions", "load_predictor",
            "load_preset", "predict_file", "read_channels", "read_volume", "resolve_device",
-           "SelfSRResult", "selfsr", "write_outputs", "write_volume"]
+           "SelfSRResult", "selfsr", "setup_training", "write_outputs", "write_volume"]
 
 
 def predict_file(predictor: Predictor | str | os.PathLike, source: str | os.PathLike,

@@ -23,7 +23,8 @@ import torch
 
 from revmed import config
 from revmed.data.synthetic import synthesize
-from revmed.engine.trainer import TrainEvent, Trainer
+from revmed.engine.setup import setup_training
+from revmed.engine.trainer import TrainEvent
 from revmed.evaluation import Report, evaluate, write_outputs
 from revmed.inference import Translator
 from revmed.io import read_volume, write_volume, zoom_affine
@@ -58,7 +59,7 @@ def run_demo(out_dir: str | Path, time_limit: float | None = None, device: str =
                          seed=preset.train.seed, shape=shape)
     say(f"training {DEMO_PRESET} for at most {preset.train.time_limit:.0f} s "
         f"into {out_dir / 'run'}")
-    trainer = Trainer(preset, out_dir / "data", out_dir / "run", torch.device(device))
+    trainer = setup_training(preset, out_dir / "data", out_dir / "run", torch.device(device))
     training = trainer.fit(progress=on_train)
     stopped = (f", then stopped at the {preset.train.time_limit:.0f} s time limit"
                if training.get("stopped_at_time_limit") else "")

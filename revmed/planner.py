@@ -48,6 +48,7 @@ from typing import Any
 import torch
 
 from revmed.config import preset_from_dict
+from revmed.engine.setup import build_training_step
 from revmed.engine.step import TrainingStep
 from revmed.errors import ConfigError, InputError
 from revmed.models import build_critics, build_model, get_family, model_spec
@@ -172,30 +173,30 @@ def synthetic_batch(preset: Preset, patch: Sequence[int], batch: int,
     return {k: v.to(device) for k, v in out.items()}
 
 
-class _Step(TrainingStep):
-    """The trainer's own step (``revmed.engine.step``), seeded as the trainer seeds it, with
-    what the measurement needs to know of the tensors it holds."""
+def _seeded_step(preset: Preset, device: torch.device) -> TrainingStep:
+    """The trainer's own step (``revmed.engine.step``), seeded as the trainer seeds it."""
+    torch.manual_seed(preset.train.seed)
+    step = build_training_step(preset, device)
+    step.model.train()
+    return step
 
-    def __init__(self, preset: Preset, device: torch.device) -> None:
-        torch.manual_seed(preset.train.seed)
-        super().__init__(preset, device)
-        self.model.train()
 
-    def pool_tensors(self) -> list[torch.Tensor]:
-        pools = getattr(self.objective, "pools", {})
-        return [t for pool in pools.values() for t in pool.items]
+def _pool_tensors(step: TrainingStep) -> list[torch.Tensor]:
+    pools = getattr(step.objective, "pools", {})
+    return [t for pool in pools.values() for t in pool.items]
 
-    def held_tensors(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        """Every tensor the step keeps between steps: weights, gradients, optimiser state,
-        the batch and the pool."""
-        modules = [self.model, *self.critics.values()]
-        held = [p for m in modules for p in m.parameters()]
-        held += [p.grad for p in held if p.grad is not None]
-        for opt in (self.opt_g, self.opt_d):
-            if opt is not None:
-                held += [v for state in opt.state.values() for v in state.values()
-                         if isinstance(v, torch.Tensor)]
-        return held + list(batch.values()) + self.pool_tensors()
+
+def _held_tensors(step: TrainingStep, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """Every tensor ``step`` keeps between steps: weights, gradients, optimiser state, the
+    batch and the pool."""
+    modules = [step.model, *step.critics.values()]
+    held = [p for m in modules for p in m.parameters()]
+    held += [p.grad for p in held if p.grad is not None]
+    for opt in (step.opt_g, step.opt_d):
+        if opt is not None:
+            held += [v for state in opt.state.values() for v in state.values()
+                     if isinstance(v, torch.Tensor)]
+    return held + list(batch.values()) + _pool_tensors(step)
 
 
 def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
@@ -240,7 +241,7 @@ def _measure_here(preset: Preset, patch: Sequence[int], batch: int,
     if cuda:
         torch.cuda.synchronize(device)
         before = torch.cuda.memory_allocated(device)
-    runner = _Step(preset, device)
+    runner = _seeded_step(preset, device)
     data = synthetic_batch(preset, patch, batch, device)
     runner.step(data)  # Adam's moments now exist; kernels and primitives are set up
     gc.collect()
@@ -251,7 +252,7 @@ def _measure_here(preset: Preset, patch: Sequence[int], batch: int,
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) - before
     else:
-        held = tensor_bytes(runner.held_tensors(data))
+        held = tensor_bytes(_held_tensors(runner, data))
         base = _status_kib("VmRSS")
         try:
             Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
@@ -265,7 +266,7 @@ def _measure_here(preset: Preset, patch: Sequence[int], batch: int,
     return Measurement(patch=[int(n) for n in patch], batch=int(batch),
                        depth=depth_of(preset),
                        parameters=count_parameters(preset), peak=int(peak),
-                       pool=tensor_bytes(runner.pool_tensors()), device=device.type)
+                       pool=tensor_bytes(_pool_tensors(runner)), device=device.type)
 
 
 def measure_step(preset: Preset, patch: Sequence[int], batch: int,

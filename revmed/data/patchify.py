@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +190,9 @@ def patchify(data_dir: str | Path, out_dir: str | Path, preset: Preset,
         raise InputError(f"{data_dir}: has no cases in split {split!r} "
                          f"(splits: {', '.join(sorted(dataset.splits)) or 'none'})")
     seed = preset.train.seed if seed is None else seed
-    preset = with_dataset_statistics(preset, data_dir)  # from the train split, whatever split
+    # z-scoring statistics come from the train split, whichever split is cut
+    preset = replace(preset, data=with_dataset_statistics(preset.data, dataset.splits["train"],
+                                                          dataset.kind))
     settings = patch_settings(preset, split, seed)
     _check_reuse(out_dir, settings, overwrite)
     (out_dir / "shards").mkdir(parents=True, exist_ok=True)
@@ -256,6 +259,12 @@ def read_shards(out_dir: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarr
     (shards concatenated in manifest order); ``InputError`` for an unfinished folder or an
     unreadable shard."""
     manifest = read_manifest(out_dir)
+    return manifest, load_shards(out_dir, manifest)
+
+
+def load_shards(out_dir: str | Path, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The patches of the shards ``manifest`` (``read_manifest``) lists, ``{key: (N, C,
+    *size)}``, concatenated in its order; ``InputError`` naming an unreadable shard."""
     parts: dict[str, list[np.ndarray]] = {}
     for shard in manifest["shards"]:
         path = Path(out_dir) / shard["file"]
@@ -265,4 +274,4 @@ def read_shards(out_dir: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarr
                     parts.setdefault(key, []).append(stored[key])
         except (OSError, ValueError) as exc:
             raise InputError(f"{path}: unreadable patch shard ({exc})") from exc
-    return manifest, {key: np.concatenate(arrays) for key, arrays in parts.items()}
+    return {key: np.concatenate(arrays) for key, arrays in parts.items()}

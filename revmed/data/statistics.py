@@ -8,10 +8,11 @@ map is the same for every volume, the network's outputs map back to the files' u
 differ in range by two orders of magnitude, so that one window would squeeze the off-diagonal
 components into a sliver of it.
 
-The statistics become preset values (``data.input_mean``, ``data.input_std``,
+The statistics become ``[data]`` values (``data.input_mean``, ``data.input_std``,
 ``data.output_mean``, ``data.output_std``): ``with_dataset_statistics`` measures the ones a
-preset leaves empty, so they are saved with the run's preset and in its checkpoints, and a
-preset may also fix them by hand. Inputs (``X``) and targets (``Y``) have their own; for
+preset leaves empty (``with_saved_statistics`` reads them from a patch folder's manifest), so
+they are saved with the run's preset and in its checkpoints, and a preset may also fix them by
+hand. Inputs (``X``) and targets (``Y``) have their own; for
 super-resolution (``hr-only`` data, whose inputs are made from the targets) both are the
 targets'.
 """
@@ -19,16 +20,16 @@ targets'.
 from __future__ import annotations
 
 import dataclasses
-import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from revmed.data.layout import Case, load_dataset
+from revmed.data.layout import Case
 from revmed.errors import InputError
 from revmed.io import read_volume
-from revmed.preset import Preset
+from revmed.preset import DataSection
 
 #: The ``[data]`` keys that hold the statistics.
 STATISTICS_KEYS = ("input_mean", "input_std", "output_mean", "output_std")
@@ -87,36 +88,37 @@ def dataset_statistics(cases: list[Case], kind: str) -> dict[str, list[float]]:
             "output_mean": out_mean, "output_std": out_std}
 
 
-def needs_statistics(preset: Preset) -> bool:
-    """Whether ``preset`` z-scores with dataset statistics and leaves some of them empty."""
-    return (preset.data.intensity == "zscore-dataset"
-            and any(len(getattr(preset.data, k)) == 0 for k in STATISTICS_KEYS))
+def needs_statistics(data: DataSection) -> bool:
+    """Whether a ``[data]`` section z-scores with dataset statistics and leaves some empty."""
+    return (data.intensity == "zscore-dataset"
+            and any(len(getattr(data, k)) == 0 for k in STATISTICS_KEYS))
 
 
-def with_statistics(preset: Preset, statistics: dict[str, list[float]]) -> Preset:
-    """``preset`` with the statistics keys it left empty set from ``statistics``."""
-    values = {k: tuple(statistics[k]) for k in STATISTICS_KEYS
-              if len(getattr(preset.data, k)) == 0}
-    return dataclasses.replace(preset, data=dataclasses.replace(preset.data, **values))
+def with_statistics(data: DataSection, statistics: dict[str, list[float]]) -> DataSection:
+    """``data`` with the statistics keys it left empty set from ``statistics``."""
+    values = {k: tuple(statistics[k]) for k in STATISTICS_KEYS if len(getattr(data, k)) == 0}
+    return dataclasses.replace(data, **values)
 
 
-def with_dataset_statistics(preset: Preset, data_dir: str | Path) -> Preset:
-    """``preset`` with its empty statistics keys measured on the train split of the dataset
-    at ``data_dir``, or read from the manifest of a ``revmed patchify`` folder there; the
-    preset itself when it does not use ``zscore-dataset`` or sets them all."""
-    if not needs_statistics(preset):
-        return preset
-    folder = Path(data_dir)
-    manifest = folder / "manifest.json"  # a patch folder's (revmed.data.patchify.MANIFEST)
-    if manifest.is_file():
-        saved = json.loads(manifest.read_text()).get("statistics")
-        if not saved:
-            raise InputError(f"{folder}: its patches were not z-scored with dataset statistics; "
-                             "run `revmed patchify` again with this preset")
-        return with_statistics(preset, saved)
-    dataset = load_dataset(folder)
-    cases = dataset.splits.get("train", [])
+def with_dataset_statistics(data: DataSection, cases: Sequence[Case], kind: str) -> DataSection:
+    """``data`` with its empty statistics keys measured over ``cases`` (a train split of a
+    dataset of ``kind``); ``data`` itself when it does not use ``zscore-dataset`` or sets them
+    all."""
+    if not needs_statistics(data):
+        return data
     if not cases:
-        raise InputError(f"{folder}: the train split has no cases to measure statistics on")
-    return with_statistics(preset, dataset_statistics(cases, dataset.kind))
+        raise InputError("the train split has no cases to measure intensity statistics on")
+    return with_statistics(data, dataset_statistics(list(cases), kind))
 
+
+def with_saved_statistics(data: DataSection, manifest: dict[str, Any],
+                          folder: Path) -> DataSection:
+    """``data`` with its empty statistics keys read from the ``manifest`` of the patch folder
+    ``folder`` (``InputError`` when its patches were not z-scored with dataset statistics)."""
+    if not needs_statistics(data):
+        return data
+    saved = manifest.get("statistics")
+    if not saved:
+        raise InputError(f"{folder}: its patches were not z-scored with dataset statistics; "
+                         "run `revmed patchify` again with this preset")
+    return with_statistics(data, saved)

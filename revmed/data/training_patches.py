@@ -11,16 +11,13 @@ memory but the patches.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from revmed.data.layout import Case, load_dataset
-from revmed.data.patchify import MANIFEST, preset_patches, read_shards, require_dataset
+from revmed.data.patchify import load_shards, preset_patches
 from revmed.data.samples import load_sample
+from revmed.data.training_data import TrainingData
 from revmed.errors import InputError
-from revmed.preset import Preset
-from revmed.regions import BRATS, LabelSet
+from revmed.preset import DataSection, PatchSection
 
 TRAINING_KEYS = ("X", "Y", "label")
 
@@ -37,43 +34,29 @@ def _stack(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 class TrainingPatches:
     """Where training patches come from; see the module doc.
 
-    Attributes:
-        channels: the dataset's channel names (e.g. ``["t1", "t1ce", "t2", "flair"]``).
-        kind: the dataset kind (``paired``, ``unpaired``, ``hr-only``, ``segmentation``).
-        dataset_root: the dataset folder (for validation cases), or None when unknown.
-        labels: the label set of segmentation data (BraTS for patch folders made before label
-            sets were recorded), None for other kinds.
+    Args:
+        training: the run's data (``revmed.data.training_data.open_training_data``).
+        patch: the ``[patch]`` section (size, sampler, patches per volume).
+        data: the ``[data]`` section (intensity mapping, statistics, foreground rule).
+        seed: the run's seed (``train.seed``).
     """
 
-    def __init__(self, data_dir: str | Path, preset: Preset) -> None:
-        data_dir = Path(data_dir)
-        self.patch, self.data, self.seed = preset.patch, preset.data, preset.train.seed
+    def __init__(self, training: TrainingData, patch: PatchSection, data: DataSection,
+                 seed: int) -> None:
+        self.patch, self.data, self.seed = patch, data, seed
+        self.kind = training.kind
         self._fixed: dict[str, np.ndarray] | None = None
         self._samples: list[dict[str, np.ndarray]] = []
-        if (data_dir / MANIFEST).is_file():
-            manifest, patches = read_shards(data_dir)
-            if manifest["patch_size"] != list(self.patch.size):
-                raise InputError(f"{data_dir}: patches are {manifest['patch_size']}, the preset "
-                                 f"wants {list(self.patch.size)}; run patchify again")
-            self._fixed = _stack([patches])
-            self.kind = manifest["kind"]
-            self.channels = list(manifest["channels"])
-            self.labels = _manifest_labels(manifest, data_dir)
-            root = Path(manifest["dataset"])
-            self.dataset_root = root if root.is_dir() else None
+        if training.manifest is not None:
+            manifest = training.manifest
+            if manifest["patch_size"] != list(patch.size):
+                raise InputError(f"{training.folder}: patches are {manifest['patch_size']}, "
+                                 f"the preset wants {list(patch.size)}; run patchify again")
+            self._fixed = _stack([load_shards(training.folder, manifest)])
         else:
-            require_dataset(data_dir, preset.synth)
-            dataset = load_dataset(data_dir)
-            cases = dataset.splits.get("train", [])
-            if not cases:
-                raise InputError(f"{data_dir}: the train split has no cases")
-            self.labels = dataset.labels
-            extra = (self.labels,) if self.labels is not None else ()
-            self._samples = [load_sample(case, dataset.kind, preset.data, *extra)
-                             for case in cases]
-            self.kind = dataset.kind
-            self.channels = list(dataset.channels)
-            self.dataset_root = data_dir
+            extra = (training.labels,) if training.labels is not None else ()
+            self._samples = [load_sample(case, training.kind, data, *extra)
+                             for case in training.train_cases]
 
     def epoch_patches(self, epoch: int) -> dict[str, np.ndarray]:
         """``{key: (N, C, *size)}`` for ``epoch`` (the same for every epoch of a patch folder)."""
@@ -87,22 +70,3 @@ class TrainingPatches:
             raise InputError("no training patch passed the foreground rule "
                              f"(data.min_foreground = {self.data.min_foreground})")
         return patches
-
-
-def _manifest_labels(manifest: dict, folder: Path) -> LabelSet | None:
-    if manifest["kind"] != "segmentation":
-        return None
-    if "labels" not in manifest:
-        return BRATS
-    try:
-        return LabelSet.from_dict(manifest["labels"])
-    except ValueError as exc:
-        raise InputError(f"{folder}: the manifest's label set is not usable ({exc})") from None
-
-
-def validation_cases(root: Path | None) -> tuple[str, list[Case]]:
-    """The dataset kind and its ``val`` cases (empty when there is no dataset or no val split)."""
-    if root is None:
-        return "", []
-    dataset = load_dataset(root)
-    return dataset.kind, dataset.splits.get("val", [])

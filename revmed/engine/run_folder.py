@@ -29,11 +29,12 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from revmed.atomic import atomic_path, check_output_folder
-from revmed.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from revmed.checkpoint import Checkpoint, ModelCard, load_checkpoint, save_checkpoint
 from revmed.config import to_toml
 from revmed.engine.curves import SKIPPED, curves_svg
 from revmed.engine.folder_lock import FolderLock
@@ -120,6 +121,22 @@ def check_same_data(saved: dict[str, str], now: dict[str, str], last: Path) -> N
         raise ConfigError(f"{last}: the run was trained on {saved.get('path')}, not "
                           f"{now.get('path')} (its training files differ); resume with the "
                           "same --data")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What every checkpoint of a run records beside its training state: the network's card,
+    the resolved preset (``preset.toml``) and the data the run trains on (``data_source``)."""
+
+    card: ModelCard
+    preset: Preset
+    data_source: dict[str, str]
+
+    def checkpoint(self, state: dict[str, Any], epoch: int, step_in_epoch: int,
+                   metrics: dict[str, Any]) -> Checkpoint:
+        """The checkpoint of the run at ``epoch`` (completed) and ``step_in_epoch``."""
+        return Checkpoint(self.card, self.preset, state, epoch, step_in_epoch, metrics,
+                          self.data_source)
 
 
 class RunFolder:

@@ -1,10 +1,10 @@
-"""One training step of a preset: the networks, objective, optimisers, schedules and how they
-are updated.
+"""One training step: the networks, objective, optimisers, schedules and how they are updated.
 
 ``TrainingStep`` is what ``Trainer`` runs each step and what ``revmed.planner`` measures, so the
-two cannot drift apart. It builds the generator (or segmentation network), the critics when the
-objective has a GAN term, the objective, Adam and a learning-rate schedule for each, and a
-gradient scaler for the precision; with ``train.channels_last`` the networks and batches are put
+two cannot drift apart (both build it with ``revmed.engine.setup.build_training_step``). Given
+the generator (or segmentation network) and the critics when the objective has a GAN term, it
+builds the objective, Adam and a learning-rate schedule for each, and a gradient scaler for the
+precision; with ``train.channels_last`` the networks and batches are put
 in channels-last order, with ``train.compile`` the networks' plain parts are compiled (both
 ``revmed.runtime``). Calling ``step`` on a batch takes one optimisation step; ``end_epoch``
 advances the schedules; ``state_dict`` holds everything a resumed run needs of it.
@@ -22,13 +22,11 @@ from torch import nn
 
 from revmed.engine.distributed import Distributed, LossModule, wrap
 from revmed.engine.objectives import build_objective
-from revmed.models import build_critics, get_family, model_spec
 from revmed.nn import invertibility_error
 from revmed.nn.norm_statistics import Statistics, collect_norm_statistics
-from revmed.preset import Preset
+from revmed.preset import TrainSection
 from revmed.regions import BRATS, LabelSet
 from revmed.runtime import as_channels_last, autocast, grad_scaler, prepare
-from revmed.tiles import runs_in_tiles
 
 #: Patches per direction on which ``TrainingStep.calibrate`` measures the normalisation
 #: statistics after each epoch. On four of the quality benchmark's runs, 64 scored within
@@ -46,9 +44,8 @@ def linear_decay(epochs: int, epochs_decay: int) -> Callable[[int], float]:
     return factor
 
 
-def _adam(params: list[nn.Parameter], preset: Preset):
-    """Adam at the preset's rate with its linearly decaying schedule, or ``(None, None)``."""
-    train = preset.train
+def _adam(params: list[nn.Parameter], train: TrainSection):
+    """Adam at the ``[train]`` rate with its linearly decaying schedule, or ``(None, None)``."""
     if not params:
         return None, None
     optimiser = torch.optim.Adam(params, lr=train.lr, betas=tuple(train.betas))
@@ -58,32 +55,38 @@ def _adam(params: list[nn.Parameter], preset: Preset):
 
 
 class TrainingStep:
-    """The trainable parts of ``preset`` on ``device``; ``step(batch)`` updates them once.
+    """The trainable parts of a run on ``device``; ``step(batch)`` updates them once.
 
-    With ``job`` (a ``torchrun`` job) each step's losses run inside DistributedDataParallel,
-    and the unpaired objective's image pools are seeded per process. ``labels``: the regions
-    a segmentation network learns (BraTS by default).
+    Args:
+        model: the generator (or segmentation network), freshly built.
+        critics: the PatchGAN critics ``{"X": D_X, "Y": D_Y}`` (empty without a GAN term).
+        train: the ``[train]`` section (objective, losses, optimiser, precision, seed, ...).
+        device: where the networks run.
+        job: a ``torchrun`` job: each step's losses then run inside DistributedDataParallel,
+            and the unpaired objective's image pools are seeded per process.
+        labels: the regions a segmentation network learns.
+        tiles: the network runs in tiles at inference (``calibrate`` then measures its
+            normalisation statistics after each epoch).
+
+    ``revmed.engine.setup.build_training_step`` builds one from a preset.
     """
 
-    def __init__(self, preset: Preset, device: torch.device, job: Distributed | None = None,
-                 labels: LabelSet = BRATS) -> None:
-        train = preset.train
+    def __init__(self, model: nn.Module, critics: dict[str, nn.Module], train: TrainSection,
+                 device: torch.device, job: Distributed | None = None,
+                 labels: LabelSet = BRATS, tiles: bool = False) -> None:
         self.device, self.job, self.precision = device, job, train.precision
         self.channels_last = train.channels_last
-        self.model_kind, self.model_kwargs = model_spec(preset)
-        family = get_family(self.model_kind)
-        self.model = family.network(**self.model_kwargs).to(device)
+        self.model = model.to(device)
         #: F's and G's normalisation statistics ({"forward": ..., "reverse": ...}) at the
         #: end of the last epoch (``calibrate``); None before one ended or for a family
         #: without tiles.
         self.norm_statistics: dict[str, Statistics] | None = None
-        self.tiles = family.tiles and runs_in_tiles(preset.patch.size)
+        self.tiles = tiles
         self.seed, self.batch_size = train.seed, train.batch_size
-        family.check_training(self.model, preset, device)
         rank = job.rank if job is not None else 0
         self.objective = build_objective(train, seed=train.seed + 1000 * rank, labels=labels)
-        self.use_gan = train.uses_critics
-        self.critics = build_critics(preset) if self.use_gan else {}
+        self.use_gan = bool(critics)
+        self.critics = critics
         for critic in self.critics.values():
             # PyTorch's CPU bf16 convolution (oneDNN, seen on 2.13) returns weight gradients of
             # order 1e14 where an output is 2 voxels deep, as the critic's last two layers are
@@ -103,9 +106,9 @@ class TrainingStep:
                                   device, job)
                              if self.use_gan else None)
         self.scaler = grad_scaler(self.precision, device)
-        self.opt_g, self.sched_g = _adam(list(self.model.parameters()), preset)
+        self.opt_g, self.sched_g = _adam(list(self.model.parameters()), train)
         self.opt_d, self.sched_d = _adam([p for d in self.critics.values()
-                                          for p in d.parameters()], preset)
+                                          for p in d.parameters()], train)
 
     def autocast(self):
         """The autocast context of the preset's precision on this device."""

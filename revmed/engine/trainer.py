@@ -1,7 +1,9 @@
 """The training loop of one run: epochs of steps, validation, checkpoints, interruptions.
 
-The same loop trains the RevGAN (paired or unpaired objective, with PatchGAN critics) and the
-segmentation networks (Dice + cross-entropy, no critics); ``TrainingStep`` decides the step,
+``revmed.engine.setup.setup_training`` assembles a run and hands its parts to ``Trainer``,
+which runs the loop and never reads a preset or a data folder. The same loop trains the RevGAN
+(paired or unpaired objective, with PatchGAN critics) and the segmentation networks (Dice +
+cross-entropy, no critics); ``TrainingStep`` decides the step,
 ``RunFolder`` keeps the run folder (``preset.toml``, ``metrics.jsonl``, ``last.pt``,
 ``best.pt``), ``Validator`` scores each epoch, ``epoch_batches`` orders the patches.
 ``resume=True`` continues from ``last.pt``: weights, optimisers, schedules, RNG state, epoch.
@@ -31,60 +33,25 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NoReturn
 
-import numpy as np
 import torch
 
-from revmed.checkpoint import Checkpoint, ModelCard
+from revmed.checkpoint import Checkpoint
 from revmed.data.batches import batch_count, epoch_batches
-from revmed.data.layout import load_dataset
-from revmed.data.patchify import MANIFEST, read_manifest, require_dataset
-from revmed.data.statistics import with_dataset_statistics
 from revmed.data.training_patches import TrainingPatches
 from revmed.engine.distributed import Distributed
-from revmed.engine.run_folder import RunFolder, data_source
+from revmed.engine.run_folder import RunFolder, RunRecord
 from revmed.engine.signals import TrainingInterrupted, deferred_signals
 from revmed.engine.step import TrainingStep
-from revmed.engine.validation import Validator, check_regions
-from revmed.errors import CheckpointError, ConfigError, InputError, OutputError, RevmedError
-from revmed.preset import Preset
+from revmed.engine.validation import Validator
+from revmed.errors import CheckpointError, OutputError, RevmedError
+from revmed.preset import TrainSection
 
-#: Dataset kinds each objective can train on.
-OBJECTIVE_DATA = {"paired": ("paired", "hr-only"), "unpaired": ("unpaired", "paired", "hr-only"),
-                  "segmentation": ("segmentation",)}
+
 class TrainingDiverged(RevmedError):
     """A training step gave a NaN or infinite loss. The state after it is not saved; the run
     folder keeps its last checkpoint, whose losses were finite."""
-
-
-def _check_data_kind(data_dir: str | Path, preset: Preset) -> None:
-    """``InputError`` when the data at ``data_dir`` is of a kind the preset's objective cannot
-    train on; read from ``dataset.toml`` or the patch manifest, before any volume is."""
-    require_dataset(data_dir, preset.synth)
-    folder = Path(data_dir)
-    kind = (read_manifest(folder)["kind"] if (folder / MANIFEST).is_file()
-            else load_dataset(folder).kind)
-    objective = preset.train.objective
-    if kind not in OBJECTIVE_DATA[objective]:
-        raise InputError(f"{data_dir}: holds a {kind} dataset, which cannot train the "
-                         f"{objective} objective of preset {preset.name} (it trains on "
-                         f"{' or '.join(OBJECTIVE_DATA[objective])} datasets)")
-
-
-def _on_every_process(job: Distributed | None, check: Callable[[], Any]) -> Any:
-    """``check()``, on every process of ``job``: if it fails on one, it fails on all (those
-    whose own check passed say so), before any process writes."""
-    if job is None:
-        return check()
-    try:
-        result, failed = check(), None
-    except RevmedError as exc:
-        result, failed = None, exc
-    if job.any(failed is not None)[0]:
-        raise failed or OutputError("another process of this job refused the run folder")
-    return result
 
 
 @dataclass
@@ -99,73 +66,39 @@ class TrainEvent:
     logs: dict[str, float] = field(default_factory=dict)
 
 
-def _join(job: Distributed | None, device: torch.device, batch_size: int) -> torch.device:
-    """This process's device, in the process group of ``job`` (a single process: ``device``)."""
-    if job is None:
-        return device
-    device = job.device_for(device)
-    if batch_size % job.world_size:
-        raise ConfigError(f"train.batch_size {batch_size} must be a multiple of the "
-                          f"{job.world_size} processes: each takes an equal slice of every batch")
-    job.join(device)
-    return device
-
-
 class Trainer:
-    """Trains the model a preset describes; see the module doc.
+    """Runs the training loop of one run, assembled by ``revmed.engine.setup.setup_training``;
+    see the module doc.
 
     Args:
-        preset: a resolved preset (``revmed.config.load_preset``).
-        data_dir: a dataset folder or a ``revmed patchify`` folder.
-        run_dir: the run folder (made if missing).
-        device: a torch device (with ``job``, its type: each process takes its own GPU).
-        resume: continue from ``run_dir/last.pt``.
-        job: this process's place in a ``torchrun`` job (``Distributed.from_env()``), or None
-            for a single process; see ``revmed.engine.distributed``.
+        step: the networks, objective and optimisers (``TrainingStep``).
+        patches: where each epoch's patches come from.
+        validate: scores the network after each epoch.
+        run: the run folder (checked, and begun for a new run).
+        record: what the run's checkpoints record beside the state (card, preset, data).
+        train: the ``[train]`` section (epochs, batch size, time limit, seed, precision).
+        device: this process's device.
+        job: this process's place in a ``torchrun`` job, or None.
+        saved: the checkpoint of the run to resume (None: a new run).
     """
 
-    def __init__(self, preset: Preset, data_dir: str | Path, run_dir: str | Path,
-                 device: torch.device, resume: bool = False,
-                 job: Distributed | None = None, overwrite: bool = False) -> None:
-        self.preset, self.train, self.job = preset, preset.train, job
+    def __init__(self, step: TrainingStep, patches: TrainingPatches, validate: Validator,
+                 run: RunFolder, record: RunRecord, train: TrainSection, device: torch.device,
+                 job: Distributed | None = None, saved: Checkpoint | None = None) -> None:
+        self.training, self.patches, self.validate = step, patches, validate
+        self.run, self.record, self.train = run, record, train
+        self.device, self.job = device, job
         self.is_main = job is None or job.is_main
-        self.device = _join(job, device, self.train.batch_size)
-        self.run = RunFolder(run_dir, writes=self.is_main)
         self._requested: Callable[[], int] = lambda: 0
-        try:
-            self._set_up(preset, data_dir, resume, overwrite)
-        except BaseException:
-            self.run.abandon()
-            raise
-
-    def _set_up(self, preset: Preset, data_dir: str | Path, resume: bool,
-                overwrite: bool) -> None:
-        """Check the data kind and the run folder, load the data, build the networks, and
-        start or restore the run (``__init__``; the folder's lock is held from here on)."""
-        _check_data_kind(data_dir, preset)
-        # zscore-dataset: the statistics become preset values, saved with the run
-        preset = self.preset = with_dataset_statistics(preset, data_dir)
-        source = data_source(data_dir)
-        saved = _on_every_process(self.job, lambda: self.run.check(preset, resume, source,
-                                                                   overwrite))
-        torch.manual_seed(self.train.seed)
-        np.random.seed(self.train.seed % 2**32)
-        self.patches = TrainingPatches(data_dir, preset)
-        labels = check_regions(preset, self.patches)
-        self.training = TrainingStep(preset, self.device, self.job, labels=labels)
-        self.card = ModelCard.of(preset, tuple(self.patches.channels), self.patches.labels)
-        self.validate = Validator(self.patches.dataset_root, preset, self.device, labels)
         self.epoch, self.best_score = 0, -float("inf")
         # Where in the current epoch the run stands (not 0 after resuming an interrupted one).
         self.step_in_epoch, self._epoch_sums, self._epoch_seconds = 0, {}, 0.0
-        self.data_source, self.last_record = source, {}
-        if saved is None:
-            self.run.begin(preset, overwrite)
-        else:
+        self.last_record: dict[str, Any] = {}
+        if saved is not None:
             self._restore(saved)
         self.run.tidy(self.epoch)
         #: ``(epoch, step_in_epoch)`` of the state in ``last.pt`` (None: no last.pt yet).
-        self._saved_at = (self.epoch, self.step_in_epoch) if resume else None
+        self._saved_at = (self.epoch, self.step_in_epoch) if saved is not None else None
 
     @property
     def model(self) -> torch.nn.Module:
@@ -308,12 +241,11 @@ class Trainer:
 
     # --- checkpoints -----------------------------------------------------------------------
 
-    def _checkpoint(self, record: dict[str, Any]) -> Checkpoint:
+    def _checkpoint(self, metrics: dict[str, Any]) -> Checkpoint:
         state = {**self.training.state_dict(), "torch_rng": torch.get_rng_state(),
                  "best_score": self.best_score, "epoch_sums": dict(self._epoch_sums),
                  "epoch_seconds": self._epoch_seconds}
-        return Checkpoint(self.card, self.preset, state, self.epoch, self.step_in_epoch, record,
-                          self.data_source)
+        return self.record.checkpoint(state, self.epoch, self.step_in_epoch, metrics)
 
     def _save(self, write: Callable[[], None]) -> None:
         """``write()`` a checkpoint; a write that fails (a full disk) says what is kept."""

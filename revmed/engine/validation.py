@@ -14,19 +14,19 @@ tiles (``revmed.tiles``), anything else in sliding windows (``revmed.windows``).
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from revmed.checkpoint import ModelCard
+from revmed.data.layout import Case
 from revmed.data.samples import load_sample
-from revmed.data.training_patches import validation_cases
-from revmed.errors import ConfigError
 from revmed.metrics import dice, psnr, ssim3d
 from revmed.nn.norm_statistics import Statistics, freeze_norms
-from revmed.preset import Preset
-from revmed.regions import BRATS, LabelSet
+from revmed.preset import DataSection, TrainSection
+from revmed.regions import BRATS
 from revmed.tiles import plan_tiles, slab_axis, tile_voxels, tiled_predict
 from revmed.windows import sliding_window_predict
 
@@ -34,41 +34,35 @@ from revmed.windows import sliding_window_predict
 NETWORK_RANGE = 2.0
 
 
-def check_regions(preset: Preset, patches) -> LabelSet:
-    """The label set segmentation trains on (BraTS for other objectives, where it is unused);
-    ``ConfigError`` when the network's outputs do not match the data's regions."""
-    labels = patches.labels
-    if preset.train.objective != "segmentation" or labels is None:
-        return BRATS
-    if len(labels.names) != preset.data.out_channels:
-        where = patches.dataset_root or "the data"
-        raise ConfigError(f"preset {preset.name}: key 'data.out_channels' is "
-                          f"{preset.data.out_channels}, but {where} declares "
-                          f"{len(labels.names)} region(s) ({', '.join(labels.names)}); set "
-                          f"data.out_channels = {len(labels.names)}")
-    return labels
-
-
 class Validator:
-    """The validation cases of the dataset at ``root`` (none when it has no val split or no
-    dataset is known), scored as ``preset`` trains (segmentation: the regions of ``labels``);
-    calling it scores a network."""
+    """Scores a network on validation cases after each epoch; see the module doc.
 
-    def __init__(self, root: Path | None, preset: Preset, device: torch.device,
-                 labels: LabelSet | None = None) -> None:
-        self.preset, self.device, self.labels = preset, device, labels or BRATS
-        self.segmentation = preset.train.objective == "segmentation"
+    Args:
+        cases: the validation cases (none: calling it returns ``{}``).
+        kind: the kind of the dataset they belong to (cases of a kind the objective cannot
+            be scored on are left out).
+        data: the ``[data]`` section the cases are read with.
+        train: the ``[train]`` section (objective, precision, memory format).
+        card: the network's model card (patch size, ``[infer]`` settings, label set).
+        device: where the network runs.
+    """
+
+    def __init__(self, cases: Sequence[Case], kind: str, data: DataSection, train: TrainSection,
+                 card: ModelCard, device: torch.device) -> None:
+        self.data, self.train, self.device = data, train, device
+        self.patch_size, self.infer = card.patch_size, card.infer
+        self.segmentation = train.objective == "segmentation"
+        self.labels = card.data.labels or BRATS
         #: The score ``best.pt`` is chosen by.
         self.score_key = "val_dice_worst" if self.segmentation else "val_psnr"
-        self.kind, self.cases = validation_cases(root)
         wanted = ("segmentation",) if self.segmentation else ("paired", "hr-only")
-        if self.kind not in wanted:
-            self.cases = []
+        self.kind = kind
+        self.cases = list(cases) if kind in wanted else []
         self._samples: list[dict[str, np.ndarray]] | None = None
 
     def _predict(self, model: nn.Module, image: np.ndarray) -> np.ndarray:
-        infer, train = self.preset.infer, self.preset.train
-        return sliding_window_predict(model, image, self.preset.patch.size, infer.overlap,
+        infer, train = self.infer, self.train
+        return sliding_window_predict(model, image, self.patch_size, infer.overlap,
                                       infer.sw_batch_size, self.device, infer.blend,
                                       precision=train.precision,
                                       channels_last=train.channels_last)
@@ -76,12 +70,12 @@ class Validator:
     def _predict_tiled(self, model: nn.Module, statistics: Statistics,
                        image: np.ndarray) -> np.ndarray:
         frozen = freeze_norms(model, statistics)
-        slabs = slab_axis(self.preset.patch.size)
+        slabs = slab_axis(self.patch_size)
         tiles = plan_tiles(image.shape[1:], model.halo(),
                            tile_voxels(model.inference_bytes_per_voxel(), self.device),
                            align=model.stride, slabs=slabs)
-        return tiled_predict(frozen, image, tiles, self.device, self.preset.train.precision,
-                             self.preset.train.channels_last, slabs=slabs)
+        return tiled_predict(frozen, image, tiles, self.device, self.train.precision,
+                             self.train.channels_last, slabs=slabs)
 
     def __call__(self, model: nn.Module,
                  statistics: dict[str, Statistics] | None = None) -> dict[str, float]:
@@ -92,7 +86,7 @@ class Validator:
             return {}
         if self._samples is None:  # read once, on first use
             extra = (self.labels,) if self.segmentation else ()
-            self._samples = [load_sample(c, self.kind, self.preset.data, *extra)
+            self._samples = [load_sample(c, self.kind, self.data, *extra)
                              for c in self.cases]
         model.eval()
         scores: dict[str, list[float]] = {}
@@ -115,7 +109,7 @@ class Validator:
             truth = self.labels.to_regions(sample["label"]) > 0.5
             return {f"val_dice_{name}": dice(p, r)
                     for name, p, r in zip(self.labels.names, found, truth)}
-        if self.preset.data.intensity == "window":
+        if self.data.intensity == "window":
             pred, data_range = np.clip(pred, -1.0, 1.0), NETWORK_RANGE
         else:  # z-scores: unbounded; the reference's range, as `revmed eval` defaults to
             data_range = float(sample["Y"].max() - sample["Y"].min())

@@ -1,7 +1,7 @@
 """Training a RevGAN on one scan's (or several scans') own training pairs.
 
 The network, objective and optimiser are those of a preset (``selfsr`` by default: a small
-residual RevGAN, paired L1 without the GAN term), run through ``revmed.engine.TrainingStep``;
+residual RevGAN, paired L1 without the GAN term), run through ``revmed.engine.step.TrainingStep``;
 the data keys that depend on the scan are set here: the intensity window (from the scan's
 values, ``scan_window``), the refinement factors and the patch size on the scan's axes. The
 result is a ``Checkpoint`` whose model card lets ``revmed infer`` run it on other scans of the
@@ -25,7 +25,8 @@ import torch
 
 from revmed import config
 from revmed.checkpoint import Checkpoint, ModelCard
-from revmed.engine.step import CALIBRATION_PATCHES, TrainingStep
+from revmed.engine.setup import build_training_step
+from revmed.engine.step import CALIBRATION_PATCHES
 from revmed.errors import ConfigError, InputError
 from revmed.preset import Preset
 from revmed.selfsr.pairs import training_pairs
@@ -123,7 +124,7 @@ def train_selfsr(scans: Sequence[np.ndarray], plans: Sequence[Refinement], prese
     pairs = _pairs(scans, plans, preset.data.window)
     seed = preset.train.seed
     torch.manual_seed(seed)
-    trainer = TrainingStep(preset, device)
+    trainer = build_training_step(preset, device)
     trainer.model.train()
     # the pairs and the resolved patch size are both on the scan's voxel axes
     sampler = PatchSampler(pairs, preset.patch.size, seed)

@@ -111,14 +111,14 @@ def test_the_cli_runs_an_old_checkpoint(cli, tmp_path):
 
 def test_an_old_run_resumes(tmp_path):
     from revmed.data.synthetic import synthesize
-    from revmed.engine.trainer import Trainer
+    from revmed.engine.setup import setup_training
 
     synthesize("chestct-sr", tmp_path / "data", cases=3, seed=1, shape=(24, 24, 16))
     run = tmp_path / "run"
     run.mkdir()
     shutil.copy(OLD / "revgan-sr.pt", run / "last.pt")
     preset = config.load_preset("demo-sr", [*SR_OVERRIDES, *SR_THEN, "train.epochs=2"])
-    trainer = Trainer(preset, tmp_path / "data", run, torch.device("cpu"), resume=True)
+    trainer = setup_training(preset, tmp_path / "data", run, torch.device("cpu"), resume=True)
     assert trainer.epoch == 1
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     record = trainer.fit()

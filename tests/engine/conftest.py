@@ -30,10 +30,10 @@ def sr_model(sr_data, tiny_sr, tmp_path_factory):
     import torch
 
     from revmed import config
-    from revmed.engine.trainer import Trainer
+    from revmed.engine.setup import setup_training
 
     run = tmp_path_factory.mktemp("sr-run") / "run"
-    Trainer(config.load_preset("demo-sr", tiny_sr), sr_data, run, torch.device("cpu")).fit()
+    setup_training(config.load_preset("demo-sr", tiny_sr), sr_data, run, torch.device("cpu")).fit()
     return run / "best.pt"
 
 

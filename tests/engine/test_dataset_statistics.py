@@ -15,7 +15,7 @@ from revmed.data.layout import load_dataset
 from revmed.data.patchify import patchify
 from revmed.data.statistics import channel_statistics
 from revmed.data.synthetic import synthesize
-from revmed.engine.trainer import Trainer
+from revmed.engine.setup import setup_training
 from revmed.errors import ConfigError, InputError
 from revmed.inference import load_predictor
 from revmed.io import Volume, make_affine, read_volume
@@ -72,7 +72,7 @@ def test_training_keeps_the_statistics_and_inference_maps_back_without_clipping(
     run = tmp_path / "run"
     preset = config.load_preset("hcp-sr", [*TINY, "model.residual=true", "train.lr=0"])
     assert preset.data.input_mean == ()
-    trainer = Trainer(preset, dti, run, torch.device("cpu"))
+    trainer = setup_training(preset, dti, run, torch.device("cpu"))
     trainer.fit()
     want_mean, want_std = reference_statistics(dti)
     saved = load_checkpoint(run / "best.pt")
@@ -95,7 +95,7 @@ def test_patch_folders_carry_the_statistics(dti, tmp_path):
     want_mean, _ = reference_statistics(dti)
     np.testing.assert_allclose(manifest["statistics"]["output_mean"], want_mean, rtol=1e-6)
     run = tmp_path / "run"
-    Trainer(preset, tmp_path / "patches", run, torch.device("cpu")).fit()
+    setup_training(preset, tmp_path / "patches", run, torch.device("cpu")).fit()
     card = load_checkpoint(run / "last.pt").card.data
     np.testing.assert_allclose(card.input_mean, want_mean, rtol=1e-6)
     # a patch folder made with a window has none: refused, not trained on wrong values
@@ -105,7 +105,7 @@ def test_patch_folders_carry_the_statistics(dti, tmp_path):
     manifest = json.loads((tmp_path / "windowed" / "manifest.json").read_text())
     assert "statistics" not in manifest
     with pytest.raises(InputError, match="patchify"):
-        Trainer(preset, tmp_path / "windowed", tmp_path / "run2", torch.device("cpu"))
+        setup_training(preset, tmp_path / "windowed", tmp_path / "run2", torch.device("cpu"))
 
 
 @pytest.mark.parametrize("override, message", [
@@ -126,4 +126,4 @@ def test_a_tanh_output_cannot_carry_zscores(dti, tmp_path):
     preset = config.load_preset("hcp-sr", [*TINY, "model.encoder='strided'",
                                            "patch.size=[16,16,16]"])
     with pytest.raises(ConfigError, match="tanh"):
-        Trainer(preset, dti, tmp_path / "run", torch.device("cpu"))
+        setup_training(preset, dti, tmp_path / "run", torch.device("cpu"))

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from revmed import config
+from revmed.engine.setup import setup_training
 from revmed.engine.step import TrainingStep
-from revmed.engine.trainer import Trainer, TrainingDiverged
+from revmed.engine.trainer import TrainingDiverged
 
 
 def _poison(monkeypatch, at_call: int, value: float = math.nan):
@@ -34,7 +35,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_finite_checkpoint(sr_data,
                                                                        tmp_path, monkeypatch):
     preset = config.load_preset("demo-sr", [*tiny_sr, "train.epochs=3"])
     run = tmp_path / "run"
-    first = Trainer(preset, sr_data, run, torch.device("cpu"))
+    first = setup_training(preset, sr_data, run, torch.device("cpu"))
     steps = len(first.patches.epoch_patches(0)["X"]) // preset.train.batch_size
     assert steps >= 2
     _poison(monkeypatch, at_call=steps + 2)  # the second step of the second epoch
@@ -46,7 +47,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_finite_checkpoint(sr_data,
     # nothing of the diverged epoch was written: one metrics line, last.pt from epoch 1
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1]
-    resumed = Trainer(preset, sr_data, run, torch.device("cpu"), resume=True)
+    resumed = setup_training(preset, sr_data, run, torch.device("cpu"), resume=True)
     assert resumed.epoch == 1 and resumed.step_in_epoch == 0
     assert all(torch.isfinite(p).all() for p in resumed.model.parameters())
 

@@ -17,7 +17,7 @@ from torch._dynamo.utils import counters
 
 from revmed import config
 from revmed.checkpoint import read_payload
-from revmed.engine.trainer import Trainer
+from revmed.engine.setup import setup_training
 from revmed.io import read_volume
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def test_compiled_channels_last_training_matches_a_plain_run(sr_data, tiny_sr, t
     # how the networks run may change on resume; what they compute may not
     preset = config.load_preset("demo-sr", [*tiny_sr, "train.epochs=2", "train.compile=false",
                                             "train.channels_last=false"])
-    resumed = Trainer(preset, sr_data, tmp_path / "fast", torch.device("cpu"), resume=True)
+    resumed = setup_training(preset, sr_data, tmp_path / "fast", torch.device("cpu"), resume=True)
     assert resumed.epoch == 1 and resumed.training.channels_last is False
     record = resumed.fit()
     assert record["epoch"] == 2 and np.isfinite(record["g_loss"])

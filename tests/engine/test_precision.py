@@ -10,13 +10,13 @@ import torch
 
 from revmed import config
 from revmed.checkpoint import read_payload
-from revmed.engine.trainer import Trainer
+from revmed.engine.setup import setup_training
 from revmed.inference import Translator
 from revmed.io import read_volume
 
 def _train(data, tiny, run_dir, precision):
     preset = config.load_preset("demo-sr", [*tiny, f"train.precision='{precision}'"])
-    trainer = Trainer(preset, data, run_dir, torch.device("cpu"))
+    trainer = setup_training(preset, data, run_dir, torch.device("cpu"))
     return trainer, trainer.fit()
 
 
@@ -52,7 +52,7 @@ def test_fp16_training_uses_a_gradient_scaler_that_resume_restores(sr_data, tiny
     assert saved["scale"] > 0
     preset = config.load_preset("demo-sr", [*tiny_sr, "train.precision='fp16'",
                                             "train.epochs=2"])
-    resumed = Trainer(preset, sr_data, tmp_path / "fp16", torch.device("cpu"), resume=True)
+    resumed = setup_training(preset, sr_data, tmp_path / "fp16", torch.device("cpu"), resume=True)
     assert resumed.training.scaler.get_scale() == saved["scale"]
 
 
@@ -94,13 +94,13 @@ def test_bf16_inference_on_a_cpu_without_onednn_bf16_runs_fp32_and_says_so(
 def test_bf16_on_the_cpu_refuses_an_iunet_scale_two_voxels_deep():
     """PyTorch's CPU bf16 convolution gives wrong weight gradients on grids 2 voxels deep;
     such an iUNet run is refused up front, and the grids around it are not."""
-    from revmed.engine.step import TrainingStep
+    from revmed.engine.setup import build_training_step
     from revmed.errors import ConfigError
 
     def step(patch, precision):
         preset = config.load_preset("brats-seg", [
             f"patch.size={patch}", "model.width=8", f"train.precision='{precision}'"])
-        return TrainingStep(preset, torch.device("cpu"))
+        return build_training_step(preset, torch.device("cpu"))
 
     # 5 scales: 32 -> 16, 8, 4, 2, 1 and 16 (padded to 16) -> 16, 8, 4, 2, 1
     for patch in ("[32,48,48]", "[16,64,64]"):
@@ -114,13 +114,13 @@ def test_bf16_on_the_cpu_trains_the_critics_in_float32():
     """demo-da's critics at 32^3 reach outputs 2 voxels deep, where CPU bf16 convolution
     gives weight gradients of order 1e14 (demo-da --precision bf16 turned to NaN within an
     epoch): under CPU bf16 the critics run in float32, so their gradients match fp32's."""
-    from revmed.engine.step import TrainingStep
+    from revmed.engine.setup import build_training_step
 
     steps = {}
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
         preset = config.load_preset("demo-da", [f"train.precision='{precision}'"])
-        steps[precision] = TrainingStep(preset, torch.device("cpu"))
+        steps[precision] = build_training_step(preset, torch.device("cpu"))
     g = torch.Generator().manual_seed(1)
     batch = {k: torch.rand(2, 1, 32, 32, 32, generator=g) * 2 - 1 for k in ("X", "Y")}
     fakes = {k: torch.rand(2, 1, 32, 32, 32, generator=g) * 2 - 1 for k in ("X", "Y")}

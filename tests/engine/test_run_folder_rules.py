@@ -20,7 +20,7 @@ from revmed import atomic, config
 from revmed.checkpoint import read_payload
 from revmed.data.synthetic import synthesize
 from revmed.engine.folder_lock import LOCK_NAME
-from revmed.engine.trainer import Trainer
+from revmed.engine.setup import setup_training
 from revmed.errors import OutputError
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -174,12 +174,12 @@ def test_one_process_at_a_time_in_a_run_folder(sr_data, tiny_sr, sr_model, tmp_p
     shutil.copytree(sr_model.parent, run)
     preset = config.load_preset("demo-sr", [*tiny_sr, "train.epochs=2"])
     cpu = torch.device("cpu")
-    first = Trainer(preset, sr_data, run, cpu, resume=True)
+    first = setup_training(preset, sr_data, run, cpu, resume=True)
     # a save of the first process under way: the second must not tidy it away
     writing = run / f".last.pt.tmp-{atomic.host_name()}-{os.getpid()}-busy.pt"
     writing.write_bytes(b"half")
     with pytest.raises(OutputError, match="in use by another revmed train"):
-        Trainer(preset, sr_data, run, cpu, resume=True)
+        setup_training(preset, sr_data, run, cpu, resume=True)
     assert writing.read_bytes() == b"half"
     writing.unlink()
     first.fit()
@@ -187,7 +187,7 @@ def test_one_process_at_a_time_in_a_run_folder(sr_data, tiny_sr, sr_model, tmp_p
                .splitlines()]
     assert metrics == [1, 2]  # every epoch once
     assert not (run / LOCK_NAME).exists()  # released at the end
-    Trainer(preset, sr_data, run, cpu, resume=True)  # and free for the next one
+    setup_training(preset, sr_data, run, cpu, resume=True)  # and free for the next one
 
 
 def test_a_killed_holder_does_not_leave_the_lock_stuck(cli, sr_data, tiny_sr, sr_model,

@@ -6,7 +6,9 @@ import numpy as np
 import torch
 
 from revmed import config
+from revmed.checkpoint import ModelCard
 from revmed.data.synthetic import synthesize
+from revmed.data.training_data import open_training_data
 from revmed.engine.validation import Validator
 from revmed.regions import BRATS
 
@@ -16,8 +18,11 @@ def test_best_is_chosen_by_the_worst_region_not_the_mean(tmp_path, monkeypatch):
     0); network B calls the whole tumour all three regions (every region found in part). The
     mean prefers A, the criterion best.pt follows prefers B."""
     synthesize("brats-seg", tmp_path / "data", cases=3, seed=1, shape=(32, 32, 32))
-    validator = Validator(tmp_path / "data", config.load_preset("demo-seg"),
-                          torch.device("cpu"))
+    data = open_training_data(tmp_path / "data")
+    preset = config.load_preset("demo-seg")
+    card = ModelCard.of(preset, data.channels, data.labels)
+    validator = Validator(data.validation_cases, data.validation_kind, preset.data,
+                          preset.train, card, torch.device("cpu"))
     assert validator.score_key == "val_dice_worst" and len(validator.cases) == 1
 
     def scores_of(logits: np.ndarray) -> dict[str, float]:

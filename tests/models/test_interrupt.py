@@ -23,12 +23,13 @@ import pytest
 import torch
 
 from revmed import config
-from revmed.data.synthetic import synthesize
 from revmed.checkpoint import read_payload
 from revmed.data.batches import epoch_batches
-from revmed.engine.signals import TrainingInterrupted
-from revmed.engine.trainer import Trainer
+from revmed.data.synthetic import synthesize
+from revmed.data.training_patches import TrainingPatches
 from revmed.engine.folder_lock import LOCK_NAME
+from revmed.engine.setup import setup_training
+from revmed.engine.signals import TrainingInterrupted
 
 TINY = ["patch.size=[16,16,16]", "patch.per_volume=8", "model.width=4", "model.depth=1",
         "model.disc_width=4", "model.disc_layers=2", "train.batch_size=2",
@@ -130,7 +131,7 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(sr_data, tmp_p
                                                                   one_thread):
     preset = _preset("train.epochs=2")
     cpu = torch.device("cpu")
-    reference = Trainer(preset, sr_data, tmp_path / "a", cpu)
+    reference = setup_training(preset, sr_data, tmp_path / "a", cpu)
     reference.fit()
 
     run_dir = tmp_path / "b"
@@ -143,7 +144,7 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(sr_data, tmp_p
             raise KeyboardInterrupt
 
     with pytest.raises(TrainingInterrupted) as stop:
-        Trainer(preset, sr_data, run_dir, cpu).fit(progress=stop_at_epoch_2_step_3)
+        setup_training(preset, sr_data, run_dir, cpu).fit(progress=stop_at_epoch_2_step_3)
     assert (stop.value.checkpoint, stop.value.epoch, stop.value.step) == (run_dir / "last.pt",
                                                                           2, 3)
     saved = read_payload(run_dir / "last.pt")
@@ -154,7 +155,7 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(sr_data, tmp_p
     assert [r["epoch"] for r in _metrics(run_dir)] == [1]  # ... and no metrics line
 
     seen = []
-    resumed = Trainer(preset, sr_data, run_dir, cpu, resume=True)
+    resumed = setup_training(preset, sr_data, run_dir, cpu, resume=True)
     resumed.fit(progress=lambda e: seen.append((e.event, e.epoch, e.step)))
     assert seen == [("step", 2, 4), ("epoch", 2, 4)]  # steps 1-3 of epoch 2 are not redone
     expected, got = reference.model.state_dict(), resumed.model.state_dict()
@@ -186,7 +187,7 @@ def test_second_ctrl_c_while_saving_keeps_the_previous_last_pt(sr_data, tmp_path
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt) as stop:
-        Trainer(_preset("train.epochs=2"), sr_data, run_dir, torch.device("cpu")).fit(
+        setup_training(_preset("train.epochs=2"), sr_data, run_dir, torch.device("cpu")).fit(
             progress=ctrl_c_twice)
     monkeypatch.undo()
     assert not isinstance(stop.value, TrainingInterrupted)  # nothing was saved ...
@@ -199,7 +200,7 @@ def test_ctrl_c_inside_a_step_waits_for_it_and_a_second_one_does_not(sr_data, tm
                                                                      one_thread, presses):
     """The first SIGINT is held until the step is done; a second one stops at once."""
     run_dir = tmp_path / "run"
-    trainer = Trainer(_preset("train.epochs=1"), sr_data, run_dir, torch.device("cpu"))
+    trainer = setup_training(_preset("train.epochs=1"), sr_data, run_dir, torch.device("cpu"))
     generator_step, steps = trainer.training.objective.generator_step, []
 
     def ctrl_c_during_step_2(*args):
@@ -224,7 +225,7 @@ def test_ctrl_c_inside_a_step_waits_for_it_and_a_second_one_does_not(sr_data, tm
     saved = read_payload(run_dir / "last.pt")
     assert (saved["epoch"], saved["step_in_epoch"]) == (0, 2)
     seen = []
-    Trainer(_preset("train.epochs=1"), sr_data, run_dir, torch.device("cpu"),
+    setup_training(_preset("train.epochs=1"), sr_data, run_dir, torch.device("cpu"),
             resume=True).fit(progress=lambda e: seen.append((e.event, e.epoch, e.step)))
     assert seen == [("step", 1, 3), ("step", 1, 4), ("epoch", 1, 4)]
 
@@ -235,7 +236,7 @@ def test_ctrl_c_before_training_exits_130_without_a_traceback(cli, sr_data, tmp_
                                                               monkeypatch):
     def ctrl_c(*args, **kwargs):  # e.g. while the data are loaded
         raise KeyboardInterrupt
-    monkeypatch.setattr(Trainer, "__init__", ctrl_c)
+    monkeypatch.setattr(TrainingPatches, "__init__", ctrl_c)
     result = cli("train", "--preset", "demo-sr", "--data", sr_data, "--out", tmp_path / "run",
                  "--quiet", *_set())
     assert result.code == 130 and "Traceback" not in result.err

@@ -204,11 +204,12 @@ def test_calibration_measures_each_direction_with_the_weights_after_the_epoch():
     measured directly with the weights as they are, on at most ``CALIBRATION_PATCHES`` of
     each; a domain without patches leaves none."""
     from revmed import config
-    from revmed.engine.step import CALIBRATION_PATCHES, TrainingStep
+    from revmed.engine.setup import build_training_step
+    from revmed.engine.step import CALIBRATION_PATCHES
 
     preset = config.load_preset("demo-sr", ["model.width=8", "model.depth=1",
                                             "train.batch_size=3"])
-    step = TrainingStep(preset, torch.device("cpu"))
+    step = build_training_step(preset, torch.device("cpu"))
     net = step.model
     with torch.no_grad():
         for p in net.parameters():
