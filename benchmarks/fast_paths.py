@@ -75,6 +75,7 @@ def _batch(preset, device: torch.device, seed: int) -> dict[str, torch.Tensor]:
 def worker(name: str, precision: str, args: argparse.Namespace) -> dict:
     from revmed import config
     from revmed.engine.setup import build_training_step
+    from revmed.regions import BRATS
     from revmed.windows import sliding_window_predict
 
     counter = _FallbackCounter()
@@ -89,7 +90,8 @@ def worker(name: str, precision: str, args: argparse.Namespace) -> dict:
         preset = config.load_preset(name, [*base, f"train.compile={str(compiled).lower()}",
                                            f"train.channels_last={str(last).lower()}"])
         torch.manual_seed(0)
-        steps[variant] = build_training_step(preset, device)
+        # the segmentation presets train on BraTS-coded labels (the batch below holds them)
+        steps[variant] = build_training_step(preset, device, labels=BRATS)
         batch = batch or _batch(preset, device, seed=1)
         first[variant] = _timed(lambda: steps[variant].step(batch), args.device)[1]
     side = edge + edge // 2  # 2 x 2 x 2 windows at overlap 0.25

@@ -191,7 +191,7 @@ def worker(spec: dict) -> dict:
     torch.manual_seed(train.seed)  # the same initial draw for every model of a kind
     model = build_network(cfg, preset)
     model.train()
-    objective = SegmentationObjective()
+    objective = SegmentationObjective(BRATS)
     optimiser = torch.optim.Adam(model.parameters(), lr=train.lr, betas=tuple(train.betas))
     params = sum(p.numel() for p in model.parameters())
     device = torch.device("cpu")
@@ -251,7 +251,7 @@ def worker(spec: dict) -> dict:
     cases = {}
     score_start = time.monotonic()
     for case in load_dataset(spec["data"]).splits["test"]:
-        sample = load_sample(case, "segmentation", preset.data)
+        sample = load_sample(case, "segmentation", preset.data, BRATS)
         logits = sliding_window_predict(model, sample["X"], preset.patch.size, infer.overlap,
                                         infer.sw_batch_size, device, infer.blend)
         found = logits > 0.0

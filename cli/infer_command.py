@@ -261,6 +261,10 @@ def _select(plan, num_parts: int, part_id: int, overwrite: bool, skip_existing: 
             if problem is not None:
                 output.note(f"redoing {path}: it does not read ({problem})", quiet)
         targets = [t for t in targets if not t.path.exists() or broken.get(t.path)]
+        from revmed.engine.folder_lock import clear_stale_claim
+
+        for path in (path for path, problem in broken.items() if problem is None):
+            clear_stale_claim(path)  # what a killed run left beside an output it finished
         kept = sum(problem is None for problem in broken.values())
         if kept:
             output.note(f"skipping {kept} existing output(s)", quiet)
@@ -347,12 +351,10 @@ def _write(predictor, result, volume, path: Path, fmt: str, dtype: str, checkpoi
 
     result.meta.update(geometry_record(volume))
     if fmt == "dicom":
-        from revmed.regions import BRATS
-
         task, uid = predictor.card.task, volume.meta.get("series_uid")
         extra = {}
         if result.meta.get("units") == "label":  # a DICOM-SEG: its segments' names
-            label_set = getattr(predictor.card.data, "labels", None) or BRATS
+            label_set = predictor.card.data.labels
             extra["names"] = {value: name for name, value in label_set.labels.items()}
         write_volume(result, path, format="dicom", like=volume,
                      description=f"revmed {task} {volume.meta.get('series_description', '')}",

@@ -61,7 +61,8 @@ def train(
     resolved = config.load_preset(preset, _overrides(set_, seed, precision, compile_,
                                                      channels_last))
     out = out if out is not None else _new_run_folder(resolved.name, resume, job)
-    data_dir = data if data is not None else _default_data(resolved, out, resume, quiet)
+    data_dir = data if data is not None else _default_data(resolved.data_dir, out, resume,
+                                                           quiet)
     again = ["revmed", "train", "--preset", preset,
              *(["--data", str(data)] if data is not None else []), "--out", str(out),
              *[a for item in set_ for a in ("--set", item)],
@@ -99,9 +100,10 @@ def _overrides(set_: list[str], seed: Optional[int], precision: Optional[str],  
             + _flag_overrides("train", compile_, channels_last))
 
 
-def _default_data(preset, out: Path, resume: bool, quiet: bool) -> Path:
+def _default_data(preset_data: str, out: Path, resume: bool, quiet: bool) -> Path:
     """The data a run trains on without --data: when resuming, the folder the run trained on
-    (recorded in its last.pt), said on stderr; else the preset's ``data_dir``."""
+    (recorded in its last.pt), said on stderr; else ``preset_data``, the preset's
+    ``data_dir``."""
     from revmed.checkpoint import read_payload
 
     if resume and (out / "last.pt").is_file():
@@ -110,7 +112,7 @@ def _default_data(preset, out: Path, resume: bool, quiet: bool) -> Path:
         if isinstance(path, str) and Path(path).is_dir():
             output.note(f"resuming on {path}, the data the run trained on", quiet)
             return Path(path)
-    return Path(preset.data_dir)
+    return Path(preset_data)
 
 
 def _new_run_folder(name: str, resume: bool, job) -> Path:

@@ -220,10 +220,10 @@ class ModelCard:
     def of(cls, preset: Preset, channels: tuple[str, ...] = (),
            labels: LabelSet | None = None) -> ModelCard:
         """The card of the network ``preset`` describes, for data with ``channels`` (and, for
-        segmentation, the label set ``labels``, BraTS by default)."""
+        segmentation, the data's label set ``labels``, which it needs)."""
         kind, kwargs = model_spec(preset)
-        if preset.task == "seg":
-            labels = labels or BRATS
+        if preset.task == "seg" and labels is None:
+            raise ValueError("the card of a segmentation network needs its data's label set")
         data = DataCard(**{k: getattr(preset.data, k) for k in DATA_KEYS},
                         channels=tuple(channels), labels=labels)
         return cls(kind, kwargs, preset.task, data, tuple(preset.patch.size), preset.infer)
@@ -276,7 +276,7 @@ class Checkpoint:
                               channels=tuple(data.get("channels", ())),
                               labels=_label_set(data, preset.task, path)),
                 patch_size=tuple(payload["patch_size"]), infer=preset.infer)
-            card = _checked_card(card, preset, payload["preset"], path)
+            card = _checked_card(card, _preset_card(card, preset, payload["preset"]), path)
             _check_network(card, payload.get("state", {}), path)
         except ConfigError as exc:
             raise CheckpointError(str(exc)) from None
@@ -292,10 +292,19 @@ class Checkpoint:
                    _data_source(payload.get("data_source")))
 
 
-def _card_problem(card: ModelCard, preset: Preset, saved: dict[str, Any]) -> str | None:
-    """What is wrong with ``card`` by the schema, or against the checked ``preset`` where the
-    ``saved`` preset states its ``[model]`` section (revmed always writes it; only hand-made
-    checkpoints leave it out); None when nothing is."""
+def _preset_card(card: ModelCard, preset: Preset, saved: dict[str, Any]) -> ModelCard | None:
+    """The card the checked ``preset`` makes for ``card``'s data, where the ``saved`` preset
+    states its ``[model]`` section (revmed always writes it; only hand-made checkpoints leave it
+    out); None otherwise."""
+    model = saved.get("model") if isinstance(saved, dict) else None
+    if not (isinstance(model, dict) and "kind" in model):
+        return None
+    return ModelCard.of(preset, card.data.channels, card.data.labels)
+
+
+def _card_problem(card: ModelCard, expected: ModelCard | None) -> str | None:
+    """What is wrong with ``card`` by the schema, or against the card its preset makes
+    (``expected``, when known: ``_preset_card``); None when nothing is."""
     tasks = get_family(card.kind).tasks if card.kind in FAMILIES else ()
     if tasks and card.task not in tasks:
         return f"task {card.task!r} for a {card.kind} network (it does {', '.join(tasks)})"
@@ -314,10 +323,8 @@ def _card_problem(card: ModelCard, preset: Preset, saved: dict[str, Any]) -> str
             return f"the network's {name} {card.kwargs[name]!r} is not data.{name}"
     if len(card.data.channels) not in (0, card.data.in_channels):
         return f"{len(card.data.channels)} channel names for {card.data.in_channels} channels"
-    model = saved.get("model") if isinstance(saved, dict) else None
-    if not (isinstance(model, dict) and "kind" in model):
+    if expected is None:
         return None
-    expected = ModelCard.of(preset, card.data.channels, card.data.labels)
     if card.kind != expected.kind:
         return f"model kind {card.kind!r}, but its preset's is {expected.kind!r}"
     for name, value in card.kwargs.items():
@@ -334,19 +341,17 @@ def _card_problem(card: ModelCard, preset: Preset, saved: dict[str, Any]) -> str
     return None
 
 
-def _checked_card(card: ModelCard, preset: Preset, saved: dict[str, Any],
+def _checked_card(card: ModelCard, expected: ModelCard | None,
                   path: str | os.PathLike) -> ModelCard:
-    """``card`` checked by the schema and against its preset (``_card_problem``), with the
-    network arguments its preset makes (a card from an older revmed may lack new ones);
-    ``CheckpointError`` naming ``path`` and the problem otherwise."""
-    problem = _card_problem(card, preset, saved)
+    """``card`` checked by the schema and against the card its preset makes (``expected``;
+    ``_card_problem``), with the network arguments its preset makes (a card from an older
+    revmed may lack new ones); ``CheckpointError`` naming ``path`` and the problem
+    otherwise."""
+    problem = _card_problem(card, expected)
     if problem is not None:
         raise CheckpointError(f"{path}: its model card does not hold together ({problem}); "
                               "the file was altered or damaged")
-    model = saved.get("model") if isinstance(saved, dict) else None
-    if isinstance(model, dict) and "kind" in model:
-        return replace(card, kwargs=dict(model_spec(preset)[1]))
-    return card
+    return card if expected is None else replace(card, kwargs=dict(expected.kwargs))
 
 
 def _check_network(card: ModelCard, state: Any, path: str | os.PathLike) -> None:

@@ -32,7 +32,6 @@ from torch import nn
 from revmed.checkpoint import Checkpoint, ModelCard, load_checkpoint
 from revmed.errors import CheckpointError, InputError
 from revmed.io import Volume, check_finite, zoom_affine
-from revmed.regions import BRATS
 from revmed.runtime import inference_precision, prepare
 from revmed.models import get_family
 from revmed.nn.fused import fuse_for_inference
@@ -292,7 +291,7 @@ class Segmenter(Predictor):
         image = normalise(volume.array, self.card.data.intensity, self.card.data.window)
         logits = self._windows(self.model, image, overlap, sw_batch_size, progress, precision)
         self._check_output(logits, volume)
-        labels = (self.card.data.labels or BRATS).to_labels(logits)
+        labels = self.card.data.labels.to_labels(logits)
         return Volume(labels.astype(np.float32), volume.affine, source=volume.source,
                       meta={"units": "label"})
 

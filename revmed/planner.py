@@ -53,6 +53,7 @@ from revmed.engine.step import TrainingStep
 from revmed.errors import ConfigError, InputError
 from revmed.models import build_critics, build_model, get_family, model_spec
 from revmed.preset import MAX_PATCH_SIZE, Preset
+from revmed.regions import LabelSet
 from revmed.sizes import format_bytes, shape_text
 
 #: Bytes one float32 parameter costs while training with Adam: weight, gradient, two moments.
@@ -161,22 +162,31 @@ def synthetic_batch(preset: Preset, patch: Sequence[int], batch: int,
                     device: torch.device, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random tensors shaped like a training batch: ``X`` ``(B, in_channels, *patch)`` in
     [-1, 1], and ``Y`` ``(B, out_channels, *patch)`` or, for segmentation, an integer
-    ``label`` ``(B, 1, *patch)`` with values in {0, 1, 2, 4}."""
+    ``label`` ``(B, 1, *patch)`` with the values of ``stand_in_labels``."""
     g = torch.Generator().manual_seed(seed)
     data, shape = preset.data, tuple(int(n) for n in patch)
     out = {"X": torch.rand(batch, data.in_channels, *shape, generator=g) * 2 - 1}
     if preset.train.objective == "segmentation":
-        codes = torch.tensor([0, 1, 2, 4], dtype=torch.uint8)
-        out["label"] = codes[torch.randint(0, 4, (batch, 1, *shape), generator=g)]
+        count = data.out_channels + 1  # the background and one label per region
+        out["label"] = torch.randint(0, count, (batch, 1, *shape), generator=g,
+                                     dtype=torch.uint8)
     else:
         out["Y"] = torch.rand(batch, data.out_channels, *shape, generator=g) * 2 - 1
     return {k: v.to(device) for k, v in out.items()}
 
 
+def stand_in_labels(regions: int) -> LabelSet:
+    """``regions`` disjoint regions, labels 1 to ``regions``: a segmentation step's memory
+    depends on how many regions it predicts, not on how its data codes them."""
+    return LabelSet(labels={f"region{i}": i for i in range(1, regions + 1)})
+
+
 def _seeded_step(preset: Preset, device: torch.device) -> TrainingStep:
     """The trainer's own step (``revmed.engine.step``), seeded as the trainer seeds it."""
     torch.manual_seed(preset.train.seed)
-    step = build_training_step(preset, device)
+    labels = (stand_in_labels(preset.data.out_channels)
+              if preset.train.objective == "segmentation" else None)
+    step = build_training_step(preset, device, labels=labels)
     step.model.train()
     return step
 

@@ -169,8 +169,10 @@ def _read_manifest(root: Path) -> dict:
 
 
 def _label_set(path: Path, kind: str, data: dict) -> LabelSet | None:
-    """The label set ``dataset.toml`` declares (BraTS when it declares none); None for datasets
-    that are not for segmentation, which must not declare one."""
+    """The label set ``dataset.toml`` declares: ``labels = "brats"`` (the BraTS coding), or
+    ``[labels]`` and ``[regions]`` tables; None for datasets that are not for segmentation,
+    which must not declare one. A segmentation dataset that declares none is refused: what its
+    label maps hold is not guessed."""
     given = {k: data[k] for k in ("labels", "regions") if k in data}
     if kind != "segmentation":
         if given:
@@ -178,6 +180,13 @@ def _label_set(path: Path, kind: str, data: dict) -> LabelSet | None:
                              "datasets")
         return None
     if not given:
+        raise InputError(f"{path}: declares no labels; a segmentation dataset says what its "
+                         "label maps hold: labels = \"brats\" for the BraTS coding (1 NCR, "
+                         "2 ED, 4 ET), or [labels] and [regions] tables (docs/data.md)")
+    if isinstance(given.get("labels"), str):
+        if given["labels"] != "brats" or "regions" in given:
+            raise InputError(f"{path}: key 'labels' names a label set: \"brats\" (alone), or "
+                             "give [labels] and [regions] tables")
         return BRATS
     if "labels" not in given:
         raise InputError(f"{path}: [regions] needs a [labels] table naming the label values")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from revmed.data.layout import load_dataset
 from revmed.data.samples import load_sample
 from revmed.data.statistics import STATISTICS_KEYS, with_dataset_statistics
 from revmed.errors import InputError, OutputError
-from revmed.preset import PatchSection, Preset, check_seed
+from revmed.preset import DataSection, PatchSection, Preset, check_seed, plain
 from revmed.sizes import shape_text
 
 MANIFEST = "manifest.json"
@@ -110,10 +110,11 @@ def preset_patches(sample: dict[str, np.ndarray], patch: PatchSection, min_foreg
                            overlap=patch.overlap, min_foreground=min_foreground, seed=seed)
 
 
-def patch_settings(preset: Preset, split: str, seed: int) -> dict[str, Any]:
+def patch_settings(data: DataSection, patch: PatchSection, split: str,
+                   seed: int) -> dict[str, Any]:
     """What the shards depend on; a folder made with other settings is not reused."""
-    values = preset.to_dict()
-    return {"data": values["data"], "patch": values["patch"], "split": split, "seed": seed}
+    return {"data": plain(asdict(data)), "patch": plain(asdict(patch)), "split": split,
+            "seed": seed}
 
 
 def _shard_path(out_dir: Path, case_name: str) -> Path:
@@ -193,7 +194,7 @@ def patchify(data_dir: str | Path, out_dir: str | Path, preset: Preset,
     # z-scoring statistics come from the train split, whichever split is cut
     preset = replace(preset, data=with_dataset_statistics(preset.data, dataset.splits["train"],
                                                           dataset.kind))
-    settings = patch_settings(preset, split, seed)
+    settings = patch_settings(preset.data, preset.patch, split, seed)
     _check_reuse(out_dir, settings, overwrite)
     (out_dir / "shards").mkdir(parents=True, exist_ok=True)
     header = {"format": FORMAT, "version": FORMAT_VERSION, "revmed": revmed.__version__,

@@ -21,7 +21,7 @@ from revmed.data.layout import Case
 from revmed.errors import InputError
 from revmed.io import Volume, check_finite, read_channels, read_volume
 from revmed.preset import DataSection
-from revmed.regions import BRATS, LabelSet
+from revmed.regions import LabelSet
 from revmed.transforms import downsample, normalise, statistics_of, upsample
 
 
@@ -62,9 +62,10 @@ def read_label_map(path, labels: LabelSet) -> np.ndarray:
 
 
 def load_sample(case: Case, kind: str, data: DataSection,
-                labels: LabelSet = BRATS) -> dict[str, np.ndarray]:
+                labels: LabelSet | None = None) -> dict[str, np.ndarray]:
     """Read and prepare one case of a dataset of ``kind`` (see ``revmed.data.layout``) as the
-    preset's ``[data]`` section says; label maps must hold only the values of ``labels``."""
+    preset's ``[data]`` section says; label maps must hold only the values of ``labels`` (the
+    dataset's label set, needed for a case with a label map)."""
     sample: dict[str, np.ndarray] = {}
     reference: Volume | None = None
     stats_x, stats_y = statistics_of(data)
@@ -87,6 +88,8 @@ def load_sample(case: Case, kind: str, data: DataSection,
             sample["Y"] = normalise(target.array, data.intensity, data.window, stats_y)
             reference = reference or target
         if case.label is not None:
+            if labels is None:
+                raise ValueError(f"case {case.name}: a label map needs the dataset's label set")
             sample["label"] = read_label_map(case.label, labels)
     if reference is None:
         raise InputError(f"case {case.name}: no volume to read")

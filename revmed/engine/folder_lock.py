@@ -121,3 +121,15 @@ class OutputClaim(FolderLock):
         return (f"{self.target}: another revmed run ({holder}) is writing it; wait for it to "
                 "end, or choose another output")
 
+
+def clear_stale_claim(target: str | os.PathLike) -> None:
+    """Remove the claim a killed run left beside the output ``target`` (a claim a live run
+    holds is left alone)."""
+    claim = OutputClaim(target)
+    if not claim.path.exists():
+        return
+    try:
+        claim.acquire()
+    except OutputError:
+        return
+    claim.release()

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from revmed.preset import TrainSection
-from revmed.regions import BRATS, LabelSet
+from revmed.regions import LabelSet
 
 
 def gan_loss(logits: torch.Tensor, real: bool, least_squares: bool) -> torch.Tensor:
@@ -162,7 +162,7 @@ class SegmentationObjective(Objective):
     the model maps ``X`` to ``(B, R, D, H, W)`` logits, one channel per region of ``labels``.
     """
 
-    def __init__(self, labels: LabelSet = BRATS) -> None:
+    def __init__(self, labels: LabelSet) -> None:
         from monai.losses import DiceLoss
 
         self.dice, self.labels = DiceLoss(sigmoid=True), labels
@@ -179,14 +179,17 @@ class SegmentationObjective(Objective):
 
 
 def build_objective(train: TrainSection, seed: int | None = None,
-                    labels: LabelSet = BRATS) -> Objective:
+                    labels: LabelSet | None = None) -> Objective:
     """The objective a preset's ``[train]`` section names (``seed``: of the image pools,
-    ``train.seed`` by default; ``labels``: the regions a segmentation network learns)."""
+    ``train.seed`` by default; ``labels``: the regions a segmentation network learns, the
+    label set of its data, which segmentation needs)."""
     if train.objective == "paired":
         return Pix2PixObjective(train.lambda_l1, train.lambda_gan)
     if train.objective == "unpaired":
         return CycleGANObjective(train.lambda_cycle, train.lambda_gan, train.pool_size,
                                  train.seed if seed is None else seed)
     if train.objective == "segmentation":
+        if labels is None:
+            raise ValueError("the segmentation objective needs the label set of its data")
         return SegmentationObjective(labels)
     raise ValueError(f"unknown objective {train.objective!r}")

@@ -172,13 +172,13 @@ class RunFolder:
         return any(_epoch_of(line) != float("inf") for line in text.splitlines(keepends=True)
                    if line.endswith("\n"))
 
-    def check(self, preset: Preset, resume: bool, data: dict[str, str] | None = None,
-              overwrite: bool = False) -> Checkpoint | None:
+    def check(self, record: RunRecord, resume: bool, overwrite: bool = False) -> Checkpoint | None:
         """The saved state of the run to resume (None for a new run), checked: raises
         ``InputError`` / ``OutputError`` / ``ConfigError`` for a folder that cannot be written,
         is in use, holds no run to resume, holds a run or other files already (unless
-        ``overwrite``), or holds a different run or one trained on other ``data``
-        (``data_source``). Takes the folder's lock when it exists; writes nothing else."""
+        ``overwrite``), or holds a different run than ``record`` (another preset) or one
+        trained on other data (``record.data_source``). Takes the folder's lock when it exists;
+        writes nothing else."""
         if self.path.exists() and not self.path.is_dir():
             raise OutputError(f"{self.path}: is a file, not a run folder", option="out")
         check_output_folder(self.path)
@@ -188,8 +188,8 @@ class RunFolder:
             if not self.last.is_file():
                 raise InputError(f"{self.last}: nothing to resume (no last.pt in the run folder)")
             saved = load_checkpoint(self.last)
-            check_same_run(saved.preset, preset, self.last)
-            check_same_data(saved.data_source, data or {}, self.last)
+            check_same_run(saved.preset, record.preset, self.last)
+            check_same_data(saved.data_source, record.data_source, self.last)
             return saved
         found = self.contents()
         if found and not overwrite:
@@ -200,9 +200,11 @@ class RunFolder:
                               fix="overwrite_run")
         return None
 
-    def begin(self, preset: Preset, overwrite: bool = False) -> None:
-        """Make the folder of a new run (and take its lock) and write its ``preset.toml``;
-        with ``overwrite``, the files of an earlier run there are removed first."""
+    def begin(self, record: RunRecord, overwrite: bool = False) -> None:
+        """Make the folder of a new run (and take its lock) and write its ``preset.toml``
+        (``record.preset``); with ``overwrite``, the files of an earlier run there are removed
+        first."""
+        preset = record.preset
         if not self.writes:
             return
         self.made = not self.path.exists()

@@ -38,7 +38,7 @@ from revmed.engine.validation import Validator
 from revmed.errors import ConfigError, InputError, OutputError, RevmedError
 from revmed.models import build_critics, get_family, model_spec
 from revmed.preset import DataSection, Preset
-from revmed.regions import BRATS, LabelSet
+from revmed.regions import LabelSet
 from revmed.tiles import runs_in_tiles
 
 #: Dataset kinds each objective can train on.
@@ -64,15 +64,14 @@ def setup_training(preset: Preset, data_dir: str | Path, run_dir: str | Path,
     """
     device = _join(job, device, preset.train.batch_size)
     training = open_training_data(data_dir, preset.synth)
-    _check_kind(training, preset)
-    labels = _check_regions(preset, training)
-    preset = dataclasses.replace(preset, data=_statistics(preset, training))
+    _check_kind(training, preset.train.objective, preset.name)
+    labels = _check_regions(training, preset.data.out_channels, preset.name)
+    preset = dataclasses.replace(preset, data=_statistics(preset.data, training))
     card = ModelCard.of(preset, training.channels, training.labels)
     record = RunRecord(card, preset, data_source(data_dir))
     run = RunFolder(run_dir, writes=job is None or job.is_main)
     try:
-        saved = _on_every_process(job, lambda: run.check(preset, resume, record.data_source,
-                                                         overwrite))
+        saved = _on_every_process(job, lambda: run.check(record, resume, overwrite))
         torch.manual_seed(preset.train.seed)
         np.random.seed(preset.train.seed % 2**32)
         patches = TrainingPatches(training, preset.patch, preset.data, preset.train.seed)
@@ -80,7 +79,7 @@ def setup_training(preset: Preset, data_dir: str | Path, run_dir: str | Path,
         validator = Validator(training.validation_cases, training.validation_kind,
                               preset.data, preset.train, card, device)
         if saved is None:
-            run.begin(preset, overwrite)
+            run.begin(record, overwrite)
         return Trainer(step, patches, validator, run, record, preset.train, device, job, saved)
     except BaseException:
         run.abandon()
@@ -88,10 +87,10 @@ def setup_training(preset: Preset, data_dir: str | Path, run_dir: str | Path,
 
 
 def build_training_step(preset: Preset, device: torch.device, job: Distributed | None = None,
-                        labels: LabelSet = BRATS) -> TrainingStep:
+                        labels: LabelSet | None = None) -> TrainingStep:
     """The ``TrainingStep`` of ``preset``: its network (checked for training on ``device``),
-    its critics when the objective has a GAN term, on ``device``. What ``Trainer`` runs and
-    the planner measures."""
+    its critics when the objective has a GAN term, on ``device``; ``labels``: the label set of
+    the data, which segmentation needs. What ``Trainer`` runs and the planner measures."""
     kind, kwargs = model_spec(preset)
     family = get_family(kind)
     model = family.network(**kwargs).to(device)
@@ -101,33 +100,33 @@ def build_training_step(preset: Preset, device: torch.device, job: Distributed |
     return TrainingStep(model, critics, preset.train, device, job, labels=labels, tiles=tiles)
 
 
-def _check_kind(training: TrainingData, preset: Preset) -> None:
+def _check_kind(training: TrainingData, objective: str, preset_name: str) -> None:
     """``InputError`` when the data is of a kind the preset's objective cannot train on."""
-    objective = preset.train.objective
     if training.kind not in OBJECTIVE_DATA[objective]:
         raise InputError(f"{training.folder}: holds a {training.kind} dataset, which cannot "
-                         f"train the {objective} objective of preset {preset.name} (it trains "
+                         f"train the {objective} objective of preset {preset_name} (it trains "
                          f"on {' or '.join(OBJECTIVE_DATA[objective])} datasets)")
 
 
-def _statistics(preset: Preset, training: TrainingData) -> DataSection:
-    """The preset's ``[data]`` with the ``zscore-dataset`` statistics it leaves empty."""
+def _statistics(data: DataSection, training: TrainingData) -> DataSection:
+    """``data`` with the ``zscore-dataset`` statistics it leaves empty."""
     if training.manifest is not None:
-        return with_saved_statistics(preset.data, training.manifest, training.folder)
-    return with_dataset_statistics(preset.data, training.train_cases, training.kind)
+        return with_saved_statistics(data, training.manifest, training.folder)
+    return with_dataset_statistics(data, training.train_cases, training.kind)
 
 
-def _check_regions(preset: Preset, training: TrainingData) -> LabelSet:
-    """The label set segmentation trains on (BraTS for other objectives, where it is unused);
-    ``ConfigError`` when the network's outputs do not match the data's regions."""
+def _check_regions(training: TrainingData, out_channels: int,
+                   preset_name: str) -> LabelSet | None:
+    """The label set segmentation trains on, the data's (None for other kinds of data);
+    ``ConfigError`` when the network's ``out_channels`` do not match the data's regions."""
     labels = training.labels
-    if preset.train.objective != "segmentation" or labels is None:
-        return BRATS
-    if len(labels.names) != preset.data.out_channels:
+    if labels is None:
+        return None
+    if len(labels.names) != out_channels:
         where = training.dataset_root or "the data"
-        raise ConfigError(f"preset {preset.name}: key 'data.out_channels' is "
-                          f"{preset.data.out_channels}, but {where} declares "
-                          f"{len(labels.names)} region(s) ({', '.join(labels.names)}); set "
+        raise ConfigError(f"preset {preset_name}: key 'data.out_channels' is {out_channels}, "
+                          f"but {where} declares {len(labels.names)} region(s) "
+                          f"({', '.join(labels.names)}); set "
                           f"data.out_channels = {len(labels.names)}")
     return labels
 

@@ -25,7 +25,7 @@ from revmed.engine.objectives import build_objective
 from revmed.nn import invertibility_error
 from revmed.nn.norm_statistics import Statistics, collect_norm_statistics
 from revmed.preset import TrainSection
-from revmed.regions import BRATS, LabelSet
+from revmed.regions import LabelSet
 from revmed.runtime import as_channels_last, autocast, grad_scaler, prepare
 
 #: Patches per direction on which ``TrainingStep.calibrate`` measures the normalisation
@@ -64,7 +64,7 @@ class TrainingStep:
         device: where the networks run.
         job: a ``torchrun`` job: each step's losses then run inside DistributedDataParallel,
             and the unpaired objective's image pools are seeded per process.
-        labels: the regions a segmentation network learns.
+        labels: the label set whose regions a segmentation network learns (its data's).
         tiles: the network runs in tiles at inference (``calibrate`` then measures its
             normalisation statistics after each epoch).
 
@@ -73,7 +73,7 @@ class TrainingStep:
 
     def __init__(self, model: nn.Module, critics: dict[str, nn.Module], train: TrainSection,
                  device: torch.device, job: Distributed | None = None,
-                 labels: LabelSet = BRATS, tiles: bool = False) -> None:
+                 labels: LabelSet | None = None, tiles: bool = False) -> None:
         self.device, self.job, self.precision = device, job, train.precision
         self.channels_last = train.channels_last
         self.model = model.to(device)

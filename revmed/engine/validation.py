@@ -26,7 +26,6 @@ from revmed.data.samples import load_sample
 from revmed.metrics import dice, psnr, ssim3d
 from revmed.nn.norm_statistics import Statistics, freeze_norms
 from revmed.preset import DataSection, TrainSection
-from revmed.regions import BRATS
 from revmed.tiles import plan_tiles, slab_axis, tile_voxels, tiled_predict
 from revmed.windows import sliding_window_predict
 
@@ -52,7 +51,7 @@ class Validator:
         self.data, self.train, self.device = data, train, device
         self.patch_size, self.infer = card.patch_size, card.infer
         self.segmentation = train.objective == "segmentation"
-        self.labels = card.data.labels or BRATS
+        self.labels = card.data.labels
         #: The score ``best.pt`` is chosen by.
         self.score_key = "val_dice_worst" if self.segmentation else "val_psnr"
         wanted = ("segmentation",) if self.segmentation else ("paired", "hr-only")

@@ -29,7 +29,7 @@ from revmed.evaluation.cases import CaseFiles, match_cases
 from revmed.evaluation.preview import case_preview
 from revmed.io import Volume, check_finite, read_volume, zoom_affine
 from revmed.io.grids import on_grid_of, reoriented_like
-from revmed.regions import BRATS, LabelSet
+from revmed.regions import LabelSet
 from revmed.transforms import coarse_shape, normalise, upsample
 from revmed.sizes import require_memory, shape_text, voxel_bytes
 
@@ -443,12 +443,13 @@ def _region_scores(files: CaseFiles, labels: LabelSet, resample: bool) -> CaseRe
 
 
 def evaluate_regions(prediction: str | os.PathLike, reference: str | os.PathLike, *,
-                     labels: LabelSet = BRATS, resample: bool = False,
+                     labels: LabelSet, resample: bool = False,
                      progress: Progress | None = None) -> Report:
     """Evaluate predicted label maps against reference ones, region by region.
 
-    Cases pair up as in ``match_cases``. Per case and region of ``labels`` (BraTS: ET, TC,
-    WT; see ``revmed.regions``): Dice, sensitivity and HD95 in mm (using the reference's
+    Cases pair up as in ``match_cases``. Per case and region of ``labels`` (e.g.
+    ``revmed.regions.BRATS``: ET, TC, WT; or a dataset's, ``read_label_set``): Dice,
+    sensitivity and HD95 in mm (using the reference's
     spacing). Label maps holding values ``labels`` does not declare are refused.
     ``resample``: put predictions on another grid onto the reference's (nearest neighbour).
     The report's "methods" are the regions.

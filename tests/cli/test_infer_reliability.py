@@ -148,6 +148,28 @@ def test_killed_batch_leaves_only_whole_files_and_a_rerun_finishes(model, tmp_pa
     assert sorted(p.name for p in out.iterdir()) == [f"{n}.nii.gz" for n in names]
 
 
+def test_a_rerun_clears_the_claims_a_killed_run_left_beside_finished_outputs(cli, model,
+                                                                              tmp_path):
+    """A run killed after writing an output but before letting its claim go leaves the claim
+    file; ``--skip-existing`` keeps the output and removes the stale claim, and leaves alone a
+    claim a live run holds."""
+    from revmed.engine.folder_lock import OutputClaim
+
+    folder = _cases(tmp_path / "in", ["a", "b"])
+    out = tmp_path / "out"
+    assert cli("infer", folder, "-o", out, "--model", model, "--quiet").code == 0
+    stale, live = OutputClaim(out / "a.nii.gz"), OutputClaim(out / "b.nii.gz")
+    stale.path.write_text("pid 1 on a host that was killed\n")  # a file, no lock held
+    assert live.acquire()
+    try:
+        rerun = cli("infer", folder, "-o", out, "--model", model, "--quiet", "--skip-existing")
+        assert rerun.code == 0, rerun.err
+        assert not stale.path.exists() and live.path.exists()
+    finally:
+        live.release()
+    assert sorted(p.name for p in out.iterdir()) == ["a.nii.gz", "b.nii.gz"]
+
+
 def test_parts_of_a_batch_cover_every_case_once(cli, model, tmp_path):
     names = ["a", "b", "c", "d", "e"]
     folder = _cases(tmp_path / "in", names)

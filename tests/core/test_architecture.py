@@ -130,3 +130,20 @@ def test_the_trainer_stays_short(module, cls, limit):
     tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
     (node,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls]
     assert node.end_lineno - node.lineno + 1 < limit
+
+
+#: Where the library may name the BraTS label set: where it is defined and named ("brats" in a
+#: dataset.toml or on the command line), for files made before label sets were recorded (old
+#: checkpoints and patch folders), and the phantom that imitates BraTS. Everywhere else labels
+#: come from the data or the checkpoint.
+BRATS_NAMED_IN = {"revmed.regions", "revmed.data.layout", "revmed.checkpoint",
+                  "revmed.data.training_data", "revmed.data.synthetic.datasets"}
+
+
+def test_brats_is_no_silent_default():
+    naming = {name for name, path in MODULES.items()
+              if any(isinstance(node, ast.Name) and node.id == "BRATS"
+                     or isinstance(node, ast.alias) and node.name == "BRATS"
+                     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))))}
+    assert naming - BRATS_NAMED_IN == set()
+    assert "revmed.regions" in naming  # the check reads names: the definition is found

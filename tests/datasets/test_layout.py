@@ -11,6 +11,7 @@ import pytest
 from revmed.data.layout import describe_dataset, load_dataset, validate_geometry
 from revmed.errors import InputError
 from revmed.io import Volume, make_affine, write_volume
+from revmed.regions import BRATS
 
 
 def vol(path: Path, shape=(8, 8, 6), channels=1, spacing=(1.0, 1.0, 2.0), value=0.0) -> Path:
@@ -224,7 +225,7 @@ def test_other_formats_are_checked_too(tmp_path):
     assert "8x8x7" in msg
 
 
-SEG = 'kind = "segmentation"\nchannels = ["t1", "t1ce", "t2", "flair"]\n'
+SEG = 'kind = "segmentation"\nchannels = ["t1", "t1ce", "t2", "flair"]\nlabels = "brats"\n'
 
 
 @pytest.fixture
@@ -245,6 +246,18 @@ def test_segmentation_dataset_loads(seg):
     assert b.inputs == [seg / "train" / "images" / "b.nii.gz"]
     assert a.label == seg / "train" / "labels" / "a.nii.gz"
     validate_geometry(ds)
+
+
+def test_the_labels_are_declared_never_guessed(seg):
+    """``labels = "brats"`` names the BraTS set; a segmentation dataset that declares nothing
+    is refused naming its dataset.toml (it used to be taken for BraTS silently)."""
+    assert load_dataset(seg).labels == BRATS
+    toml = seg / "dataset.toml"
+    for text, said in ((SEG.replace('labels = "brats"\n', ""), "declares no labels"),
+                       (SEG.replace('"brats"', '"brats2023"'), "names a label set"),
+                       (SEG + '[regions]\nWT = ["ET"]\n', "names a label set")):
+        toml.write_text(text)
+        assert said in raises_naming(toml, load_dataset, seg)
 
 
 def test_missing_channel_file(seg):

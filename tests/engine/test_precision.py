@@ -96,11 +96,12 @@ def test_bf16_on_the_cpu_refuses_an_iunet_scale_two_voxels_deep():
     such an iUNet run is refused up front, and the grids around it are not."""
     from revmed.engine.setup import build_training_step
     from revmed.errors import ConfigError
+    from revmed.regions import BRATS
 
     def step(patch, precision):
         preset = config.load_preset("brats-seg", [
             f"patch.size={patch}", "model.width=8", f"train.precision='{precision}'"])
-        return build_training_step(preset, torch.device("cpu"))
+        return build_training_step(preset, torch.device("cpu"), labels=BRATS)
 
     # 5 scales: 32 -> 16, 8, 4, 2, 1 and 16 (padded to 16) -> 16, 8, 4, 2, 1
     for patch in ("[32,48,48]", "[16,64,64]"):

@@ -41,7 +41,7 @@ def test_inconsistent_predictions_are_nested_from_the_outside_in():
 def test_segmentation_loss_is_low_for_the_right_logits_and_high_for_wrong_ones():
     labels = torch.from_numpy(_labels()[None])
     target = BRATS.to_regions(labels)
-    objective = SegmentationObjective()
+    objective = SegmentationObjective(BRATS)
     right = objective.generator_step(lambda x: (target * 2 - 1) * 20, {}, {"X": target,
                                                                            "label": labels})[0]
     wrong = objective.generator_step(lambda x: (1 - target * 2) * 20, {}, {"X": target,
