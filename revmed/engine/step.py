@@ -22,13 +22,13 @@ from torch import nn
 
 from revmed.engine.distributed import Distributed, LossModule, wrap
 from revmed.engine.objectives import build_objective
+from revmed.inference.tiles import runs_in_tiles
 from revmed.models import build_critics, get_family, model_spec
 from revmed.nn import invertibility_error
 from revmed.nn.norm_statistics import Statistics, collect_norm_statistics
 from revmed.preset import Preset
 from revmed.regions import BRATS, LabelSet
 from revmed.runtime import as_channels_last, autocast, grad_scaler, prepare
-from revmed.tiles import runs_in_tiles
 
 #: Patches per direction on which ``TrainingStep.calibrate`` measures the normalisation
 #: statistics after each epoch. On four of the quality benchmark's runs, 64 scored within
