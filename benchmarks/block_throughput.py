@@ -174,8 +174,8 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--fused", action="store_true",
                         help="the network as revmed infer runs tiles on the CPU: norms folded, "
-                             "oneDNN post-ops (revmed.nn.fused); with --channels-last, in that "
-                             "order")
+                             "oneDNN post-ops (revmed.inference.fused); with --channels-last, "
+                             "in that order")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tile", default=None, help="D,H,W: time one tile instead of blocks")
     parser.add_argument("--blocks", default="32,48,64",
@@ -187,7 +187,7 @@ def main() -> None:
     net = frozen_generator(args.preset)
     bare = without_norms(net)
     if args.fused:
-        from revmed.nn.fused import fuse_for_inference
+        from revmed.inference.fused import fuse_for_inference
 
         net = fuse_for_inference(net, args.channels_last)
         bare = fuse_for_inference(bare, args.channels_last)

@@ -5,8 +5,8 @@ For each preset and precision a fresh worker process builds the preset's real tr
 seed: plain, compiled, channels-last, and both. It times the first step of each (which
 includes compilation), then rounds of one step of each variant, the order rotating every
 round, so that a shared machine's drifts hit all four alike. Inference is
-``revmed.inference.sliding_window_predict`` over a volume of 1.5 times the patch edge (8
-windows), timed the same way. The table gives medians, and each variant's time relative to
+``revmed.inference.windows.sliding_window_predict`` over a volume of 1.5 times the patch edge
+(8 windows), timed the same way. The table gives medians, and each variant's time relative to
 the plain one of the same precision.
 
 On CPU the primary figure is the process CPU time with the threads fixed (``--threads``),
@@ -75,8 +75,8 @@ def _batch(preset, device: torch.device, seed: int) -> dict[str, torch.Tensor]:
 def worker(name: str, precision: str, args: argparse.Namespace) -> dict:
     from revmed import config
     from revmed.engine.setup import build_training_step
+    from revmed.inference.windows import sliding_window_predict
     from revmed.regions import BRATS
-    from revmed.windows import sliding_window_predict
 
     counter = _FallbackCounter()
     logging.getLogger("torch._dynamo").addHandler(counter)

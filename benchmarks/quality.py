@@ -274,7 +274,7 @@ def compare_inference(translator, spec: dict, pred_dir: Path, run_dir: Path) -> 
 
     import torch
 
-    from revmed.nn.fused import onednn_supports
+    from revmed.runtime import onednn_supports
 
     if not translator.tiled:
         return {}

@@ -27,10 +27,11 @@ baselines are ``monai.networks.nets.UNet`` with 3 resolution levels like the iUN
   at full resolution, 2C at 1/2, 4C at 1/4 (plus a 4C bottom at 1/4): the same widths per scale
   as the iUNet with blow-up C.
 
-Scoring: each held-out volume is predicted whole by ``revmed.inference.sliding_window_predict``
-(window = patch size, the preset's overlap and Gaussian blending), a region is ``logit > 0``,
-and ``revmed.metrics.dice`` compares ET, TC and WT with the reference; mean +- std over the test
-cases. "Chance" is the Dice of predicting the region everywhere inside the brain mask.
+Scoring: each held-out volume is predicted whole by
+``revmed.inference.windows.sliding_window_predict`` (window = patch size, the preset's overlap
+and Gaussian blending), a region is ``logit > 0``, and ``revmed.metrics.dice`` compares ET, TC
+and WT with the reference; mean +- std over the test cases. "Chance" is the Dice of predicting
+the region everywhere inside the brain mask.
 
 Memory, per configuration (its own process, ``MALLOC_MMAP_THRESHOLD_=65536`` so that freed
 tensors go back to the kernel and the resident size follows the live tensors):
@@ -175,10 +176,10 @@ def worker(spec: dict) -> dict:
     from revmed.data.samples import load_sample
     from revmed.data.training_patches import TrainingPatches
     from revmed.engine.objectives import SegmentationObjective
+    from revmed.inference.windows import sliding_window_predict
     from revmed.metrics import dice
     from revmed.nn import SavedTensorMeter
     from revmed.regions import BRATS
-    from revmed.windows import sliding_window_predict
 
     torch.set_num_threads(spec["threads"])
     cfg = Config(**spec["config"])

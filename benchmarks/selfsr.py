@@ -30,9 +30,9 @@ arbitrary, so each MRI volume is scaled to its own 99.9th percentile before that
 it, and back after.
 
 ``--compare-windows`` runs each kept model again in this process, side by side: as selfsr
-does (slabs with the normalisation statistics measured after training, ``revmed.tiles``) and
-in blended windows with per-window norms (how selfsr ran before it kept statistics), both
-orientations, and prints the PSNR and seconds of each.
+does (slabs with the normalisation statistics measured after training,
+``revmed.inference.tiles``) and in blended windows with per-window norms (how selfsr ran
+before it kept statistics), both orientations, and prints the PSNR and seconds of each.
 
     python benchmarks/selfsr.py                         # every case, 4x and 6x, hr-only too
     python benchmarks/selfsr.py --cases epi --factors 4 --time-limit 30 --no-hr-only

@@ -12,8 +12,9 @@ noise on the grid that gives the output grid: the output grid itself for kernel 
 Ways (``--ways``): ``windows`` runs MONAI's sliding windows of the preset's patch size at its
 overlap with Gaussian blending and per-window instance norms (what checkpoints without
 statistics, and every checkpoint before tiling, run); ``tiles`` runs the network with frozen
-norms in the few large tiles ``revmed.tiles`` plans from the free memory, as ``revmed infer``
-does (on the CPU: channels-last, with the fused convolutions of ``revmed.nn.fused``);
+norms in the few large tiles ``revmed.inference.tiles`` plans from the free memory, as
+``revmed infer`` does (on the CPU: channels-last, with the fused convolutions of
+``revmed.inference.fused``);
 ``tiles-unfused`` the same tiles channels-last without the fusion; ``tiles-contiguous`` the
 same tiles as they ran before either (contiguous order, nothing fused). Each way runs at each
 ``--precisions``. Timed: the whole ``translate`` call (normalisation, grid refinement, the
@@ -45,7 +46,6 @@ import torch
 
 import _common
 
-
 def build_translator(preset, device: torch.device, channels_last: bool | None, compile_: bool):
     """``(translator, checkpoint)``: a ``Translator`` for ``preset``'s untrained generator
     (seeded) on ``device``, with normalisation statistics measured on a noise patch, made the
@@ -71,7 +71,7 @@ def unfused(translator, checkpoint, channels_last: bool):
     channels-last order or not: ``tiles-unfused`` and ``tiles-contiguous``."""
     import copy
 
-    from revmed.inference import frozen_directions
+    from revmed.inference.predictor import frozen_directions
     from revmed.runtime import prepare
 
     model = checkpoint.card.build()
@@ -107,11 +107,12 @@ def noise_volume(shape: list[int], spacing: list[float], seed: int = 0):
 
 
 def tile_cap(way: str):
-    """``tiles@N``: a context in which tiles read at most 2^N voxels (``revmed.tiles``'s
-    ``MAX_TILE_VOXELS``); plain ``tiles`` and ``windows`` keep the default."""
+    """``tiles@N``: a context in which tiles read at most 2^N voxels
+    (``revmed.inference.tiles.MAX_TILE_VOXELS``); plain ``tiles`` and ``windows`` keep the
+    default."""
     import contextlib
 
-    from revmed import tiles
+    from revmed.inference import tiles
 
     if "@" not in way:
         return contextlib.nullcontext()
@@ -129,8 +130,8 @@ def tile_cap(way: str):
 
 def evaluations(translator, way: str, volume, out_shape, overlap: float) -> float:
     """Voxels the network runs on per output voxel for ``way``."""
-    from revmed.tiles import plan_tiles, tile_voxels
-    from revmed.windows import window_count
+    from revmed.inference.tiles import plan_tiles, tile_voxels
+    from revmed.inference.windows import window_count
 
     if way == "windows":
         patch = translator.card.patch_size
@@ -183,7 +184,7 @@ def main() -> None:
     parser.add_argument("--ways", default="windows,tiles",
                         help="comma-separated: windows, tiles, tiles-unfused, tiles-contiguous; "
                              "any tiles way with @N: tiles of at most 2^N voxels instead of "
-                             "revmed.tiles.MAX_TILE_VOXELS")
+                             "revmed.inference.tiles.MAX_TILE_VOXELS")
     parser.add_argument("--channels-last", action="store_true",
                         help="windows (and tiles) in channels-last order")
     parser.add_argument("--compile", action="store_true")
@@ -214,8 +215,7 @@ def main() -> None:
     volume = noise_volume(in_shape, [0.7 * f for f in factors])
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     if device.type == "cpu":
-        from revmed.nn.fused import onednn_supports
-        from revmed.runtime import DTYPES
+        from revmed.runtime import DTYPES, onednn_supports
 
         dropped = [p for p in precisions if not onednn_supports(DTYPES[p])]
         for name in dropped:  # revmed runs these in fp32 here (runtime.inference_precision)

@@ -31,7 +31,7 @@ def demo(
 
     Example: revmed demo --out demo
     """
-    from revmed.demo import run_demo
+    from revmed.api import run_demo
     from revmed.runtime import resolve_device
 
     if out.exists():

@@ -129,7 +129,7 @@ def _model_paths(targets: list, output_path: Path, keep_model: bool, shared: boo
                  overwrite: bool) -> dict:
     """Where each kept model goes (target path -> model path; ``None`` -> the shared one),
     checked before any work: an existing model is replaced only with ``--overwrite``."""
-    from revmed.atomic import check_output_file
+    from revmed.io.atomic import check_output_file
     from revmed.selfsr import model_path_for
 
     if not keep_model:

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 import revmed
-from revmed.atomic import atomic_path
+from revmed.io.atomic import atomic_path
 from revmed.config import preset_from_dict
 from revmed.errors import CheckpointError, ConfigError
 from revmed.models import FAMILIES, build_model, get_family, model_spec

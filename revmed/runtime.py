@@ -1,9 +1,9 @@
 """Where and how networks run: the device, the autocast precision, the memory format of 3D
 tensors, and ``torch.compile`` of the plain sub-networks.
 
-Training (``revmed.engine.step``), validation and inference (``revmed.windows``,
-``revmed.inference``) and the planner take these four choices from here, so a preset's
-``precision``, ``channels_last`` and ``compile`` keys mean the same thing everywhere.
+Training (``revmed.engine.step``), validation and inference (``revmed.inference``) and the
+planner take these four choices from here, so a preset's ``precision``, ``channels_last`` and
+``compile`` keys mean the same thing everywhere.
 
 **Device.** ``resolve_device("auto")`` picks CUDA when there is one.
 
@@ -42,6 +42,7 @@ them gets one clear error instead of a failure deep inside the first step.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import warnings
 
@@ -50,7 +51,6 @@ from torch import nn
 
 from revmed.errors import ConfigError
 from revmed.nn import InvertibleModule, ReversibleSequence
-from revmed.nn.fused import onednn_supports
 
 # --- device ------------------------------------------------------------------------------------
 
@@ -100,6 +100,25 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=DTYPES[precision])
+
+
+@functools.cache
+def onednn_supports(dtype: torch.dtype) -> bool:
+    """Whether oneDNN runs convolutions in ``dtype`` on this CPU: one small fused convolution
+    (``torch.ops.mkldnn._convolution_pointwise``, as ``revmed.inference.fused`` runs them), its
+    answer kept for the process. bf16 needs AVX-512 (or AVX-NE-CONVERT); without it PyTorch
+    falls back to a reference convolution, 75x slower than fp32 on a 2-core AVX2 CPU
+    (docs/inference.md, "Precision"); ``inference_precision`` runs fp32 there instead."""
+    if not (torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_convolution_pointwise")):
+        return False
+    try:
+        y = torch.ops.mkldnn._convolution_pointwise(
+            torch.ones(1, 2, 3, 3, 3, dtype=dtype), torch.ones(2, 2, 1, 1, 1, dtype=dtype),
+            torch.zeros(2, dtype=dtype), [0] * 3, [1] * 3, [1] * 3, 1, "relu", [], None)
+    except (RuntimeError, NotImplementedError):
+        return False
+    return bool((y.float() == 2).all())
 
 
 def inference_precision(precision: str, device: torch.device) -> str:

@@ -21,7 +21,7 @@ from monai.transforms import (GridPatchd, RandCropByLabelClassesd, RandCropByPos
                               RandSpatialCropSamplesd, SpatialPadd)
 
 import revmed
-from revmed.atomic import atomic_path, check_output_folder
+from revmed.io.atomic import atomic_path, check_output_folder
 from revmed.data.layout import load_dataset
 from revmed.data.samples import load_sample
 from revmed.data.statistics import STATISTICS_KEYS, with_dataset_statistics

@@ -111,7 +111,7 @@ class OutputClaim(FolderLock):
     same output cannot both go on, and the second says so before any work."""
 
     def __init__(self, target: str | os.PathLike) -> None:
-        from revmed.atomic import temporary_stem
+        from revmed.io.atomic import temporary_stem
 
         self.target = Path(target)
         parent = self.target.parent if str(self.target.parent) else Path(".")

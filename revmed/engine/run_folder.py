@@ -33,12 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from revmed.atomic import atomic_path, check_output_folder
 from revmed.checkpoint import Checkpoint, ModelCard, load_checkpoint, save_checkpoint
 from revmed.config import to_toml
 from revmed.engine.curves import SKIPPED, curves_svg
 from revmed.engine.folder_lock import FolderLock
 from revmed.errors import ConfigError, InputError, OutputError
+from revmed.io.atomic import atomic_path, check_output_folder
 from revmed.preset import Preset
 
 #: Preset keys a resumed run may change: how long it trains, and what does not shape training.

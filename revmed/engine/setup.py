@@ -36,10 +36,10 @@ from revmed.engine.step import TrainingStep
 from revmed.engine.trainer import Trainer
 from revmed.engine.validation import Validator
 from revmed.errors import ConfigError, InputError, OutputError, RevmedError
+from revmed.inference.tiles import runs_in_tiles
 from revmed.models import build_critics, get_family, model_spec
 from revmed.preset import DataSection, Preset
 from revmed.regions import LabelSet
-from revmed.tiles import runs_in_tiles
 
 #: Dataset kinds each objective can train on.
 OBJECTIVE_DATA = {"paired": ("paired", "hr-only"), "unpaired": ("unpaired", "paired", "hr-only"),

@@ -9,7 +9,8 @@ region of its label set, their mean and the worst of them (BraTS: ``val_dice_ET`
 region by losing another does not count as better (the mean would let a large easy region pay
 for a small one left unlearned).
 Volumes run as inference runs them: a RevGAN with the epoch's normalisation statistics in
-tiles (``revmed.tiles``), anything else in sliding windows (``revmed.windows``).
+tiles (``revmed.inference.tiles``), anything else in sliding windows
+(``revmed.inference.windows``).
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from torch import nn
 from revmed.checkpoint import ModelCard
 from revmed.data.layout import Case
 from revmed.data.samples import load_sample
+from revmed.inference.tiles import plan_tiles, slab_axis, tile_voxels, tiled_predict
+from revmed.inference.windows import sliding_window_predict
 from revmed.metrics import dice, psnr, ssim3d
 from revmed.nn.norm_statistics import Statistics, freeze_norms
 from revmed.preset import DataSection, TrainSection
-from revmed.tiles import plan_tiles, slab_axis, tile_voxels, tiled_predict
-from revmed.windows import sliding_window_predict
 
 #: The data range of images inside the network ([-1, 1]), for validation PSNR and SSIM.
 NETWORK_RANGE = 2.0

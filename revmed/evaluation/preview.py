@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from revmed.atomic import atomic_path
 from revmed.errors import OutputError
+from revmed.io.atomic import atomic_path
 from revmed.io.messages import itk_reason
 
 #: Width in pixels and grey level of the lines between tiles.

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from revmed.atomic import atomic_path, check_output_file, check_output_folder
+from revmed.io.atomic import atomic_path, check_output_file, check_output_folder
 from revmed.errors import OutputError
 from revmed.evaluation.preview import write_png
 from revmed.evaluation.cases import CaseFiles

@@ -1,6 +1,6 @@
 """Writing a folder of files (a DICOM series) so that it appears whole or not at all.
 
-``revmed.atomic.atomic_path`` makes one file appear at once; a series is many files, so the
+``revmed.io.atomic.atomic_path`` makes one file appear at once; a series is many files, so the
 whole folder is written under a temporary name beside the target
 (``.NAME.partial-HOST-PID-RANDOM``) and renamed into place when every file is flushed. A
 process killed half-way leaves only that hidden folder, never a half series under the real
@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from revmed.atomic import (DESTINATION_ERRORS, host_name, new_folder_mode, process_running,
+from revmed.io.atomic import (DESTINATION_ERRORS, host_name, new_folder_mode, process_running,
                            sync_path, temporary_stem)
 from revmed.errors import OutputError
 from revmed.io.formats import DICOM_SUFFIXES

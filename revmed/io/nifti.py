@@ -21,8 +21,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from revmed.atomic import atomic_path
 from revmed.errors import InputError, OutputError, RevmedWarning
+from revmed.io.atomic import atomic_path
 from revmed.io.checks import cast_for_writing, check_affine, check_spatial_shape, is_sheared
 from revmed.io.messages import check_regular_file, exception_reason, quiet_libraries
 from revmed.io.volume import Volume

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from revmed.atomic import atomic_path
+from revmed.io.atomic import atomic_path
 from revmed.errors import InputError, OutputError
 from revmed.io.formats import ITK_FORMATS, ITK_WRITE_SUFFIXES, full_suffix
 from revmed.io.messages import check_regular_file, itk_reason, quiet_libraries

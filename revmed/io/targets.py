@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from revmed.atomic import check_name_lengths, check_output_folder
 from revmed.errors import InputError, OutputError
+from revmed.io.atomic import check_name_lengths, check_output_folder
 from revmed.io.cases import CaseSource, find_cases
 from revmed.io.folder_write import check_replaceable
 from revmed.io.formats import DICOM_SUFFIXES, OUTPUT_FORMATS, output_format, volume_suffix

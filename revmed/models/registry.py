@@ -50,7 +50,8 @@ class ModelFamily:
             for training runs the family knows to fail (see ``revmed.models.iunet``).
         tiles: the network translates both ways (``forward`` and ``reverse``), reports its
             ``halo(reverse)``, and its instance norms can be frozen after training, so
-            inference runs in large tiles (``revmed.nn.norm_statistics``, ``revmed.tiles``).
+            inference runs in large tiles (``revmed.nn.norm_statistics``,
+            ``revmed.inference.tiles``).
         tasks: the preset tasks the family does (a checkpoint claiming another is refused).
     """
 

@@ -132,7 +132,7 @@ class RevGAN3D(nn.Module):
     def halo(self, reverse: bool = False) -> int:
         """Voxels of input beyond an output voxel that it may depend on, along each axis, for
         F (or G with ``reverse``): a multiple of the stride, so tiles read this far stay on the
-        core's grid (``revmed.tiles``)."""
+        core's grid (``revmed.inference.tiles``)."""
         encode, _, decode = self.parts(reverse)
         reach, scale = conv_reach(encode)
         core, scale = conv_reach(self.core, scale)

@@ -131,7 +131,8 @@ def run_couplings(blocks: Sequence[InvertibleModule], x: torch.Tensor,
 def _add_branch(half: torch.Tensor, branch: nn.Module, x: torch.Tensor,
                 sign: int) -> torch.Tensor:
     """``half + sign * branch(x)``, into ``half`` where it can: through the branch's own
-    ``add_into`` when it has one (``revmed.nn.fused``), else ``add_change``."""
+    ``add_into`` when it has one (sub-networks fused for inference do:
+    ``revmed.inference.fused``), else ``add_change``."""
     add_into = getattr(branch, "add_into", None)
     if add_into is not None:
         return replay.call(lambda t: add_into(half, t, sign), x)

@@ -67,7 +67,7 @@ def test_a_file_where_a_folder_should_be_is_named(cli, tmp_path):
 
 def test_synth_on_a_full_disk_names_the_dataset_not_its_hidden_folder(cli, tmp_path,
                                                                       monkeypatch):
-    from revmed import atomic
+    from revmed.io import atomic
 
     def full(path):
         raise OSError(errno.ENOSPC, "No space left on device")

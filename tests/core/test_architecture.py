@@ -18,23 +18,29 @@ REPO = Path(__file__).resolve().parents[2]
 #: A unit is a top-level module of the library or one of its sub-packages.
 LAYERS = [
     ["revmed.errors"],
-    ["revmed", "revmed.sizes", "revmed.atomic", "revmed.preset"],
+    ["revmed", "revmed.sizes", "revmed.preset"],
     ["revmed.nn"],
     ["revmed.runtime", "revmed.models", "revmed.io", "revmed.transforms",
      "revmed.regions", "revmed.metrics"],
     ["revmed.config"],
-    ["revmed.windows", "revmed.tiles", "revmed.checkpoint"],
-    ["revmed.data"],
+    ["revmed.checkpoint"],
+    # below the engine: validation during training runs networks over whole volumes as
+    # inference does (its windows and tiles)
+    ["revmed.data", "revmed.inference", "revmed.evaluation"],
     ["revmed.engine"],
-    ["revmed.inference", "revmed.evaluation"],
     ["revmed.selfsr"],
-    ["revmed.planner", "revmed.demo", "revmed.api"],
+    ["revmed.planner", "revmed.api"],
     ["revmed.cli"],
     ["revmed.__main__"],
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 #: Longest function body (lines, signature and docstring aside), everywhere in the library.
 MAX_BODY = 60
+#: Most modules directly in revmed/ (``__init__`` and ``__main__`` aside); the rest live in
+#: packages, one per part of the library.
+MAX_ROOT_MODULES = 10
+#: Temporary allowance: root modules being moved into a package in the same change.
+MOVING = {"planner"}  # -> revmed/planning/
 
 
 def _modules() -> dict[str, Path]:
@@ -100,9 +106,15 @@ def test_no_module_imports_one_that_imports_it_back():
     assert cycles == []
 
 
+def test_the_library_root_holds_few_modules():
+    root = {p.stem for p in (REPO / "revmed").glob("*.py")} - {"__init__", "__main__"}
+    assert len(root - MOVING) <= MAX_ROOT_MODULES, sorted(root)
+
+
 def test_the_checks_can_fail():
     """The graph is really read: known edges are there, and a made-up upward one is caught."""
-    assert "revmed.checkpoint" in GRAPH["revmed.inference"]
+    assert "revmed.checkpoint" in GRAPH["revmed.inference.predictor"]
+    assert "revmed.inference.windows" in GRAPH["revmed.engine.validation"]
     assert "revmed.nn.replay" in GRAPH["revmed.nn.coupling"]
     assert RANK[_unit("revmed.engine.trainer")] > RANK[_unit("revmed.checkpoint")]
 

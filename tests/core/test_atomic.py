@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from revmed import atomic
+from revmed.io import atomic
 
 
 def test_file_is_synced_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):

@@ -19,9 +19,9 @@ import torch
 from revmed import config
 from revmed.checkpoint import load_checkpoint, read_payload
 from revmed.inference import Segmenter, Translator, load_predictor
+from revmed.inference.windows import sliding_window_predict
 from revmed.io import Volume, make_affine, read_volume, write_volume
 from revmed.transforms import denormalise, normalise, upsample
-from revmed.windows import sliding_window_predict
 
 OLD = Path(__file__).resolve().parents[1] / "data" / "old-checkpoints"
 SR_OVERRIDES = ["train.epochs=1", "train.time_limit=0", "patch.size=[16,16,16]",

@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from revmed import atomic
 from revmed.checkpoint import write_payload
 from revmed.errors import OutputError
-from revmed.io import Volume, make_affine, write_volume
+from revmed.io import Volume, atomic, make_affine, write_volume
 
 
 @pytest.fixture

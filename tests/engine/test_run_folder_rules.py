@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from revmed import atomic, config
+from revmed import config
 from revmed.checkpoint import read_payload
 from revmed.data.synthetic import synthesize
 from revmed.engine.folder_lock import LOCK_NAME
 from revmed.engine.setup import setup_training
 from revmed.errors import OutputError
+from revmed.io import atomic
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 

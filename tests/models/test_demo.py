@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from revmed.demo import run_demo
+from revmed.api import run_demo
 from revmed.io import read_volume
 
 

@@ -26,10 +26,10 @@ from revmed.data.layout import MANIFEST, Dataset, load_dataset
 from revmed.data.synthetic.brain import MODALITIES, brats_phantom, dti_phantom
 from revmed.data.synthetic.chest_ct import chest_ct_kernels, chest_ct_sr
 from revmed.data.synthetic.fields import centred_affine
-from revmed.atomic import (DESTINATION_ERRORS, check_output_folder, new_folder_mode,
-                           temporary_stem)
 from revmed.errors import InputError, OutputError
 from revmed.io import Volume, write_volume
+from revmed.io.atomic import (DESTINATION_ERRORS, check_output_folder, new_folder_mode,
+                              temporary_stem)
 from revmed.preset import check_seed
 from revmed.regions import BRATS
 from revmed.sizes import shape_text

@@ -18,17 +18,16 @@ removes them:
 The fused operators are PyTorch's own oneDNN ones (``torch.ops.mkldnn._convolution_pointwise``,
 what ``torch.compile`` emits for the same fusions on the CPU). They are used where they run: on
 the CPU, with oneDNN enabled, for a dtype the processor supports (checked once per dtype with a
-small call); elsewhere, on CUDA and under other autocast dtypes, ``FusedConv3d`` runs the plain
-convolution with the same folded weights. ``torch.compile`` itself is not used for this: it
-compiles for 20-60 s per process (docs/benchmarks.md, "Compiled sub-networks") and again for
-each tile shape, longer than the inference it would speed up.
+small call, ``revmed.runtime.onednn_supports``); elsewhere, on CUDA and under other autocast
+dtypes, ``FusedConv3d`` runs the plain convolution with the same folded weights.
+``torch.compile`` itself is not used for this: it compiles for 20-60 s per process
+(docs/benchmarks.md, "Compiled sub-networks") and again for each tile shape, longer than the
+inference it would speed up.
 
 Only for inference: the fused network has buffers, not parameters, and no gradient path.
 """
 
 from __future__ import annotations
-
-import functools
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +35,7 @@ from torch import nn
 
 from revmed.nn.coupling import add_change
 from revmed.nn.norm_statistics import FixedNorm3d
+from revmed.runtime import onednn_supports
 
 
 class FusedConv3d(nn.Module):
@@ -134,25 +134,6 @@ class FusedConv3d(nn.Module):
     def extra_repr(self) -> str:
         shape = "x".join(map(str, self.weight.shape))
         return f"weight={shape}, stride={self.stride}, relu={self.relu}"
-
-
-@functools.cache
-def onednn_supports(dtype: torch.dtype) -> bool:
-    """Whether oneDNN runs convolutions in ``dtype`` on this CPU: one small fused convolution
-    (``torch.ops.mkldnn._convolution_pointwise``), its answer kept for the process. bf16
-    needs AVX-512 (or AVX-NE-CONVERT); without it PyTorch falls back to a reference
-    convolution, 75x slower than fp32 on a 2-core AVX2 CPU (docs/inference.md, "Precision");
-    ``revmed.runtime.inference_precision`` runs fp32 there instead."""
-    if not (torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_convolution_pointwise")):
-        return False
-    try:
-        y = torch.ops.mkldnn._convolution_pointwise(
-            torch.ones(1, 2, 3, 3, 3, dtype=dtype), torch.ones(2, 2, 1, 1, 1, dtype=dtype),
-            torch.zeros(2, dtype=dtype), [0] * 3, [1] * 3, [1] * 3, 1, "relu", [], None)
-    except (RuntimeError, NotImplementedError):
-        return False
-    return bool((y.float() == 2).all())
 
 
 class FusedSequential(nn.Sequential):

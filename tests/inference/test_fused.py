@@ -1,5 +1,6 @@
-"""Fused inference convolutions (``revmed.nn.fused``) and the halves-apart coupling chain
-(``revmed.nn.coupling.run_couplings``) compute what the plain layers compute."""
+"""Fused inference convolutions (``revmed.inference.fused``) compute what the plain layers
+compute: a conv with its folded norm and ReLU, the in-place add of a coupling's branch, and a
+whole frozen RevGAN."""
 
 from __future__ import annotations
 
@@ -7,15 +8,22 @@ import pytest
 import torch
 from torch import nn
 
+from revmed.inference.fused import FusedConv3d, FusedSequential, fuse_for_inference
 from revmed.models.revgan import RevGAN3D
-from revmed.nn import AdditiveCoupling, ReversibleSequence
-from revmed.nn.coupling import run_couplings
-from revmed.nn.fused import (FusedConv3d, FusedSequential, fuse_for_inference,
-                             onednn_supports)
 from revmed.nn.norm_statistics import FixedNorm3d, collect_norm_statistics, freeze_norms
-from revmed.runtime import as_channels_last, to_channels_last
+from revmed.runtime import as_channels_last, onednn_supports, to_channels_last
+
 
 FORMATS = [torch.contiguous_format, torch.channels_last_3d]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: one intra-op thread is faster, and steadier on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _frozen_norm(channels: int, seed: int = 0) -> FixedNorm3d:
@@ -77,40 +85,6 @@ def test_add_into_keeps_a_wider_sum_out_of_place():
 
 def test_onednn_runs_float32_where_pytorch_has_it():
     assert onednn_supports(torch.float32) == torch.backends.mkldnn.is_available()
-
-
-def _chain(depth: int, channels: int = 6) -> ReversibleSequence:
-    torch.manual_seed(3)
-
-    def branch():
-        return nn.Sequential(nn.Conv3d(channels // 2, channels // 2, 3, padding=1), nn.Tanh())
-    return ReversibleSequence([AdditiveCoupling(branch(), branch()) for _ in range(depth)])
-
-
-@pytest.mark.parametrize("memory_format", FORMATS)
-@pytest.mark.parametrize("inverse", [False, True])
-def test_the_halves_apart_chain_equals_the_blocks_one_by_one(memory_format, inverse):
-    seq = _chain(3)
-    x = torch.randn(2, 6, 7, 6, 5).contiguous(memory_format=memory_format)
-    with torch.no_grad():
-        expected = x
-        for block in (reversed(seq.blocks) if inverse else seq.blocks):
-            expected = block.inverse(expected) if inverse else block(expected)
-        got = run_couplings(seq.blocks, x, inverse)
-        through_sequence = seq.inverse(x) if inverse else seq(x)
-    assert torch.equal(got, expected)
-    assert torch.equal(through_sequence, expected)
-    assert got.is_contiguous(memory_format=memory_format)
-    assert not torch.equal(got, x)
-
-
-def test_the_chain_is_only_for_couplings():
-    class Negate(AdditiveCoupling):
-        pass
-    seq = _chain(2)
-    assert run_couplings(seq.blocks[:1], torch.randn(1, 6, 4, 4, 4)) is None
-    odd = [seq.blocks[0], Negate(nn.Identity(), nn.Identity())]
-    assert run_couplings(odd, torch.randn(1, 6, 4, 4, 4)) is None
 
 
 def _revgan(encoder: str) -> RevGAN3D:

@@ -9,12 +9,12 @@ import torch
 
 from revmed.checkpoint import write_payload
 from revmed.inference import Translator
+from revmed.inference.tiles import plan_tiles, runs_in_tiles, slab_axis, tiled_predict
 from revmed.io import Volume, make_affine
 from revmed.models import build_model
 from revmed.models.revgan import RevGAN3D
 from revmed.nn.norm_statistics import (FixedNorm3d, collect_norm_statistics, freeze_norms,
                                        instance_norms)
-from revmed.tiles import plan_tiles, runs_in_tiles, slab_axis, tiled_predict
 
 
 def _network(encoder: str, seed: int = 0) -> RevGAN3D:
@@ -162,7 +162,7 @@ def test_a_checkpoint_with_statistics_runs_in_tiles_whatever_their_size(tmp_path
     volume = _volume()
     for reverse in (False, True):
         one = translator.translate(volume, reverse=reverse)
-        monkeypatch.setattr("revmed.tiles.MAX_TILE_VOXELS", 12_000)
+        monkeypatch.setattr("revmed.inference.tiles.MAX_TILE_VOXELS", 12_000)
         calls = []
         many = translator.translate(volume, reverse=reverse,
                                     progress=lambda done, total: calls.append((done, total)))
@@ -239,11 +239,11 @@ def test_calibration_measures_each_direction_with_the_weights_after_the_epoch():
 
 
 def test_tiles_run_fused_and_channels_last_on_the_cpu_with_the_plain_networks_result(tmp_path):
-    """The default tiled path (``revmed.nn.fused``, channels-last) gives the output of the
-    frozen network as built, run on the whole volume at once in the contiguous order."""
-    from revmed.inference import frozen_directions
+    """The default tiled path (``revmed.inference.fused``, channels-last) gives the output of
+    the frozen network as built, run on the whole volume at once in the contiguous order."""
     from revmed.checkpoint import load_checkpoint
-    from revmed.nn.fused import FusedConv3d
+    from revmed.inference.fused import FusedConv3d
+    from revmed.inference.predictor import frozen_directions
     from revmed.transforms import normalise
 
     path = _checkpoint(tmp_path / "m.pt", statistics=True)
