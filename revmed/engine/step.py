@@ -1,7 +1,7 @@
 """One training step of a preset: the networks, objective, optimisers, schedules and how they
 are updated.
 
-``TrainingStep`` is what ``Trainer`` runs each step and what ``revmed.planner`` measures, so the
+``TrainingStep`` is what ``Trainer`` runs each step and what ``revmed.planning`` measures, so the
 two cannot drift apart. It builds the generator (or segmentation network), the critics when the
 objective has a GAN term, the objective, Adam and a learning-rate schedule for each, and a
 gradient scaler for the precision; with ``train.channels_last`` the networks and batches are put

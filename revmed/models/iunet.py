@@ -62,7 +62,7 @@ from revmed.errors import ConfigError
 from revmed.models.registry import ModelFamily, register
 from revmed.nn import (AdditiveCoupling, Inverted, OrthogonalResampling3d, ReversibleSequence,
                        concat_channels, split_channels)
-from revmed.preset import InvalidKey, ModelSection, Preset, integer, key
+from revmed.preset import DataSection, InvalidKey, ModelSection, Preset, integer, key
 from revmed.sizes import shape_text
 
 #: Fraction of the channels that is downsampled at each split (3D, Remark 7 of the paper).
@@ -357,8 +357,7 @@ class IUNetSection(ModelSection):
     blocks_per_scale: int = key(integer(1), 2, "iUNet: coupling blocks per scale")
 
 
-def _kwargs(preset: Preset) -> dict[str, Any]:
-    data, model = preset.data, preset.model
+def _kwargs(model: IUNetSection, data: DataSection) -> dict[str, Any]:
     return {"in_channels": data.in_channels, "out_channels": data.out_channels,
             "channels": model.width, "scales": model.scales,
             "blocks_per_scale": model.blocks_per_scale, "memory_saving": model.memory_saving}

@@ -28,7 +28,7 @@ LAYERS = [
     ["revmed.engine"],
     ["revmed.inference", "revmed.evaluation"],
     ["revmed.selfsr"],
-    ["revmed.planner", "revmed.demo", "revmed.api"],
+    ["revmed.planning", "revmed.demo", "revmed.api"],
     ["revmed.cli"],
     ["revmed.__main__"],
 ]
