@@ -25,7 +25,8 @@ from revmed.models import build_critics, build_model, model_spec
 def step_seconds(batch: int, preset) -> float:
     torch.manual_seed(0)
     kind, kwargs = model_spec(preset)
-    model, critics = build_model(kind, **kwargs), build_critics(preset)
+    model = build_model(kind, **kwargs)
+    critics = build_critics(preset.model, preset.data, preset.train.objective, preset.patch.size)
     objective = build_objective(preset.train)
     size = preset.patch.size
     data = {k: torch.randn(batch, 1, *size) for k in ("X", "Y")}

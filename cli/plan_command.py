@@ -35,9 +35,9 @@ def plan(
 
     Example: revmed plan --preset chestct-sr --memory 24GiB --device cuda
     """
+    from revmed.planning import plan as make_plan
     from revmed.runtime import resolve_device
-    from revmed.planner import parse_memory
-    from revmed.planner import plan as make_plan
+    from revmed.sizes import parse_memory
 
     budget = parse_memory(memory)
     resolved = config.load_preset(preset, set_)

@@ -276,7 +276,9 @@ class Checkpoint:
                               channels=tuple(data.get("channels", ())),
                               labels=_label_set(data, preset.task, path)),
                 patch_size=tuple(payload["patch_size"]), infer=preset.infer)
-            card = _checked_card(card, _preset_card(card, preset, payload["preset"]), path)
+            expected = (ModelCard.of(preset, card.data.channels, card.data.labels)
+                        if _states_model(payload["preset"]) else None)
+            card = _checked_card(card, expected, path)
             _check_network(card, payload.get("state", {}), path)
         except ConfigError as exc:
             raise CheckpointError(str(exc)) from None
@@ -292,19 +294,17 @@ class Checkpoint:
                    _data_source(payload.get("data_source")))
 
 
-def _preset_card(card: ModelCard, preset: Preset, saved: dict[str, Any]) -> ModelCard | None:
-    """The card the checked ``preset`` makes for ``card``'s data, where the ``saved`` preset
-    states its ``[model]`` section (revmed always writes it; only hand-made checkpoints leave it
-    out); None otherwise."""
+def _states_model(saved: Any) -> bool:
+    """Whether a checkpoint's ``saved`` preset states its ``[model]`` section (revmed always
+    writes it; only hand-made checkpoints leave it out): its card is then checked against the
+    card that preset makes."""
     model = saved.get("model") if isinstance(saved, dict) else None
-    if not (isinstance(model, dict) and "kind" in model):
-        return None
-    return ModelCard.of(preset, card.data.channels, card.data.labels)
+    return isinstance(model, dict) and "kind" in model
 
 
 def _card_problem(card: ModelCard, expected: ModelCard | None) -> str | None:
     """What is wrong with ``card`` by the schema, or against the card its preset makes
-    (``expected``, when known: ``_preset_card``); None when nothing is."""
+    (``expected``, when known: ``_states_model``); None when nothing is."""
     tasks = get_family(card.kind).tasks if card.kind in FAMILIES else ()
     if tasks and card.task not in tasks:
         return f"task {card.task!r} for a {card.kind} network (it does {', '.join(tasks)})"

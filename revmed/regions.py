@@ -55,6 +55,12 @@ class LabelSet:
         """The regions, in the order of a network's output channels."""
         return tuple(self.regions)
 
+    @property
+    def codes(self) -> tuple[int, ...]:
+        """Every value a label map of this set holds: 0 (the background), then the labels'
+        values in increasing order (BraTS: 0, 1, 2, 4)."""
+        return (0, *sorted(self.labels.values()))
+
     def values(self, region: str) -> tuple[int, ...]:
         """The label values ``region`` unites."""
         return tuple(self.labels[name] for name in self.regions[region])

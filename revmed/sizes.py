@@ -1,11 +1,11 @@
 """Sizes of grids and of memory: how they read in messages, and whether they fit.
 
 ``shape_text`` writes a grid size as ``64x64x32``; ``format_bytes`` a byte count as
-``1.5 GiB``. A header that declares a 4000^3 grid, or a super-resolution whose output grid is
-far larger than its input, should fail with one line that gives the estimate, not with the
-kernel's out-of-memory killer half-way through a batch: readers call ``require_memory`` with
-the size the header declares before reading any voxels, and inference calls it with its
-working set.
+``1.5 GiB``, and ``parse_memory`` reads one as typed (``24GiB``, ``32GB``). A header that
+declares a 4000^3 grid, or a super-resolution whose output grid is far larger than its input,
+should fail with one line that gives the estimate, not with the kernel's out-of-memory killer
+half-way through a batch: readers call ``require_memory`` with the size the header declares
+before reading any voxels, and inference calls it with its working set.
 
 What "available" means: the least of what the system can give (``MemAvailable``), what this
 process's address-space limit leaves (``ulimit -v``, RLIMIT_AS, which SLURM and batch systems
@@ -17,6 +17,7 @@ free).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -138,6 +139,32 @@ def format_bytes(count: float) -> str:
             return f"{count:.3g} {unit}" if unit != "B" else f"{int(count)} B"
         count /= 1024
     raise AssertionError("unreachable")
+
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4,
+          "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4}
+
+
+def parse_memory(text: str) -> int:
+    """``"24GiB"`` -> bytes. Binary units (``KiB MiB GiB TiB``, or ``K M G T``), decimal units
+    (``kB MB GB TB``), or plain bytes; a decimal point is allowed (``1.5TiB``). ``InputError``
+    about the option ``memory`` otherwise, or for zero bytes."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(i?)(b?)\s*", str(text),
+                         re.IGNORECASE)
+    if not match:
+        raise InputError(f"memory {text}: expected a size such as 24GiB, 500MiB, 1.5TiB or "
+                         "a number of bytes", option="memory")
+    number, prefix, binary, unit_b = match.groups()
+    prefix = prefix.lower()
+    if binary and not prefix:
+        raise InputError(f"memory {text}: expected a size such as 24GiB, 500MiB, 1.5TiB or "
+                         "a number of bytes", option="memory")
+    # "G", "GiB" and "Gi" are binary; "GB" is decimal
+    key = prefix + ("b" if unit_b and prefix and not binary else "")
+    value = int(float(number) * _UNITS[key])
+    if value <= 0:
+        raise InputError(f"memory {text}: must be more than zero bytes", option="memory")
+    return value
 
 
 def voxel_bytes(shape: Sequence[int], channels: int = 1, itemsize: int = FLOAT32) -> int:

@@ -94,8 +94,14 @@ def build_training_step(preset: Preset, device: torch.device, job: Distributed |
     kind, kwargs = model_spec(preset)
     family = get_family(kind)
     model = family.network(**kwargs).to(device)
-    family.check_training(model, preset, device)
-    critics = build_critics(preset) if preset.train.uses_critics else {}
+    data, train, patch = preset.data, preset.train, preset.patch.size
+    try:
+        family.check_training(model, data, train, patch, device)
+        critics = (build_critics(preset.model, data, train.objective, patch)
+                   if train.uses_critics else {})
+    except ConfigError as exc:
+        raise ConfigError(f"preset {preset.name}: {exc}", option=exc.option,
+                          fix=exc.fix) from None
     tiles = family.tiles and runs_in_tiles(preset.patch.size)
     return TrainingStep(model, critics, preset.train, device, job, labels=labels, tiles=tiles)
 

@@ -1,6 +1,6 @@
 """One training step: the networks, objective, optimisers, schedules and how they are updated.
 
-``TrainingStep`` is what ``Trainer`` runs each step and what ``revmed.planner`` measures, so the
+``TrainingStep`` is what ``Trainer`` runs each step and what ``revmed.planning`` measures, so the
 two cannot drift apart (both build it with ``revmed.engine.setup.build_training_step``). Given
 the generator (or segmentation network) and the critics when the objective has a GAN term, it
 builds the objective, Adam and a learning-rate schedule for each, and a gradient scaler for the

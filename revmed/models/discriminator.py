@@ -8,12 +8,14 @@ sees the input volume concatenated with the real or generated output.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from revmed.errors import ConfigError
-from revmed.models.revgan import init_weights
-from revmed.preset import Preset
+from revmed.models.initialisation import init_weights
+from revmed.preset import DataSection, ModelSection
 
 
 class PatchDiscriminator3D(nn.Sequential):
@@ -54,17 +56,33 @@ class PatchDiscriminator3D(nn.Sequential):
         init_weights(self, init_std)
 
 
-def build_critics(preset: Preset) -> dict[str, PatchDiscriminator3D]:
-    """The critics ``{"X": D_X, "Y": D_Y}`` of a RevGAN preset; conditional (they also see
-    the input) for the paired objective."""
-    data, model = preset.data, preset.model
+def smallest_critic_edge(layers: int) -> int:
+    """The smallest input edge (voxels per axis) at which a critic of ``layers`` stride-2
+    layers gives a logit: each kernel-4 stride-2 layer halves an edge (rounding down) and the
+    two stride-1 layers each take one voxel off, so ``n // 2**layers - 2 >= 1``, i.e.
+    ``n >= 3 x 2**layers`` (12 for the authors' 3D critic, 24 for pix2pix's)."""
+    return 3 * 2 ** layers
+
+
+def make_critics(model: ModelSection, data: DataSection,
+                 objective: str) -> dict[str, PatchDiscriminator3D]:
+    """The critics ``{"X": D_X, "Y": D_Y}`` of a RevGAN's ``[model]`` keys (``disc_width``,
+    ``disc_layers``, ``init_std``) for ``data``'s channels; conditional (they also see the
+    input) for the ``paired`` objective."""
     cx, cy = data.in_channels, data.out_channels
-    extra = {"X": cy, "Y": cx} if preset.train.objective == "paired" else {"X": 0, "Y": 0}
-    needed = 2 ** model.disc_layers * 3
-    if min(preset.patch.size) < needed:
-        raise ConfigError(f"preset {preset.name}: key 'patch.size': the critic with "
-                          f"disc_layers={model.disc_layers} needs patches of at least "
-                          f"{needed} voxels per axis, got {min(preset.patch.size)}")
+    extra = {"X": cy, "Y": cx} if objective == "paired" else {"X": 0, "Y": 0}
     return {domain: PatchDiscriminator3D(channels + extra[domain], model.disc_width,
                                          model.disc_layers, model.init_std)
             for domain, channels in (("X", cx), ("Y", cy))}
+
+
+def build_critics(model: ModelSection, data: DataSection, objective: str,
+                  patch_size: Sequence[int]) -> dict[str, PatchDiscriminator3D]:
+    """``make_critics`` for training on patches of ``patch_size``; ``ConfigError`` when they
+    are smaller than the critics' smallest input (``smallest_critic_edge``)."""
+    needed = smallest_critic_edge(model.disc_layers)
+    if min(patch_size) < needed:
+        raise ConfigError(f"key 'patch.size': the critic with disc_layers={model.disc_layers} "
+                          f"needs patches of at least {needed} voxels per axis, got "
+                          f"{min(patch_size)}")
+    return make_critics(model, data, objective)

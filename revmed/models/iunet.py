@@ -62,7 +62,7 @@ from revmed.errors import ConfigError
 from revmed.models.registry import ModelFamily, register
 from revmed.nn import (AdditiveCoupling, Inverted, OrthogonalResampling3d, ReversibleSequence,
                        concat_channels, split_channels)
-from revmed.preset import InvalidKey, ModelSection, Preset, integer, key
+from revmed.preset import DataSection, InvalidKey, ModelSection, TrainSection, integer, key
 from revmed.sizes import shape_text
 
 #: Fraction of the channels that is downsampled at each split (3D, Remark 7 of the paper).
@@ -357,8 +357,7 @@ class IUNetSection(ModelSection):
     blocks_per_scale: int = key(integer(1), 2, "iUNet: coupling blocks per scale")
 
 
-def _kwargs(preset: Preset) -> dict[str, Any]:
-    data, model = preset.data, preset.model
+def _kwargs(model: IUNetSection, data: DataSection) -> dict[str, Any]:
     return {"in_channels": data.in_channels, "out_channels": data.out_channels,
             "channels": model.width, "scales": model.scales,
             "blocks_per_scale": model.blocks_per_scale, "memory_saving": model.memory_saving}
@@ -370,19 +369,19 @@ def _check(model: IUNetSection) -> None:
                          f"(a quarter is downsampled), got {model.width}")
 
 
-def refuse_cpu_bf16_depth_two(model: IUNet3D, preset: Preset, device: torch.device) -> None:
+def refuse_cpu_bf16_depth_two(model: IUNet3D, data: DataSection, train: TrainSection,
+                              patch: Sequence[int], device: torch.device) -> None:
     """Raise ``ConfigError`` for bf16 training on the CPU when one of the iUNet's scales is 2
     voxels deep (first spatial axis). There PyTorch's CPU bf16 convolution (oneDNN, seen on
     PyTorch 2.13) returns wrong weight gradients for 3x3x3 kernels, of order 1e30, and
     training turns to NaN within a few steps; fp32, other depths and CUDA are not affected."""
-    patch = preset.patch.size
-    if device.type != "cpu" or preset.train.precision != "bf16":
+    if device.type != "cpu" or train.precision != "bf16":
         return
     for row in model.layout(patch):
         if row["size"][0] == 2:
             least = 3 * model.core.multiple
             raise ConfigError(
-                f"preset {preset.name}: bf16 training on the CPU with patch.size "
+                "key 'train.precision': bf16 training on the CPU with patch.size "
                 f"{shape_text(patch)} puts iUNet scale {row['scale']} at "
                 f"{shape_text(row['size'])}, 2 voxels deep, where PyTorch's CPU bf16 "
                 "convolution returns wrong weight gradients; use fp32 (train.precision) on the "

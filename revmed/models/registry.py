@@ -1,11 +1,13 @@
 """Model families, each registered once by its own module: a model is a name plus kwargs.
 
 A ``ModelFamily`` says everything the rest of revmed needs to know of a family: its name (the
-preset's ``model.kind``), its ``[model]`` keys (a ``ModelSection`` subclass), how to turn a
-preset into its constructor's kwargs, which key sets the reversible depth (for the planner),
-the checks of its keys, and what sizes its inputs run at unpadded. Each model module calls
-``register`` at import; ``revmed.models`` imports them all. Adding a family is one new module
-(and its import in ``revmed/models/__init__.py``).
+preset's ``model.kind``), its ``[model]`` keys (a ``ModelSection`` subclass), how to turn its
+``[model]`` and ``[data]`` sections into its constructor's kwargs, the checks of its keys, and
+what the memory planner (``revmed.planning``) needs to know of it: which key sets the
+reversible depth and its least value, what sizes its inputs run at unpadded, and the smallest
+patch its training can run at. Each model module calls ``register`` at import;
+``revmed.models`` imports them all. Adding a family is one new module (and its import in
+``revmed/models/__init__.py``).
 
 A checkpoint stores ``(kind, kwargs)``, so ``build_model(kind, **kwargs)`` rebuilds its network
 without the preset.
@@ -14,13 +16,18 @@ without the preset.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from torch import nn
 
 from revmed.errors import ConfigError
-from revmed.preset import ModelSection, Preset, keys_of
+from revmed.preset import DataSection, ModelSection, Preset, TrainSection, keys_of
+
+
+def _trains_anywhere(network: Any, data: DataSection, train: TrainSection, patch_size: Any,
+                     device: Any) -> None:
+    return None
 
 
 def _no_checks(model: Any) -> None:
@@ -28,6 +35,10 @@ def _no_checks(model: Any) -> None:
 
 
 def _no_padding(model: Any) -> int:
+    return 1
+
+
+def _any_edge(model: Any, train: TrainSection) -> int:
     return 1
 
 
@@ -39,15 +50,21 @@ class ModelFamily:
         name: the preset's ``model.kind`` and the checkpoint's model kind.
         section: the ``[model]`` dataclass of the family (``ModelSection`` and its own keys).
         network: the ``nn.Module`` class, built as ``network(**kwargs)``.
-        kwargs: ``kwargs(preset)``: the constructor's keyword arguments for a preset.
+        kwargs: ``kwargs(model, data)``: the constructor's keyword arguments for a preset's
+            ``[model]`` and ``[data]`` sections.
         depth_key: the ``[model]`` key that sets the reversible depth.
         min_depth: the smallest value of ``depth_key``.
         check: ``check(section)`` raises ``revmed.preset.InvalidKey`` for keys that do not fit
             together (e.g. a width the couplings cannot split).
         patch_multiple: ``patch_multiple(section)``: input sizes the network runs at unpadded
             are multiples of this.
-        check_training: ``check_training(network, preset, device)`` raises ``ConfigError``
-            for training runs the family knows to fail (see ``revmed.models.iunet``).
+        smallest_edge: ``smallest_edge(section, train)``: the smallest patch edge (voxels per
+            axis) that training with these ``[model]`` and ``[train]`` keys runs at (the
+            RevGAN's critics need a few voxels of output); 1 where any edge does.
+        check_training: ``check_training(network, data, train, patch_size, device)`` raises
+            ``ConfigError`` (naming the key) for training runs the family knows to fail with
+            these ``[data]`` and ``[train]`` sections at this patch size on ``device`` (see
+            ``revmed.models.iunet``).
         tiles: the network translates both ways (``forward`` and ``reverse``), reports its
             ``halo(reverse)``, and its instance norms can be frozen after training, so
             inference runs in large tiles (``revmed.nn.norm_statistics``,
@@ -58,12 +75,13 @@ class ModelFamily:
     name: str
     section: type[ModelSection]
     network: type[nn.Module]
-    kwargs: Callable[[Preset], dict[str, Any]]
+    kwargs: Callable[[Any, DataSection], dict[str, Any]]
     depth_key: str
     min_depth: int = 0
     check: Callable[[Any], None] = _no_checks
     patch_multiple: Callable[[Any], int] = _no_padding
-    check_training: Callable[[Any, Any, Any], None] = lambda network, preset, device: None
+    smallest_edge: Callable[[Any, TrainSection], int] = _any_edge
+    check_training: Callable[..., None] = _trains_anywhere
     tiles: bool = False
     tasks: tuple[str, ...] = ()
 
@@ -72,6 +90,14 @@ class ModelFamily:
         """The ``[model]`` keys only this family reads."""
         common = keys_of(ModelSection)
         return tuple(k for k in keys_of(self.section) if k not in common)
+
+    def depth_of(self, section: ModelSection) -> int:
+        """The reversible depth ``section`` sets (its ``depth_key``)."""
+        return int(getattr(section, self.depth_key))
+
+    def with_depth(self, section: ModelSection, depth: int) -> ModelSection:
+        """``section`` with the reversible depth set to ``depth``."""
+        return replace(section, **{self.depth_key: int(depth)})
 
 
 FAMILIES: dict[str, ModelFamily] = {}
@@ -101,4 +127,4 @@ def build_model(kind: str, **kwargs: Any) -> nn.Module:
 def model_spec(preset: Preset) -> tuple[str, dict[str, Any]]:
     """``(kind, kwargs)`` of the network a preset describes."""
     family = get_family(preset.model.kind)
-    return family.name, family.kwargs(preset)
+    return family.name, family.kwargs(preset.model, preset.data)

@@ -30,11 +30,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from revmed.errors import ConfigError
+from revmed.models.discriminator import smallest_critic_edge
 from revmed.models.encoders import ENCODERS, build_codec, last_convolution
+from revmed.models.initialisation import init_weights
 from revmed.models.registry import ModelFamily, register
 from revmed.nn import AdditiveCoupling, ReversibleSequence
 from revmed.nn.reach import conv_reach
-from revmed.preset import InvalidKey, ModelSection, Preset, flag, integer, key, number, text
+from revmed.preset import (DataSection, InvalidKey, ModelSection, TrainSection, flag,
+                           integer, key, number, text)
 
 
 def coupling_subnet(channels: int) -> nn.Sequential:
@@ -48,19 +51,6 @@ def coupling_subnet(channels: int) -> nn.Sequential:
         nn.InstanceNorm3d(channels, affine=True), nn.ReLU(inplace=True),
         nn.ReplicationPad3d(1), last,
     )
-
-
-def init_weights(module: nn.Module, std: float = 0.02) -> None:
-    """N(0, std) convolution weights and zero biases, norms at N(1, std); zero-init convs stay."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv3d | nn.ConvTranspose3d) and not getattr(m, "revmed_zero_init",
-                                                                          False):
-            nn.init.normal_(m.weight, 0.0, std)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.InstanceNorm3d | nn.GroupNorm) and m.weight is not None:
-            nn.init.normal_(m.weight, 1.0, std)
-            nn.init.zeros_(m.bias)
 
 
 class RevGAN3D(nn.Module):
@@ -187,8 +177,7 @@ class RevGANSection(ModelSection):
                            "field 34^3; 3: the 2D pix2pix one, 70^3)")
 
 
-def _kwargs(preset: Preset) -> dict[str, Any]:
-    data, model = preset.data, preset.model
+def _kwargs(model: RevGANSection, data: DataSection) -> dict[str, Any]:
     return {"in_channels": data.in_channels, "out_channels": data.out_channels,
             "width": model.width, "depth": model.depth, "residual": model.residual,
             "encoder": model.encoder,
@@ -204,21 +193,29 @@ def _check(model: RevGANSection) -> None:
                          f"first, so it needs a multiple of 4, got {model.width}")
 
 
-def check_intensity(network: RevGAN3D, preset: Preset, device: Any) -> None:
+def smallest_training_edge(model: RevGANSection, train: TrainSection) -> int:
+    """The smallest patch edge (voxels) training runs at: the critics' smallest input when the
+    objective trains critics (``smallest_critic_edge``), else 1 (the generator takes any)."""
+    return smallest_critic_edge(model.disc_layers) if train.uses_critics else 1
+
+
+def check_intensity(network: RevGAN3D, data: DataSection, train: TrainSection, patch: Any,
+                    device: Any) -> None:
     """``ConfigError`` for an intensity mapping whose outputs cannot be mapped back to the
     input's units: a RevGAN needs a fixed map (``window`` or ``zscore-dataset``), and a tanh
     output (the strided decoder without ``residual``) cannot reach z-scores beyond [-1, 1]."""
-    intensity = preset.data.intensity
+    intensity = data.intensity
     if intensity not in ("window", "zscore-dataset"):
-        raise ConfigError(f"preset {preset.name}: key 'data.intensity': a RevGAN needs a fixed "
-                          "map ('window' or 'zscore-dataset') so outputs map back to the "
-                          f"input's units, got {intensity!r}")
+        raise ConfigError("key 'data.intensity': a RevGAN needs a fixed map ('window' or "
+                          "'zscore-dataset') so outputs map back to the input's units, got "
+                          f"{intensity!r}")
     if intensity == "zscore-dataset" and network.encoder == "strided" and not network.residual:
-        raise ConfigError(f"preset {preset.name}: key 'data.intensity': the strided decoder "
-                          "ends in tanh, which cannot reach z-scores outside [-1, 1]; set "
-                          "model.residual = true or use data.intensity = 'window'")
+        raise ConfigError("key 'data.intensity': the strided decoder ends in tanh, which "
+                          "cannot reach z-scores outside [-1, 1]; set model.residual = true "
+                          "or use data.intensity = 'window'")
 
 
 FAMILY = register(ModelFamily(name="revgan3d", section=RevGANSection, network=RevGAN3D,
                               kwargs=_kwargs, depth_key="depth", check=_check, tiles=True,
+                              smallest_edge=smallest_training_edge,
                               check_training=check_intensity, tasks=("sr", "da")))

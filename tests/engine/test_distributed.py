@@ -97,7 +97,9 @@ def test_two_processes_train_what_one_trains_and_write_one_run(data, tmp_path, c
     with torch.no_grad():
         torch.testing.assert_close(nets[1](x), nets[0](x), rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(nets[1].reverse(x), nets[0].reverse(x), rtol=1e-4, atol=1e-4)
-        critics = [build_critics(preset_from_dict(c["preset"], "test")) for c in (a, b)]
+        presets = [preset_from_dict(c["preset"], "test") for c in (a, b)]
+        critics = [build_critics(p.model, p.data, p.train.objective, p.patch.size)
+                   for p in presets]
         for key in critics[0]:
             for critic, c in zip((critics[0][key], critics[1][key]), (a, b)):
                 critic.load_state_dict(c["state"]["critics"][key])

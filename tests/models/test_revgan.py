@@ -88,16 +88,19 @@ def test_paired_loss_without_gan_is_lambda_times_both_l1_terms():
 def test_critic_patch_logits_and_conditional_channels():
     critic = PatchDiscriminator3D(2, width=4, layers=3)
     assert critic(_volume(1, 2, 32, 32, 32)).shape == (1, 1, 2, 2, 2)
-    preset = config.load_preset("demo-sr", ["patch.size=[24,24,24]"])
-    critics = build_critics(preset)
+    def critics_of(preset):
+        return build_critics(preset.model, preset.data, preset.train.objective,
+                             preset.patch.size)
+
+    critics = critics_of(config.load_preset("demo-sr", ["patch.size=[24,24,24]"]))
     assert critics["Y"][0].in_channels == 2  # paired: input beside the output
     unpaired = config.load_preset("demo-da", ["train.objective='unpaired'"])
-    assert build_critics(unpaired)["Y"][0].in_channels == 1
+    assert critics_of(unpaired)["Y"][0].in_channels == 1
     with pytest.raises(ConfigError, match="patch.size"):  # 2 stride-2 layers need 12^3
-        build_critics(config.load_preset("demo-sr", ["patch.size=[8,8,8]"]))
-    with pytest.raises(ConfigError, match="patch.size"):
-        build_critics(config.load_preset("demo-sr", ["patch.size=[16,16,16]",
-                                                     "model.disc_layers=3"]))
+        critics_of(config.load_preset("demo-sr", ["patch.size=[8,8,8]"]))
+    with pytest.raises(ConfigError, match="patch.size.*at least 24"):
+        critics_of(config.load_preset("demo-sr", ["patch.size=[16,16,16]",
+                                                  "model.disc_layers=3"]))
 
 
 def test_image_pool_keeps_and_swaps_old_volumes():
