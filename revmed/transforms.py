@@ -174,3 +174,10 @@ def _bspline(channel: np.ndarray, f: tuple[int, int, int], full: tuple[int, ...]
     m = _SPLINE_MARGIN
     return bspline_onto_unit_grid(np.pad(channel, m, mode="edge"), f,
                                   [(v - 1) / 2.0 - m * v for v in f], full)
+
+
+def simulate_low_resolution(array: np.ndarray, factors: Sequence[int], mode: str) -> np.ndarray:
+    """Degrade ``array`` ``(C, I, J, K)`` by block means over ``factors``, then interpolate
+    back to its grid with ``mode`` (``upsample``): what a scanner with coarser voxels would
+    show, on the fine grid. Returns ``(C, I, J, K)``."""
+    return upsample(downsample(array, factors), factors, mode, shape=array.shape[1:])

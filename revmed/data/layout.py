@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from revmed.errors import InputError
-from revmed.io.cases import folder_entries, scan_folder
-from revmed.io.formats import DICOM_SUFFIXES, VOLUME_SUFFIXES, case_name, volume_suffix
+from revmed.io.cases import Entry, list_folder
+from revmed.io.formats import DICOM_SUFFIXES, VOLUME_SUFFIXES
 from revmed.io.geometry import Geometry, read_geometry
 from revmed.regions import BRATS, LabelSet
 
@@ -207,66 +207,67 @@ def _not_a_volume(entry: Path) -> str:
     return f"{entry}: not a volume (expected {', '.join(VOLUME_SUFFIXES)} or a DICOM folder)"
 
 
-def _scan_volumes(folder: Path, problems: list[str]) -> dict[str, Path]:
-    """Case name -> volume file or DICOM folder, for every entry of ``folder``; every stray
-    file and repeated case name is a problem."""
-    scan = scan_folder(folder)
-    problems += [_not_a_volume(entry) for entry in scan.strays]
-    problems += [f"{entry}: case {case_name(entry)!r} appears twice (also {first})"
-                 for entry, first in scan.duplicates]
-    return scan.cases
+def _scan_volumes(entries: Sequence[Entry], problems: list[str]) -> dict[str, Entry]:
+    """Case name -> volume file or DICOM folder, one per entry (as ``revmed.io.scan_folder``
+    sorts a folder); every stray file and repeated case name is a problem."""
+    cases: dict[str, Entry] = {}
+    for entry in entries:
+        if not entry.is_dir and not entry.is_volume:
+            problems.append(_not_a_volume(entry.path))
+        elif entry.name in cases:
+            problems.append(f"{entry.path}: case {entry.name!r} appears twice (also "
+                            f"{cases[entry.name].path})")
+        else:
+            cases[entry.name] = entry
+    return cases
 
 
-def _is_channel_folder(folder: Path, channels: list[str]) -> bool:
+def _is_channel_folder(folder: Entry, channels: list[str]) -> bool:
     """A folder of one file per channel (rather than one DICOM series)."""
-    for entry in folder_entries(folder):
-        if entry.is_dir() and entry.name in channels:
-            return True
-        if not entry.is_dir() and volume_suffix(entry) is not None:
-            return True
-    return False
+    return any(e.is_volume or (e.is_dir and e.name in channels) for e in folder.entries)
 
 
-def _channel_files(folder: Path, channels: list[str], problems: list[str]) -> list[Path] | None:
+def _channel_files(folder: Entry, channels: list[str], problems: list[str]) -> list[Path] | None:
     """The per-channel files of a case folder, in ``channels`` order (None if incomplete)."""
     by_name: dict[str, Path] = {}
-    for entry in folder_entries(folder):
-        name = case_name(entry)
-        if not entry.is_dir() and volume_suffix(entry) is None:
-            problems.append(f"{entry}: not a volume (expected {', '.join(VOLUME_SUFFIXES)})")
+    for entry in folder.entries:
+        name = entry.name
+        if not entry.is_dir and not entry.is_volume:
+            problems.append(f"{entry.path}: not a volume (expected {', '.join(VOLUME_SUFFIXES)})")
         elif name not in channels:
-            problems.append(f"{entry}: {name!r} is not one of the channels in "
+            problems.append(f"{entry.path}: {name!r} is not one of the channels in "
                             f"dataset.toml ({', '.join(channels)})")
         elif name in by_name:
-            problems.append(f"{entry}: channel {name!r} appears twice (also {by_name[name]})")
+            problems.append(f"{entry.path}: channel {name!r} appears twice (also "
+                            f"{by_name[name]})")
         else:
-            by_name[name] = entry
+            by_name[name] = entry.path
     missing = [c for c in channels if c not in by_name]
     for c in missing:
-        problems.append(f"{folder / (c + '.nii.gz')}: missing channel file for channel {c!r} "
-                        f"(dataset.toml channels: {', '.join(channels)})")
+        problems.append(f"{folder.path / (c + '.nii.gz')}: missing channel file for channel "
+                        f"{c!r} (dataset.toml channels: {', '.join(channels)})")
     if missing:
         return None
     return [by_name[c] for c in channels]
 
 
-def _split_folders(folder: Path, kind: str, problems: list[str]) -> dict[str, Path]:
+def _split_folders(split: Sequence[Entry], kind: str, problems: list[str]) -> dict[str, Entry]:
     """The sub-folders of a split that its kind expects; anything else is a problem."""
     expected = FOLDERS[kind]
-    subs: dict[str, Path] = {}
-    for entry in folder_entries(folder):
-        if entry.is_dir() and entry.name in expected:
+    subs: dict[str, Entry] = {}
+    for entry in split:
+        if entry.is_dir and entry.name in expected:
             subs[entry.name] = entry
-        elif entry.is_dir():
-            problems.append(f"{entry}: unexpected folder in a {kind} dataset "
+        elif entry.is_dir:
+            problems.append(f"{entry.path}: unexpected folder in a {kind} dataset "
                             f"(expected {', '.join(e + '/' for e in expected)})")
         else:
-            problems.append(f"{entry}: unexpected file; volumes go in "
+            problems.append(f"{entry.path}: unexpected file; volumes go in "
                             f"{', '.join(e + '/' for e in expected)}")
     return subs
 
 
-def _require(folder: Path, subs: dict[str, Path], need: tuple[str, ...], kind: str,
+def _require(folder: Path, subs: dict[str, Entry], need: tuple[str, ...], kind: str,
              problems: list[str]) -> None:
     for sub in need:
         if sub not in subs:
@@ -274,85 +275,84 @@ def _require(folder: Path, subs: dict[str, Path], need: tuple[str, ...], kind: s
                             f"{' and '.join(n + '/' for n in need)}")
 
 
-def _partners(found: dict[str, Path], others: dict[str, Path], other_folder: Path,
+def _partners(found: dict[str, Entry], others: dict[str, Entry], other_folder: Path,
               what: str) -> list[str]:
-    """A problem for every case of ``found`` that has no partner in ``others``."""
-    return [f"{other_folder / (name + _suffix_like(path))}: missing; {what} {path}"
-            for name, path in found.items() if name not in others]
+    """A problem for every case of ``found`` that has no partner in ``others`` (the same
+    suffix expected: none for a folder)."""
+    return [f"{other_folder / (name + entry.suffix)}: missing; {what} {entry.path}"
+            for name, entry in found.items() if name not in others]
 
 
-def _domain_cases(folder: Path, kind: str, subs: dict[str, Path],
+def _domain_cases(folder: Path, kind: str, subs: dict[str, Entry],
                   problems: list[str]) -> dict[str, Case]:
     """The cases of a paired, unpaired or hr-only split (X/ and Y/)."""
     _require(folder, subs, ("X", "Y") if kind != "hr-only" else ("Y",), kind, problems)
-    xs = _scan_volumes(subs["X"], problems) if "X" in subs else {}
-    ys = _scan_volumes(subs["Y"], problems) if "Y" in subs else {}
+    xs = _scan_volumes(subs["X"].entries, problems) if "X" in subs else {}
+    ys = _scan_volumes(subs["Y"].entries, problems) if "Y" in subs else {}
     if kind == "paired" and "X" in subs and "Y" in subs:
-        problems += _partners(xs, ys, subs["Y"], "the paired partner of")
-        problems += _partners(ys, xs, subs["X"], "the paired partner of")
-    cases = {name: Case(name, inputs=[path]) for name, path in xs.items()}
-    for name, path in ys.items():
+        problems += _partners(xs, ys, subs["Y"].path, "the paired partner of")
+        problems += _partners(ys, xs, subs["X"].path, "the paired partner of")
+    cases = {name: Case(name, inputs=[entry.path]) for name, entry in xs.items()}
+    for name, entry in ys.items():
         if kind != "paired" or name in xs:
-            cases.setdefault(name, Case(name)).target = path
+            cases.setdefault(name, Case(name)).target = entry.path
     return cases
 
 
-def _image_cases(images_folder: Path, channels: list[str],
+def _image_cases(images: Entry, channels: list[str],
                  problems: list[str]) -> dict[str, list[Path]]:
     """Case name -> image files of a segmentation split's images/ (one 4D file, a DICOM
     folder, or one file per channel; an incomplete channel folder maps to no files)."""
-    images: dict[str, list[Path]] = {}
-    for entry in folder_entries(images_folder):
-        if entry.is_dir() and _is_channel_folder(entry, channels):
+    found: dict[str, list[Path]] = {}
+    for entry in images.entries:
+        if entry.is_dir and _is_channel_folder(entry, channels):
             # an incomplete folder stays listed (empty) so that its label is not an orphan
-            images[entry.name] = _channel_files(entry, channels, problems) or []
-        elif not entry.is_dir() and volume_suffix(entry) is None:
-            problems.append(_not_a_volume(entry))
-        elif case_name(entry) in images:
-            problems.append(f"{entry}: case {case_name(entry)!r} appears twice")
+            found[entry.name] = _channel_files(entry, channels, problems) or []
+        elif not entry.is_dir and not entry.is_volume:
+            problems.append(_not_a_volume(entry.path))
+        elif entry.name in found:
+            problems.append(f"{entry.path}: case {entry.name!r} appears twice")
         else:
-            images[case_name(entry)] = [entry]
-    return images
+            found[entry.name] = [entry.path]
+    return found
 
 
-def _segmentation_cases(folder: Path, channels: list[str], subs: dict[str, Path],
+def _segmentation_cases(folder: Path, channels: list[str], subs: dict[str, Entry],
                         problems: list[str]) -> dict[str, Case]:
     """The cases of a segmentation split (images/ and labels/)."""
     _require(folder, subs, ("images", "labels"), "segmentation", problems)
     images = _image_cases(subs["images"], channels, problems) if "images" in subs else {}
-    labels = _scan_volumes(subs["labels"], problems) if "labels" in subs else {}
+    labels = _scan_volumes(subs["labels"].entries, problems) if "labels" in subs else {}
     if "images" in subs and "labels" in subs:
+        labels_folder, images_folder = subs["labels"].path, subs["images"].path
         for name, files in images.items():
             if name not in labels:
-                ref = files[0] if files else subs["images"] / name
-                problems.append(f"{subs['labels'] / (name + '.nii.gz')}: missing; "
+                ref = files[0] if files else images_folder / name
+                problems.append(f"{labels_folder / (name + '.nii.gz')}: missing; "
                                 f"the label map of {ref if len(files) <= 1 else ref.parent}")
-        problems += [f"{subs['images'] / (name + _suffix_like(path))}: missing; the image of "
-                     f"label map {path}" for name, path in labels.items() if name not in images]
-    return {name: Case(name, inputs=files, label=labels[name])
+        problems += [f"{images_folder / (name + entry.suffix)}: missing; the image of "
+                     f"label map {entry.path}" for name, entry in labels.items()
+                     if name not in images]
+    return {name: Case(name, inputs=files, label=labels[name].path)
             for name, files in images.items() if files and name in labels}
 
 
-def _load_split(folder: Path, kind: str, channels: list[str], problems: list[str]) -> list[Case]:
-    subs = _split_folders(folder, kind, problems)
+def _load_split(folder: Path, split: Sequence[Entry], kind: str, channels: list[str],
+                problems: list[str]) -> list[Case]:
+    """The cases of the split at ``folder``, whose listing is ``split``."""
+    subs = _split_folders(split, kind, problems)
     if kind == "segmentation":
         cases = _segmentation_cases(folder, channels, subs, problems)
     else:
         cases = _domain_cases(folder, kind, subs, problems)
     if "masks" in subs:
-        for name, path in _scan_volumes(subs["masks"], problems).items():
+        for name, entry in _scan_volumes(subs["masks"].entries, problems).items():
             if name in cases:
-                cases[name].mask = path
+                cases[name].mask = entry.path
             else:
-                problems.append(f"{path}: mask of no case (no case named {name!r} in {folder})")
+                problems.append(f"{entry.path}: mask of no case (no case named {name!r} in "
+                                f"{folder})")
     return [cases[n] for n in sorted(cases)]
-
-
-def _suffix_like(path: Path) -> str:
-    """The suffix a partner file is expected to have: the same as ``path``'s (none for a folder)."""
-    if path.is_dir():
-        return ""
-    return volume_suffix(path) or ""
 
 
 def _raise(problems: list[str], root: Path) -> None:
@@ -390,8 +390,9 @@ def load_dataset(root: str | os.PathLike) -> Dataset:
         problems.append(f"{root / 'train'}: missing; every dataset needs a train/ split")
     for split in SPLITS:
         folder = root / split
-        if folder.is_dir():
-            splits[split] = _load_split(folder, kind, channels, problems)
+        if folder.is_dir():  # sub-folders, their cases, per-channel files: listed once
+            splits[split] = _load_split(folder, list_folder(folder, depth=3), kind, channels,
+                                        problems)
     if not problems and not splits["train"]:
         problems.append(f"{root / 'train'}: no cases")
     _raise(problems, root)

@@ -22,7 +22,7 @@ from revmed.errors import InputError
 from revmed.io import Volume, check_finite, read_channels, read_volume
 from revmed.preset import DataSection
 from revmed.regions import LabelSet
-from revmed.transforms import downsample, normalise, statistics_of, upsample
+from revmed.transforms import normalise, simulate_low_resolution, statistics_of
 
 
 def read_input(paths: Sequence) -> Volume:
@@ -30,15 +30,6 @@ def read_input(paths: Sequence) -> Volume:
     volume = read_volume(paths[0]) if len(paths) == 1 else read_channels(list(paths))
     check_finite(volume)
     return volume
-
-
-def simulate_low_resolution(volume: Volume, factors: Sequence[int], mode: str) -> np.ndarray:
-    """Degrade ``volume`` by block means over ``factors``, then interpolate back to its grid.
-
-    Returns ``(C, I, J, K)``: what a scanner with coarser voxels would show, on the fine grid.
-    """
-    coarse = downsample(volume.array, factors)
-    return upsample(coarse, factors, mode, shape=volume.shape)
 
 
 def _check_channels(volume: Volume, expected: int, role: str) -> None:
@@ -61,38 +52,53 @@ def read_label_map(path, labels: LabelSet) -> np.ndarray:
     return rounded.astype(np.uint8)
 
 
+def _read_case(case: Case, kind: str, data: DataSection,
+               labels: LabelSet | None) -> tuple[dict[str, Volume], dict[str, np.ndarray]]:
+    """The volumes of ``case`` in the files' units (``X`` and ``Y``, channels checked; for
+    ``hr-only`` the target only) and its label map, as read."""
+    volumes: dict[str, Volume] = {}
+    if kind == "hr-only":
+        volumes["Y"] = read_input([case.target])
+        _check_channels(volumes["Y"], data.out_channels, "the volume")
+        return volumes, {}
+    if case.inputs:
+        volumes["X"] = read_input(case.inputs)
+        _check_channels(volumes["X"], data.in_channels, "the input")
+    if case.target is not None:
+        volumes["Y"] = read_input([case.target])
+        _check_channels(volumes["Y"], data.out_channels, "the target")
+    if case.label is None:
+        return volumes, {}
+    if labels is None:
+        raise ValueError(f"case {case.name}: a label map needs the dataset's label set")
+    return volumes, {"label": read_label_map(case.label, labels)}
+
+
+def _network_arrays(volumes: dict[str, Volume], kind: str,
+                    data: DataSection) -> dict[str, np.ndarray]:
+    """``X`` and ``Y`` of ``volumes`` mapped into the network as ``data`` says (for ``hr-only``
+    the input is simulated from the target: ``simulate_low_resolution``)."""
+    stats_x, stats_y = statistics_of(data)
+    out = {}
+    if kind == "hr-only":
+        low = simulate_low_resolution(volumes["Y"].array, data.sr_factors, data.sr_upsample)
+        out["X"] = normalise(low, data.intensity, data.window, stats_x)
+    elif "X" in volumes:
+        out["X"] = normalise(volumes["X"].array, data.intensity, data.window, stats_x)
+    if "Y" in volumes:
+        out["Y"] = normalise(volumes["Y"].array, data.intensity, data.window, stats_y)
+    return out
+
+
 def load_sample(case: Case, kind: str, data: DataSection,
                 labels: LabelSet | None = None) -> dict[str, np.ndarray]:
     """Read and prepare one case of a dataset of ``kind`` (see ``revmed.data.layout``) as the
     preset's ``[data]`` section says; label maps must hold only the values of ``labels`` (the
     dataset's label set, needed for a case with a label map)."""
-    sample: dict[str, np.ndarray] = {}
-    reference: Volume | None = None
-    stats_x, stats_y = statistics_of(data)
-    if kind == "hr-only":
-        target = read_input([case.target])
-        _check_channels(target, data.out_channels, "the volume")
-        low = simulate_low_resolution(target, data.sr_factors, data.sr_upsample)
-        sample["X"] = normalise(low, data.intensity, data.window, stats_x)
-        sample["Y"] = normalise(target.array, data.intensity, data.window, stats_y)
-        reference = target
-    else:
-        if case.inputs:
-            source = read_input(case.inputs)
-            _check_channels(source, data.in_channels, "the input")
-            sample["X"] = normalise(source.array, data.intensity, data.window, stats_x)
-            reference = source
-        if case.target is not None:
-            target = read_input([case.target])
-            _check_channels(target, data.out_channels, "the target")
-            sample["Y"] = normalise(target.array, data.intensity, data.window, stats_y)
-            reference = reference or target
-        if case.label is not None:
-            if labels is None:
-                raise ValueError(f"case {case.name}: a label map needs the dataset's label set")
-            sample["label"] = read_label_map(case.label, labels)
-    if reference is None:
+    volumes, maps = _read_case(case, kind, data, labels)
+    if not volumes:
         raise InputError(f"case {case.name}: no volume to read")
+    sample = {**_network_arrays(volumes, kind, data), **maps}
     if case.mask is not None:
         sample["mask"] = (read_volume(case.mask).array[:1] > 0).astype(np.uint8)
     else:

@@ -70,6 +70,30 @@ class FolderScan:
     duplicates: list[tuple[Path, Path]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One entry of a folder listing (``list_folder``).
+
+    Attributes:
+        path: the file or folder.
+        name: its case name: a volume file's name without its suffix, else its name.
+        is_dir: a folder (a symbolic link to one counts as one).
+        suffix: a single-file volume's format suffix as written (``.nii.gz``), else ``""``.
+        entries: a folder's own entries, as far down as the listing went (else empty).
+    """
+
+    path: Path
+    name: str
+    is_dir: bool
+    suffix: str = ""
+    entries: tuple[Entry, ...] = ()
+
+    @property
+    def is_volume(self) -> bool:
+        """A single-file volume (not a folder, and a known volume suffix)."""
+        return bool(self.suffix)
+
+
 def folder_entries(folder: Path) -> list[Path]:
     """The entries of ``folder`` in name order, hidden files and sidecars left out."""
     try:
@@ -78,18 +102,30 @@ def folder_entries(folder: Path) -> list[Path]:
         raise InputError(f"{folder}: cannot list folder ({exc})") from exc
 
 
+def list_folder(folder: str | Path, depth: int = 1) -> tuple[Entry, ...]:
+    """The entries of ``folder`` in name order (hidden files and sidecars left out), each
+    sub-folder with its own entries listed ``depth - 1`` levels further down: a folder tree
+    read once, for checks that need nothing but names."""
+    listed = []
+    for path in folder_entries(Path(folder)):
+        is_dir = path.is_dir()
+        suffix = "" if is_dir else (volume_suffix(path) or "")
+        below = list_folder(path, depth - 1) if is_dir and depth > 1 else ()
+        listed.append(Entry(path, path.name[: -len(suffix)] if suffix else path.name, is_dir,
+                            suffix, below))
+    return tuple(listed)
+
+
 def scan_folder(folder: str | Path) -> FolderScan:
     """Sort the entries of ``folder`` into cases and strays (see the module doc)."""
     scan = FolderScan()
-    for entry in folder_entries(Path(folder)):
-        if not entry.is_dir() and volume_suffix(entry) is None:
-            scan.strays.append(entry)
-            continue
-        name = case_name(entry)
-        if name in scan.cases:
-            scan.duplicates.append((entry, scan.cases[name]))
+    for entry in list_folder(folder):
+        if not entry.is_dir and not entry.is_volume:
+            scan.strays.append(entry.path)
+        elif entry.name in scan.cases:
+            scan.duplicates.append((entry.path, scan.cases[entry.name]))
         else:
-            scan.cases[name] = entry
+            scan.cases[entry.name] = entry.path
     return scan
 
 
