@@ -8,7 +8,6 @@ import typer
 
 from revmed.cli import output
 from revmed.cli.root import app
-from revmed.cli.eval_command import _print_wide, _table
 from revmed.errors import OutputError
 
 
@@ -49,7 +48,7 @@ def demo(
         output.emit_json(result.report.to_json())
         return
     console = output.stdout()
-    _print_wide(console, _table(result.report))
+    output.print_wide(console, output.report_table(result.report))
     for path in result.previews:
         console.print(f"preview: {path}")
     console.print(f"model: {result.checkpoint}  (try: revmed infer SCAN.nii.gz -o sr.nii.gz "

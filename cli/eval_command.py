@@ -6,69 +6,15 @@ answers at once); this module parses the options, shows progress and prints the 
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich import box
-from rich.measure import Measurement
-from rich.table import Table
 
 from revmed.cli import output
 from revmed.cli.root import app
 from revmed.errors import ConfigError
-
-#: Digits shown per metric in the table (the JSON and CSV keep full precision).
-_FORMATS = {"psnr": "{:.2f}", "ssim": "{:.4f}"}
-
-
-def _number(name: str, value: float) -> str:
-    if math.isnan(value):
-        return "-"
-    if math.isinf(value):
-        return "inf"
-    if name in _FORMATS:
-        return _FORMATS[name].format(value)
-    return f"{value:.2f}" if abs(value) >= 1 else f"{value:.4g}"
-
-
-def _table(report) -> Table:
-    """Rows per case and method, then mean and std rows per method."""
-    names = report.metric_names
-    if report.kind == "regions":
-        caption = f"regions: {report.labels.describe_regions()}; HD95 in mm"
-    elif report.data_range is None:
-        caption = "data range: the reference's max - min, per case (see --json)"
-    else:
-        caption = f"data range: {report.data_range:g} (--data-range)"
-    if report.kind == "image" and report.window is not None:
-        lo, hi = report.window
-        caption = f"window: {lo:g} to {hi:g} mapped to [-1, 1], data range 2 (--window)"
-    if report.kind == "image" and report.error_scale != 1.0:
-        caption += f"; MAE and RMSE x {report.error_scale:g} (--error-scale)"
-    table = Table(title="revmed eval", caption=caption, title_justify="left",
-                  caption_justify="left", box=box.SIMPLE_HEAD)
-    table.add_column("case", no_wrap=True)
-    table.add_column("method", no_wrap=True)
-    for name in names:
-        table.add_column(name.replace("_", "\n"), justify="right", no_wrap=True)
-    for case in report.cases:
-        for method in report.methods:
-            table.add_row(case.name, method,
-                          *(_number(n, case.metrics[method][n]) for n in names))
-    table.add_section()
-    summary = report.summary()
-    for stat in ("mean", "std"):
-        label = f"mean of {len(report.cases)}" if stat == "mean" else "std"
-        for method in report.methods:
-            table.add_row(label, method,
-                          *("-" if summary[method][n]["n"] == 0 else
-                            _number(n, summary[method][n][stat]) for n in names),
-                          style="bold" if stat == "mean" else None)
-    return table
-
 
 def _window(text: str) -> tuple[float, ...]:
     """``"-1150,350"`` -> ``(-1150.0, 350.0)``; the library checks the values."""
@@ -76,14 +22,6 @@ def _window(text: str) -> tuple[float, ...]:
         return tuple(float(v) for v in text.split(","))
     except ValueError:
         raise ConfigError(f"--window {text}: expected two numbers, e.g. -1150,350") from None
-
-
-def _print_wide(console, table: Table) -> None:
-    """Print ``table`` at its natural width, even where that is wider than the terminal."""
-    width = Measurement.get(console, console.options.update_width(1000), table).maximum
-    if width > console.width:
-        console.width = width
-    console.print(table)
 
 
 def _typed(option: str) -> str | None:
@@ -232,6 +170,6 @@ def eval_(
             output.note(f"wrote {path}", quiet)
         return
     console = output.stdout()
-    _print_wide(console, _table(report))
+    output.print_wide(console, output.report_table(report))
     for path in written:
         console.print(f"wrote {path}", markup=False)

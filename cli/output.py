@@ -18,9 +18,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
+from rich.table import Table
 from rich.text import Text
 
 
@@ -175,3 +178,72 @@ def progress(description: str, total: int | None, quiet: bool) -> Iterator[Calla
     finally:
         if task is not None:
             bar.stop()
+
+
+def notes(quiet: bool = False) -> Callable[[str], None]:
+    """``note`` as a callback for the library's ``note(text)`` arguments."""
+    return lambda message: note(message, quiet)
+
+
+def report_failure(exc: BaseException) -> None:
+    """One error line for a case of a batch that failed (the batch goes on)."""
+    error(describe(exc))
+
+
+#: Digits shown per metric in the table (the JSON and CSV keep full precision).
+_FORMATS = {"psnr": "{:.2f}", "ssim": "{:.4f}"}
+
+
+def _number(name: str, value: float) -> str:
+    if math.isnan(value):
+        return "-"
+    if math.isinf(value):
+        return "inf"
+    if name in _FORMATS:
+        return _FORMATS[name].format(value)
+    return f"{value:.2f}" if abs(value) >= 1 else f"{value:.4g}"
+
+
+def report_table(report) -> Table:
+    """The table of a ``revmed.evaluation.Report``: rows per case and method, then mean and std
+    rows per method."""
+    names = report.metric_names
+    if report.kind == "regions":
+        caption = f"regions: {report.labels.describe_regions()}; HD95 in mm"
+    elif report.data_range is None:
+        caption = "data range: the reference's max - min, per case (see --json)"
+    else:
+        caption = f"data range: {report.data_range:g} (--data-range)"
+    if report.kind == "image" and report.window is not None:
+        lo, hi = report.window
+        caption = f"window: {lo:g} to {hi:g} mapped to [-1, 1], data range 2 (--window)"
+    if report.kind == "image" and report.error_scale != 1.0:
+        caption += f"; MAE and RMSE x {report.error_scale:g} (--error-scale)"
+    table = Table(title="revmed eval", caption=caption, title_justify="left",
+                  caption_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("case", no_wrap=True)
+    table.add_column("method", no_wrap=True)
+    for name in names:
+        table.add_column(name.replace("_", "\n"), justify="right", no_wrap=True)
+    for case in report.cases:
+        for method in report.methods:
+            table.add_row(case.name, method,
+                          *(_number(n, case.metrics[method][n]) for n in names))
+    table.add_section()
+    summary = report.summary()
+    for stat in ("mean", "std"):
+        label = f"mean of {len(report.cases)}" if stat == "mean" else "std"
+        for method in report.methods:
+            table.add_row(label, method,
+                          *("-" if summary[method][n]["n"] == 0 else
+                            _number(n, summary[method][n][stat]) for n in names),
+                          style="bold" if stat == "mean" else None)
+    return table
+
+
+def print_wide(console: Console, table: Table) -> None:
+    """Print ``table`` at its natural width, even where that is wider than the terminal."""
+    width = Measurement.get(console, console.options.update_width(1000), table).maximum
+    if width > console.width:
+        console.width = width
+    console.print(table)

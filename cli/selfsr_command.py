@@ -1,8 +1,9 @@
 """`revmed selfsr`: super-resolve thick-slice scans from their own in-plane detail.
 
 The work is in ``revmed.selfsr``; the batch rules (outputs checked first, a failed case
-reported and the others done, ``--skip-existing``) are ``revmed infer``'s, through its
-helpers.
+reported and the others done, ``--skip-existing``) are ``revmed infer``'s
+(``revmed.io.batch``), and outputs are written as ``revmed infer`` writes them
+(``revmed.inference.outputs``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from typing import Optional
 import typer
 
 from revmed.cli import output
-from revmed.cli.infer_command import (_check_options, _select, _write, run_targets,
-                                      single_claim)
 from revmed.cli.root import app, check_dicom_geometry, dicom_geometry_option
 from revmed.errors import InputError, OutputError, RevmedError
 
@@ -75,18 +74,20 @@ def selfsr(
 
     Example: revmed selfsr thick.nii.gz -o iso.nii.gz --keep-model
     """
+    from revmed.io.batch import check_batch_options, run_targets, select_targets, single_claim
     from revmed.io.targets import plan_targets
     from revmed.runtime import resolve_device
     from revmed.selfsr import check_preset
 
-    _check_options(None, overwrite, skip_existing, 1, 0, "float32")
+    check_batch_options(overwrite, skip_existing)
     options = {"factor": factor, "axis": axis, "thickness": slice_thickness,
                "profile": slice_profile, "dicom_geometry": check_dicom_geometry(dicom_geometry)}
     _check_plan_options(options)
     plan = plan_targets([input_path], output_path, fmt, series)
     if shared and not plan.batch:
         raise InputError("--shared trains one model for a folder of scans; SCAN is one scan")
-    targets = _select(plan, 1, 0, overwrite, skip_existing, quiet)
+    targets = select_targets(plan, overwrite=overwrite, skip_existing=skip_existing,
+                             note=output.notes(quiet))
     check_preset(preset, set_)
     models = _model_paths(targets, output_path, keep_model, shared, overwrite)
     options["orientations"] = orientations
@@ -97,7 +98,8 @@ def selfsr(
             _run_shared(targets, plan, options, training, models, quiet, output_path)
         else:
             run_targets(targets, plan, output_path, overwrite, lambda target: _one(
-                target, plan, options, training, models, quiet), skip_existing, what="scan")
+                target, plan, options, training, models, quiet), skip_existing, what="scan",
+                on_failure=output.report_failure, on_interrupt=output.error)
 
 
 def _check_plan_options(options: dict) -> None:
@@ -174,6 +176,7 @@ def _train(name: str, volumes: list, plans: list, training: dict, quiet: bool):
 def _refine_write(model, volume, plan, target, fmt: str, model_path, device, quiet,
                   orientations: int) -> None:
     """Refine ``volume`` with ``model`` and write ``target`` atomically."""
+    from revmed.inference.outputs import write_prediction
     from revmed.selfsr import refine, translator_for
 
     translator = translator_for(model, device, str(model_path or "selfsr model"))
@@ -181,8 +184,8 @@ def _refine_write(model, volume, plan, target, fmt: str, model_path, device, qui
         result = refine(translator, volume, plan, device,
                         progress=lambda done, total: update(done, total),
                         orientations=orientations)
-    _write(translator, result, volume, target.path, fmt, "float32",
-           Path(model_path or "selfsr"), quiet)
+    write_prediction(translator, result, volume, target.path, fmt,
+                     Path(model_path or "selfsr").name)
     output.stdout().print(f"wrote {target.path}")
 
 
@@ -222,7 +225,7 @@ def _run_shared(targets: list, plan, options: dict, training: dict, models: dict
             output.note(f"{target.name}: {refinement.describe()}", quiet)
             ready[target.path] = (volume, refinement)
         except RevmedError as exc:
-            output.error(output.describe(exc))
+            output.report_failure(exc)
             failures.append(target.case.files[0])
     if not ready:
         with contextlib.suppress(OSError):
@@ -232,7 +235,10 @@ def _run_shared(targets: list, plan, options: dict, training: dict, models: dict
     model = _train(f"{len(ready)} scan(s)", [r[0] for r in ready.values()],
                    [r[1] for r in ready.values()], training, quiet)
     _save(model, models.get(None))
+    from revmed.io.batch import run_targets
+
     run_targets([t for t in targets if t.path in ready], plan, output_path, True, lambda t:
                 _refine_write(model, *ready[t.path], t, plan.format, models.get(None),
                               training["device"], quiet, options["orientations"]),
-                extra_failures=failures, what="scan")
+                extra_failures=failures, what="scan", on_failure=output.report_failure,
+                on_interrupt=output.error)

@@ -36,7 +36,7 @@ from typing import Any
 from revmed.checkpoint import Checkpoint, ModelCard, load_checkpoint, save_checkpoint
 from revmed.config import to_toml
 from revmed.engine.curves import SKIPPED, curves_svg
-from revmed.engine.folder_lock import FolderLock
+from revmed.io.folder_lock import FolderLock
 from revmed.errors import ConfigError, InputError, OutputError
 from revmed.io.atomic import atomic_path, check_output_folder
 from revmed.preset import Preset

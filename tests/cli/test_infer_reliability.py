@@ -153,7 +153,7 @@ def test_a_rerun_clears_the_claims_a_killed_run_left_beside_finished_outputs(cli
     """A run killed after writing an output but before letting its claim go leaves the claim
     file; ``--skip-existing`` keeps the output and removes the stale claim, and leaves alone a
     claim a live run holds."""
-    from revmed.engine.folder_lock import OutputClaim
+    from revmed.io.folder_lock import OutputClaim
 
     folder = _cases(tmp_path / "in", ["a", "b"])
     out = tmp_path / "out"
@@ -237,7 +237,7 @@ def test_symbolic_link_loops_are_failed_cases_not_tracebacks(cli, model, tmp_pat
 def test_a_second_run_writing_the_same_output_refuses(cli, model, tmp_path):
     """Before, two runs writing one new output both said "wrote" and one silently replaced
     the other. The output is claimed (a lock beside it) from before the model loads."""
-    from revmed.engine.folder_lock import OutputClaim
+    from revmed.io.folder_lock import OutputClaim
 
     source = _volume(tmp_path / "in.nii.gz")
     out = tmp_path / "out.nii.gz"

@@ -185,3 +185,14 @@ def test_few_functions_take_the_whole_preset():
     takers = _preset_takers()
     assert len(takers) <= MAX_PRESET_TAKERS, "\n".join(takers)
     assert any("setup_training" in t for t in takers)  # the check reads annotations
+
+
+def test_commands_import_no_private_helpers_of_each_other():
+    """Shared CLI helpers live in ``revmed.cli.output`` (or the library), never as private
+    names of another command's module."""
+    private = [f"{name} imports {node.module}.{alias.name}"
+               for name, path in MODULES.items() if name.startswith("revmed.cli")
+               for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+               if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("revmed.")
+               for alias in node.names if alias.name.startswith("_")]
+    assert private == []

@@ -191,12 +191,12 @@ def test_an_unusable_device_is_one_line_naming_the_choices(cli, sr_model, tmp_pa
 
 def test_channel_files_are_said_and_ordered_by_the_models_channel_names(
         cli, two_channel_model, tmp_path, monkeypatch):
-    import revmed.io
+    import revmed.inference.outputs
 
     files = [write_volume(Volume(np.full((1, 6, 6, 6), i, np.float32), make_affine((1, 1, 1))),
                           tmp_path / name) for i, name in enumerate(["s_T2.nii.gz", "s_t1.nii.gz"])]
     read = []
-    monkeypatch.setattr(revmed.io, "read_channels",
+    monkeypatch.setattr(revmed.inference.outputs, "read_channels",
                         lambda paths: read.append(paths) or read_channels(paths))
     result = cli("infer", *files, "-o", tmp_path / "out.nii.gz", "--model", two_channel_model)
     assert result.code == 0, result.err

@@ -19,7 +19,7 @@ import torch
 from revmed import config
 from revmed.checkpoint import read_payload
 from revmed.data.synthetic import synthesize
-from revmed.engine.folder_lock import LOCK_NAME
+from revmed.io.folder_lock import LOCK_NAME
 from revmed.engine.setup import setup_training
 from revmed.errors import OutputError
 from revmed.io import atomic
@@ -196,7 +196,7 @@ def test_a_killed_holder_does_not_leave_the_lock_stuck(cli, sr_data, tiny_sr, sr
     run = tmp_path / "run"
     shutil.copytree(sr_model.parent, run)
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from revmed.engine.folder_lock import FolderLock; "
+        "import sys, time; from revmed.io.folder_lock import FolderLock; "
         f"lock = FolderLock({str(run)!r}); lock.acquire(); print('held', flush=True); "
         "time.sleep(60)")],
         stdout=subprocess.PIPE, text=True, env=ENV)

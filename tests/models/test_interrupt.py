@@ -27,7 +27,7 @@ from revmed.checkpoint import read_payload
 from revmed.data.batches import epoch_batches
 from revmed.data.synthetic import synthesize
 from revmed.data.training_patches import TrainingPatches
-from revmed.engine.folder_lock import LOCK_NAME
+from revmed.io.folder_lock import LOCK_NAME
 from revmed.engine.setup import setup_training
 from revmed.engine.signals import TrainingInterrupted
 
