@@ -1,6 +1,6 @@
 """Reading scanner DICOM: revmed against dcm2niix, side by side, on the same files.
 
-Two inputs are built in a temporary folder from the real slices of tests/data/dicom (the
+Two inputs are built in a temporary folder from the real slices of tests/fixtures/dicom (the
 Philips head CT, 512 x 512, int16 stored, Explicit VR Little Endian), each copy with its own
 SOP Instance UID and position:
 
@@ -41,7 +41,7 @@ import pydicom
 from pydicom.uid import generate_uid
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO / "tests" / "data" / "dicom" / "corpus.tar.xz"
+CORPUS = REPO / "tests" / "fixtures" / "dicom" / "corpus.tar.xz"
 SOURCE_SERIES = "corpus/philips_ct_study/S21570/S2020"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
 from revmed.cli.app import run
@@ -57,3 +58,23 @@ def tiny_model(tmp_path_factory):
     """A kernel-adaptation checkpoint of ``write_tiny_checkpoint`` (overlap 0.25)."""
     return write_tiny_checkpoint(tmp_path_factory.mktemp("model") / "m.pt",
                                  infer={"overlap": 0.25})
+
+
+def smooth_volume(shape=(16, 16, 16), seed=0, scale=400.0, offset=-200.0) -> np.ndarray:
+    """A smooth ``(1, I, J, K)`` float32 volume: a sum of a few broad Gaussian blobs."""
+    rng = np.random.default_rng(seed)
+    grid = np.meshgrid(*(np.linspace(-1, 1, s) for s in shape), indexing="ij")
+    out = np.zeros(shape)
+    for _ in range(4):
+        centre = rng.uniform(-0.5, 0.5, 3)
+        width = rng.uniform(0.35, 0.6)
+        r2 = sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True))
+        out += rng.uniform(0.5, 1.0) * np.exp(-r2 / (2 * width**2))
+    return (offset + scale * out).astype(np.float32)[None]
+
+
+@pytest.fixture
+def smooth():
+    """``smooth(shape=(16, 16, 16), seed=0)`` -> a smooth ``(1, I, J, K)`` volume in HU-like
+    values."""
+    return smooth_volume

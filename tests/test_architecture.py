@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 #: The layers, bottom first; a unit may import units of lower layers only (and itself).
 #: A unit is a top-level module of the library or one of its sub-packages.
@@ -196,3 +196,15 @@ def test_commands_import_no_private_helpers_of_each_other():
                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("revmed.")
                for alias in node.names if alias.name.startswith("_")]
     assert private == []
+
+
+def test_the_tests_mirror_the_package():
+    """One test folder per package of the library (``tests/io`` for ``revmed/io``, and
+    ``tests/io/dicom`` for ``revmed/io/dicom``), plus the command line's and the fixtures'."""
+    library = REPO / "revmed"
+    packages = {p.parent.relative_to(library) for p in library.rglob("__init__.py")}
+    packages -= {Path("."), Path("data/synthetic")}  # the phantoms: tests/data/test_synth.py
+    folders = {p.relative_to(REPO / "tests") for p in (REPO / "tests").rglob("*")
+               if p.is_dir() and "__pycache__" not in p.parts}
+    folders = {f for f in folders if f.parts[0] not in ("cli", "fixtures")}
+    assert folders == packages

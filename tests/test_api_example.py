@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 
 
 def test_the_documented_example_runs(tmp_path, monkeypatch, capsys):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import revmed
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_wheel_contents(tmp_path):
