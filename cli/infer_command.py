@@ -3,7 +3,6 @@ cases."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -11,24 +10,10 @@ import typer
 
 from revmed.cli import output
 from revmed.cli.root import app, check_dicom_geometry, dicom_geometry_option
-from revmed.errors import InputError
-from revmed.preset import PRECISIONS
 
+#: The variable that names the model when --model is not given (the library's
+#: ``revmed.inference.loading.MODEL_ENV``, spelled here so that --help does not load torch).
 MODEL_ENV = "REVMED_MODEL"
-
-
-def _pick_model(model: Optional[Path]) -> Path:  # noqa: UP007
-    from revmed.inference import newest_checkpoint
-
-    if model is not None:
-        return model
-    if os.environ.get(MODEL_ENV):
-        return Path(os.environ[MODEL_ENV])
-    newest = newest_checkpoint()
-    if newest is None:
-        raise InputError(f"no model given: pass --model CKPT, set {MODEL_ENV}, or train one "
-                         "(runs/*/best.pt is used by default)")
-    return newest
 
 
 @app.command("infer")
@@ -92,61 +77,13 @@ def infer(
 
     Example: revmed infer scan.nii.gz -o sr.nii.gz --model runs/demo/best.pt
     """
-    from revmed.inference import load_predictor
-    from revmed.inference.outputs import check_model_outputs
-    from revmed.io.batch import check_batch_options, run_targets, select_targets, single_claim
-    from revmed.io.targets import plan_targets
+    from revmed.inference.files import infer_files
     from revmed.runtime import resolve_device
 
-    check_precision(precision)
-    check_batch_options(overwrite, skip_existing, num_parts, part_id)
     check_dicom_geometry(dicom_geometry)
-    # outputs, formats and inputs are checked before the model is loaded or any work is done
-    plan = plan_targets(inputs, output_path, fmt, series)
-    note = output.notes(quiet)
-    targets = select_targets(plan, num_parts, part_id, overwrite, skip_existing, note)
-    with single_claim(plan, targets, overwrite, skip_existing):
-        checkpoint = _pick_model(model)
-        predictor = load_predictor(checkpoint, resolve_device(device), compile=compile_,
-                                   channels_last=channels_last)
-        check_model_outputs(predictor, plan.format, targets, reverse, dtype)
-        note(f"model: {checkpoint}")
-        if len(inputs) > 1:
-            _note_channels(inputs, list(predictor.card.data.channels), quiet)
-        options = {"reverse": reverse, "overlap": overlap, "precision": precision,
-                   "tiling": "windows" if windows else "auto"}
-        run_targets(targets, plan, output_path, overwrite, lambda target: _infer_one(
-            predictor, target, plan.format, dtype, checkpoint, quiet, options, dicom_geometry),
-            skip_existing, on_failure=output.report_failure, on_interrupt=output.error)
-
-
-def check_precision(precision: Optional[str]) -> None:  # noqa: UP007
-    """``InputError`` for a ``--precision`` that is none of ``PRECISIONS``."""
-    if precision is not None and precision not in PRECISIONS:
-        raise InputError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
-
-
-def _note_channels(inputs: list[Path], channels: list[str], quiet: bool) -> None:
-    """Say that several INPUT files are one case's channels, and in which order."""
-    from revmed.io.channels import match_channel_files
-
-    ordered = match_channel_files(inputs, channels)
-    how = (f"ordered as the model's channels ({', '.join(channels)})" if ordered else
-           "in the order given (their names do not match the model's channels"
-           f"{': ' + ', '.join(channels) if channels else ''})")
-    output.note(f"{len(inputs)} INPUT files are taken as the channels of one case, {how}; to "
-                "run each file as a case of its own, put them in a folder and give the folder",
-                quiet)
-
-
-def _infer_one(predictor, target, fmt: str, dtype: str, checkpoint: Path, quiet: bool,
-               options: dict, dicom_geometry: str = "resample") -> None:
-    """Read one case, predict it with a progress bar and write its target atomically."""
-    from revmed.inference.outputs import predict_case, write_prediction
-
-    with output.progress(f"infer {target.name}", None, quiet) as update:
-        volume, result = predict_case(predictor, target, options, dicom_geometry,
-                                      progress=lambda done, total: update(done, total))
-    write_prediction(predictor, result, volume, target.path, fmt, checkpoint.name, dtype,
-                     note=output.notes(quiet))
-    output.stdout().print(f"wrote {target.path}")
+    infer_files(inputs, output_path, model, device=resolve_device(device), reverse=reverse,
+                overlap=overlap, precision=precision, tiling="windows" if windows else "auto",
+                compile=compile_, channels_last=channels_last, series=series,
+                dicom_geometry=dicom_geometry, fmt=fmt, dtype=dtype, overwrite=overwrite,
+                skip_existing=skip_existing, num_parts=num_parts, part_id=part_id,
+                events=output.events(quiet))

@@ -185,6 +185,16 @@ def notes(quiet: bool = False) -> Callable[[str], None]:
     return lambda message: note(message, quiet)
 
 
+def events(quiet: bool = False):
+    """The library's ``revmed.io.batch.Events`` shown as the commands show them: notes and
+    failed cases on stderr, ``wrote PATH`` on stdout, a progress bar per piece of work."""
+    from revmed.io.batch import Events
+
+    return Events(note=notes(quiet), failed=report_failure, interrupted=error,
+                  wrote=lambda path: stdout().print(f"wrote {path}"),
+                  progress=lambda description, total: progress(description, total, quiet))
+
+
 def report_failure(exc: BaseException) -> None:
     """One error line for a case of a batch that failed (the batch goes on)."""
     error(describe(exc))

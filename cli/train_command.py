@@ -104,14 +104,12 @@ def _default_data(preset_data: str, out: Path, resume: bool, quiet: bool) -> Pat
     """The data a run trains on without --data: when resuming, the folder the run trained on
     (recorded in its last.pt), said on stderr; else ``preset_data``, the preset's
     ``data_dir``."""
-    from revmed.checkpoint import read_payload
+    from revmed.engine.run_folder import recorded_data
 
-    if resume and (out / "last.pt").is_file():
-        recorded = read_payload(out / "last.pt").get("data_source") or {}
-        path = recorded.get("path") if isinstance(recorded, dict) else None
-        if isinstance(path, str) and Path(path).is_dir():
-            output.note(f"resuming on {path}, the data the run trained on", quiet)
-            return Path(path)
+    path = recorded_data(out) if resume else None
+    if path is not None:
+        output.note(f"resuming on {path}, the data the run trained on", quiet)
+        return path
     return Path(preset_data)
 
 

@@ -33,16 +33,18 @@ from revmed.engine.trainer import Trainer, TrainEvent
 from revmed.errors import OutputError, RevmedError
 from revmed.evaluation import Report, evaluate, evaluate_regions, write_outputs
 from revmed.inference import Predictor, Segmenter, Translator, load_predictor
+from revmed.inference.files import infer_files
 from revmed.io import Volume, read_channels, read_volume, write_volume, zoom_affine
 from revmed.runtime import resolve_device
 from revmed.selfsr import SelfSRResult, selfsr
+from revmed.selfsr.files import selfsr_files
 from revmed.transforms import downsample
 
 __all__ = ["DemoResult", "Predictor", "Report", "RevmedError", "Segmenter", "Trainer",
            "TrainingInterrupted", "Translator", "Volume", "evaluate", "evaluate_regions",
-           "load_predictor", "load_preset", "predict_file", "read_channels", "read_volume",
-           "resolve_device", "run_demo", "SelfSRResult", "selfsr", "setup_training",
-           "write_outputs", "write_volume"]
+           "infer_files", "load_predictor", "load_preset", "predict_file", "read_channels",
+           "read_volume", "resolve_device", "run_demo", "SelfSRResult", "selfsr", "selfsr_files",
+           "setup_training", "write_outputs", "write_volume"]
 
 
 def predict_file(predictor: Predictor | str | os.PathLike, source: str | os.PathLike,

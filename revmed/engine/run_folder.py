@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from revmed.checkpoint import Checkpoint, ModelCard, load_checkpoint, save_checkpoint
+from revmed.checkpoint import (Checkpoint, ModelCard, load_checkpoint, read_payload,
+                               save_checkpoint)
 from revmed.config import to_toml
 from revmed.engine.curves import SKIPPED, curves_svg
 from revmed.io.folder_lock import FolderLock
@@ -109,6 +110,18 @@ def data_source(data_dir: str | Path) -> dict[str, str]:
                 continue  # unreadable here: the data checks name it when training reads it
             digest.update(f"{path.relative_to(root)}\0{size}\0{sample}\n".encode())
     return {"path": str(root), "fingerprint": digest.hexdigest()}
+
+
+def recorded_data(run_dir: str | Path) -> Path | None:
+    """The data folder the run in ``run_dir`` trained on, as its ``last.pt`` records it, when
+    that folder is still there (what ``--resume`` without ``--data`` trains on); None
+    otherwise."""
+    last = Path(run_dir) / "last.pt"
+    if not last.is_file():
+        return None
+    recorded = read_payload(last).get("data_source") or {}
+    path = recorded.get("path") if isinstance(recorded, dict) else None
+    return Path(path) if isinstance(path, str) and Path(path).is_dir() else None
 
 
 def check_same_data(saved: dict[str, str], now: dict[str, str], last: Path) -> None:

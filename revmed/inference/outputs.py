@@ -32,13 +32,23 @@ def _quiet(text: str) -> None:
     return None
 
 
+def check_output_options(dtype: str = "float32", precision: str | None = None) -> None:
+    """``InputError`` for a voxel type that is none of ``DTYPES``, or a precision that is
+    none of ``revmed.preset.PRECISIONS``: checked before any work."""
+    from revmed.preset import PRECISIONS
+
+    if precision is not None and precision not in PRECISIONS:
+        raise InputError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
+    if dtype not in DTYPES:
+        raise InputError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
+
+
 def check_model_outputs(predictor: Predictor, fmt: str, targets: Sequence[Target],
                         reverse: bool = False, dtype: str = "float32") -> None:
     """What the outputs in ``fmt`` need of the model, checked before any case is read: one
     channel for a DICOM image series, DICOM inputs for a DICOM-SEG, an image model for
     ``dtype="input"``."""
-    if dtype not in DTYPES:
-        raise InputError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
+    check_output_options(dtype)
     segments = isinstance(predictor, Segmenter)
     if segments and dtype != "float32":
         raise ConfigError(f"--dtype {dtype}: applies to image outputs; {predictor.source} "

@@ -6,18 +6,21 @@ every K-th case, for job arrays), less the outputs that exist already with ``ski
 (an output that does not read is redone; a claim a killed run left beside a finished output is
 cleared). ``run_targets`` calls ``work(target)`` for each, holding a claim on its output
 (``OutputClaim``): a second run writing the same output refuses it at once. In a batch a case
-that fails is reported through ``on_failure`` and the others are done; then one
+that fails is reported through ``events.failed`` and the others are done; then one
 ``InputError`` counts the failures. ``single_claim`` claims the output of a single case before
 its model is loaded.
 
-Nothing here prints: notes go to a ``note(text)`` callback, which the command line shows.
+Nothing here prints: what a run says as it goes reaches ``Events`` callbacks, which the
+command line shows (notes and errors on stderr, ``wrote PATH`` on stdout, progress bars).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ContextManager
 
 from revmed.errors import InputError, OutputError, RevmedError
 from revmed.io.folder_lock import OutputClaim, clear_stale_claim
@@ -28,6 +31,34 @@ Note = Callable[[str], None]
 
 def _quiet(text: str) -> None:
     return None
+
+
+def _ignore(*args: Any) -> None:
+    return None
+
+
+def _no_progress(description: str, total: int | None) -> ContextManager[Callable[..., None]]:
+    return contextlib.nullcontext(_ignore)
+
+
+@dataclass(frozen=True)
+class Events:
+    """What a run over targets says as it goes; every callback is optional.
+
+    Attributes:
+        note: an informative line (a part of a batch, skipped outputs, the model used).
+        failed: a case of a batch failed with this error (the batch goes on).
+        interrupted: Ctrl-C: how far the batch got.
+        wrote: an output (or a kept model) was written, whole, to this path.
+        progress: ``progress(description, total)``: a context whose value ``update(done,
+            total, text=None)`` hears how far one piece of work (a case, a training) is.
+    """
+
+    note: Note = _quiet
+    failed: Callable[[RevmedError], None] = _ignore
+    interrupted: Note = _quiet
+    wrote: Callable[[Path], None] = _ignore
+    progress: Callable[[str, int | None], ContextManager[Callable[..., None]]] = _no_progress
 
 
 def check_batch_options(overwrite: bool, skip_existing: bool, num_parts: int = 1,
@@ -145,12 +176,12 @@ def single_claim(plan: Plan, targets: Sequence[Target], overwrite: bool,
 def run_targets(targets: Sequence[Target], plan: Plan, output_path: Path, overwrite: bool,
                 work: Callable[[Target], None], skip_existing: bool = False,
                 extra_failures: Sequence[Path] = (), what: str = "case",
-                on_failure: Callable[[RevmedError], None] = lambda exc: None,
-                on_interrupt: Note = _quiet) -> None:
+                events: Events = Events()) -> None:
     """``work(target)`` for each target, each output claimed while it is made (see the
-    module doc). A batch folder this run made and left empty is removed; Ctrl-C says how far
-    the batch got (``on_interrupt``) before it ends the run. ``extra_failures``: inputs that
-    failed before (counted with the rest)."""
+    module doc): a failed case of a batch goes to ``events.failed``. A batch folder this run
+    made and left empty is removed; Ctrl-C says how far the batch got (``events.interrupted``)
+    before it ends the run. ``extra_failures``: inputs that failed before (counted with the
+    rest)."""
     made = plan.batch and not output_path.exists()
     if plan.batch:
         output_path.mkdir(parents=True, exist_ok=True)
@@ -166,12 +197,13 @@ def run_targets(targets: Sequence[Target], plan: Plan, output_path: Path, overwr
             except RevmedError as exc:
                 if not plan.batch:
                     raise
-                on_failure(exc)
+                events.failed(exc)
                 failures.append(target.case.files[0])
     except KeyboardInterrupt:
         if plan.batch:
-            on_interrupt(f"interrupted: {written} of {len(targets)} {what}(s) were written to "
-                         f"{output_path}; run again with --skip-existing to do the rest")
+            events.interrupted(f"interrupted: {written} of {len(targets)} {what}(s) were "
+                               f"written to {output_path}; run again with --skip-existing to "
+                               "do the rest")
         raise
     finally:
         if made and written == 0:

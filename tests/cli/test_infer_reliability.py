@@ -283,17 +283,17 @@ def test_skip_existing_redoes_outputs_that_do_not_read(cli, model, tmp_path):
 
 
 def test_ctrl_c_in_a_batch_says_how_far_it_got(cli, model, tmp_path, monkeypatch):
-    import revmed.cli.infer_command as infer_command
+    import revmed.inference.files as infer_files
 
     batch = _cases(tmp_path / "batch", ["a", "b", "c"])
-    real, calls = infer_command._infer_one, []
+    real, calls = infer_files._infer_one, []
 
     def interrupted(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
-    monkeypatch.setattr(infer_command, "_infer_one", interrupted)
+    monkeypatch.setattr(infer_files, "_infer_one", interrupted)
     result = cli("infer", batch, "-o", tmp_path / "out", "--model", model, "-q")
     assert result.code == 130
     assert (f"interrupted: 1 of 3 case(s) were written to {tmp_path / 'out'}; run again with "

@@ -7,7 +7,7 @@ import pytest
 
 from revmed.errors import InputError, OutputError
 from revmed.io import Volume, make_affine, write_volume
-from revmed.io.batch import check_batch_options, run_targets, select_targets
+from revmed.io.batch import Events, check_batch_options, run_targets, select_targets
 from revmed.io.targets import plan_targets
 
 
@@ -49,6 +49,6 @@ def test_a_failed_case_is_reported_and_the_batch_goes_on(tmp_path):
     with pytest.raises(InputError, match=r"1 of 3 case\(s\) failed .*b.nii.gz.*the other 2 "
                                          "were written"):
         run_targets(plan.targets, plan, tmp_path / "out", False, work,
-                    on_failure=failed.append)
+                    events=Events(failed=failed.append))
     assert done == ["a", "c"] and len(failed) == 1 and "cannot be read" in str(failed[0])
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.nii.gz", "c.nii.gz"]
