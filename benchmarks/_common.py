@@ -19,9 +19,13 @@ import json
 import os
 import platform
 import resource
+import subprocess
+import sys
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -210,3 +214,56 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+# --- benchmarks that run each configuration in a fresh process --------------------------------
+
+def run_json_worker(script: Path, spec: dict, spec_path: Path, env: dict[str, str]) -> dict:
+    """Run ``script --worker SPEC OUT`` in a fresh process with ``spec`` (JSON) and return
+    what it wrote to OUT, or ``{"error": last stderr line, "stderr_tail": [...]}``."""
+    spec_path.write_text(json.dumps(spec))
+    out_path = spec_path.with_suffix(".out.json")
+    cmd = [sys.executable, str(script), "--worker", str(spec_path), str(out_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env})
+    if done.returncode != 0 or not out_path.is_file():
+        lines = (done.stderr.strip() or "(no output)").splitlines()
+        return {"error": lines[-1], "stderr_tail": lines[-15:]}
+    return json.loads(out_path.read_text())
+
+
+def answer_worker(paths: Sequence[Path], work: Callable[[dict], dict]) -> None:
+    """The worker side of ``run_json_worker``: ``work(spec)`` written whole to the OUT path."""
+    spec_path, out_path = paths
+    result = work(json.loads(Path(spec_path).read_text()))
+    tmp = Path(out_path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    tmp.replace(out_path)
+
+
+def train_counted(preset, data: str, run_dir: Path) -> tuple[Any, int, float]:
+    """Set up and run the training of ``preset`` on ``data`` into ``run_dir`` on the CPU:
+    ``(trainer, generator parameter count, training CPU seconds)``."""
+    import torch
+
+    from revmed.engine.setup import setup_training
+
+    trainer = setup_training(preset, data, run_dir, torch.device("cpu"))
+    params = sum(p.numel() for p in trainer.model.parameters())
+    gc.collect()
+    start = cpu_seconds()
+    trainer.fit()
+    return trainer, params, cpu_seconds() - start
+
+
+def write_low_resolution(cases, factors: Sequence[int], folder: Path) -> None:
+    """Each case's high-resolution target as block means over ``factors`` (what the
+    benchmarks super-resolve), as ``folder/<case>.nii.gz`` on the coarser grid."""
+    from revmed.io import read_volume, write_volume, zoom_affine
+    from revmed.transforms import downsample
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for case in cases:
+        high = read_volume(case.target)
+        low = high.with_array(downsample(high.array, factors),
+                              zoom_affine(high.affine, [1.0 / f for f in factors]))
+        write_volume(low, folder / f"{case.name}.nii.gz")

@@ -12,6 +12,38 @@ is the bytes autograd saves for backward during the forward pass (parameters exc
 
     python benchmarks/iunet_memory.py                 # blow-up 8 and 16, 1/2/4 blocks, 48^3
     python benchmarks/iunet_memory.py --quick         # blow-up 8, 1 and 2 blocks, 32^3
+    python benchmarks/iunet_memory.py --paper         # the paper's BraTS scale (below)
+    python benchmarks/iunet_memory.py --paper --crop 80 96 64   # the same, 1/8 of the voxels
+
+``--paper``: the memory side of the iUNet paper's BraTS experiment (Etmann et al. 2020, section
+4.2): one training step at the paper's scale, 4 MRI modalities in, 3 logits out, batch 1, a
+160 x 192 x 128 crop, 5 resolution levels, against the paper's baseline U-Net:
+
+- revmed's IUNet3D at blow-up 16 and 32 (2 couplings per scale and side, as in the paper),
+  each with memory saving on (the default) and off;
+- the baseline, MONAI's ``BasicUNet(spatial_dims=3, in_channels=4, out_channels=3,
+  features=(24, 48, 96, 192, 384, 24))``, MONAI's network as it stands, not a re-implementation.
+  It is the classic 3D U-Net of Cicek et al. (2016) in the layout the paper describes: two
+  3x3x3 convolutions per level, each followed by instance norm (affine) and leaky ReLU (slope
+  0.1); 5 levels with 4 max-poolings (2x2x2); blow-up 24 at full resolution, doubled at each
+  downsampling (24, 48, 96, 192, 384). The decoder upsamples by 2x2x2 transposed convolutions
+  (to half the channels: 384 -> 192, 192 -> 96, 96 -> 48; the last one keeps 48), concatenates
+  the encoder's feature map of the same level and applies two convolutions (to 192, 96, 48 and
+  24 channels); a 1x1x1 convolution gives the 3 logits. Differences from Cicek et al.: instance
+  norm instead of batch norm, leaky ReLU instead of ReLU, channels doubled at each level rather
+  than within each encoder block, padded convolutions.
+
+Same step, loss, subprocess-per-configuration and counters as the default mode. The warm-up
+differs: at this size a warm-up step on a 1-block model of the same architecture would cost
+about as much again as the measured step (for the U-Net there is no smaller same-architecture
+model at all), so each worker instead runs one warm-up step of the measured model itself on a
+32^3 crop (under 1 % of the voxels) and drops its gradients before measuring. That sets up the
+process-wide, once-only state (thread pool, lazily initialised kernels and autograd engine);
+what depends on the crop's size (oneDNN's per-shape primitives and scratch buffers) is set up
+in the measured step and counts in it, as it would in the first step of a training run (at an
+80 x 96 x 64 crop a second step in the same process peaked 0-4 % lower than the first). A worker
+that fails (out of memory included: it asks the kernel's OOM killer to pick it first) shows as
+failed in the table. The model's size is given in MiB of float32 parameters and as a count.
 """
 
 from __future__ import annotations
@@ -21,6 +53,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -54,6 +87,109 @@ def worker(width: int, blocks: int, saving: bool, scales: int, patch: int,
             "model_mib": _common.model_mib(model), "step_mib": step, "saved_mib": saved}
 
 
+#: The paper's BraTS configurations: (model, channel blow-up, memory saving); None: not applicable.
+PAPER_CONFIGS = [("iunet", 16, True), ("iunet", 16, False), ("iunet", 32, True),
+                 ("iunet", 32, False), ("unet", 24, None)]
+PAPER_CROP = (160, 192, 128)
+PAPER_SCALES = 5
+#: The U-Net's feature maps per level (5 levels, 4 downsamplings) and after the last upsampling.
+UNET_FEATURES = (24, 48, 96, 192, 384, 24)
+
+
+def build_paper_model(model: str, width: int, saving: bool | None) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if model == "iunet":
+        from revmed.models import IUNet3D
+        return IUNet3D(4, 3, channels=width, scales=PAPER_SCALES, blocks_per_scale=2,
+                       memory_saving=bool(saving))
+    from monai.networks.nets import BasicUNet
+    assert width == UNET_FEATURES[0]
+    return BasicUNet(spatial_dims=3, in_channels=4, out_channels=3, features=UNET_FEATURES)
+
+
+def paper_worker(model_name: str, width: int, saving: bool | None, crop: list[int],
+                 device: str) -> dict:
+    try:  # if the machine runs out of memory, let the kernel end this process, not another
+        Path("/proc/self/oom_score_adj").write_text("1000")
+    except OSError:
+        pass
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 4, *crop, generator=gen).to(device)
+    target = (torch.rand(1, 3, *crop, generator=gen) > 0.5).float().to(device)
+    model = build_paper_model(model_name, width, saving).to(device)
+    small = torch.randn(1, 4, 32, 32, 32, generator=gen).to(device)
+    _step(model, small, (torch.rand(1, 3, 32, 32, 32, generator=gen) > 0.5).float().to(device))
+    for p in model.parameters():
+        p.grad = None
+    del small
+    step, saved = _common.step_memory_mib(
+        model, torch.nn.functional.binary_cross_entropy_with_logits, x, target, device)
+    return {"model": model_name, "width": width, "memory_saving": saving,
+            "params": sum(p.numel() for p in model.parameters()),
+            "model_mib": _common.model_mib(model), "step_mib": step, "saved_mib": saved}
+
+
+def _failure(done: subprocess.CompletedProcess) -> str:
+    if done.returncode < 0:
+        return f"killed by signal {-done.returncode}" + (" (out of memory?)"
+                                                         if done.returncode == -9 else "")
+    return (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+
+
+def run_paper_process(args, model: str, width: int, saving: bool | None) -> dict:
+    cmd = [sys.executable, __file__, "--paper-worker", model, str(width),
+           "-" if saving is None else str(int(saving)), "--crop", *map(str, args.crop),
+           "--device", args.device]
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(64 << 10)}  # as in run_worker_process
+    start = time.perf_counter()
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        return {"model": model, "width": width, "memory_saving": saving,
+                "error": _failure(done), "seconds": seconds}
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "seconds": seconds}
+
+
+def paper(args) -> None:
+    crop = "x".join(map(str, args.crop))
+    results = []
+    for model, width, saving in PAPER_CONFIGS:
+        r = run_paper_process(args, model, width, saving)
+        results.append(r)
+        print(f"  {model} blow-up {width:3d} saving {saving!s:5} "
+              + (r["error"] if "error" in r else f"step {r['step_mib']:.0f} MiB")
+              + f" ({r['seconds']:.0f} s)", file=sys.stderr, flush=True)
+
+    unet = next((r for r in results if r["model"] == "unet" and "error" not in r), None)
+    unit = "max_memory_allocated" if args.device == "cuda" else "peak RSS"
+    header = ["model", "blow-up", "memory saving", "params", "params MiB", "step MiB",
+              "saved MiB", "step / U-Net"]
+    rows = []
+    for r in results:
+        name = "iUNet3D" if r["model"] == "iunet" else "U-Net (MONAI BasicUNet)"
+        saving = "–" if r["memory_saving"] is None else ("on" if r["memory_saving"] else "off")
+        if "error" in r:
+            rows.append([name, r["width"], saving, "–", "–", "failed", "–", "–"])
+            continue
+        ratio = f"{r['step_mib'] / unet['step_mib']:.2f}" if unet else "–"
+        rows.append([name, r["width"], saving, f"{r['params']:,}", f"{r['model_mib']:.2f}",
+                     f"{r['step_mib']:.0f}", f"{r['saved_mib']:.0f}", ratio])
+    print(f"\nOne training step at the iUNet paper's BraTS scale: 4 -> 3 channels, "
+          f"{PAPER_SCALES} scales, batch 1, a {crop} crop, {args.device}, "
+          f"{torch.get_num_threads()} threads ({unit} above the model and batch; saved = "
+          f"tensors saved for backward):\n")
+    print(_common.markdown_table(header, rows))
+    for r in results:
+        if "error" in r:
+            print(f"\n{r['model']} blow-up {r['width']}, saving {r['memory_saving']} "
+                  f"failed: {r['error']}")
+    _common.write_json(args.json, {
+        "benchmark": "iunet_memory_paper", "scales": PAPER_SCALES, "crop": args.crop,
+        "batch": 1, "unet_features": UNET_FEATURES,
+        "machine": _common.machine(args.device), "results": results})
+    print(f"\nJSON: {args.json}")
+
+
 def run_worker_process(args, width: int, blocks: int, saving: bool) -> dict:
     cmd = [sys.executable, __file__, "--worker", str(width), str(blocks), str(int(saving)),
            "--scales", str(args.scales), "--patch", str(args.patch), "--device", args.device]
@@ -82,11 +218,32 @@ def main() -> None:
     parser.add_argument("--patch", type=int, default=48, help="edge of the cubic patch")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="blow-up 8, 1 and 2 blocks, 32^3")
-    parser.add_argument("--json", type=Path, default=_common.RESULTS / "iunet_memory.json")
+    parser.add_argument("--paper", action="store_true",
+                        help="the iUNet paper's BraTS scale: iUNet blow-up 16 and 32 against "
+                             "a U-Net of blow-up 24, 5 scales, one 160x192x128 crop")
+    parser.add_argument("--crop", type=int, nargs=3, default=list(PAPER_CROP),
+                        metavar=("D", "H", "W"),
+                        help="--paper only: the crop (multiples of 16)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="default: results/iunet_memory.json, with --paper "
+                             "results/iunet_memory_paper.json")
     parser.add_argument("--worker", nargs=3, metavar=("WIDTH", "BLOCKS", "SAVING"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--paper-worker", nargs=3, metavar=("MODEL", "WIDTH", "SAVING"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.paper_worker:
+        model, width, saving = args.paper_worker
+        print(json.dumps(paper_worker(model, int(width), None if saving == "-" else
+                                      bool(int(saving)), args.crop, args.device)))
+        return
+    if args.json is None:
+        args.json = _common.RESULTS / ("iunet_memory_paper.json" if args.paper
+                                       else "iunet_memory.json")
+    if args.paper:
+        paper(args)
+        return
     if args.worker:
         width, blocks, saving = (int(v) for v in args.worker)
         print(json.dumps(worker(width, blocks, bool(saving), args.scales, args.patch,

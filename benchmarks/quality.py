@@ -122,8 +122,6 @@ def prepare_task(task: str, root: Path, cases: int, seed: int) -> dict:
     """Synthesise the dataset; for SR also degrade the test volumes to low resolution."""
     from revmed import config
     from revmed.data.synthetic import synthesize
-    from revmed.io import read_volume, write_volume, zoom_affine
-    from revmed.transforms import downsample
 
     data = root / "data"
     dataset = synthesize(TASK_SYNTH[task], data, cases=cases, seed=seed, shape=SHAPE)
@@ -134,14 +132,8 @@ def prepare_task(task: str, root: Path, cases: int, seed: int) -> dict:
             "test_cases": [c.name for c in test]}
     if task == "sr":
         factors = config.load_preset(TASK_PRESET[task]).data.sr_factors
-        low_dir = root / "low_res"
-        low_dir.mkdir(parents=True, exist_ok=True)
-        for case in test:
-            high = read_volume(case.target)
-            low = high.with_array(downsample(high.array, factors),
-                                  zoom_affine(high.affine, [1.0 / f for f in factors]))
-            write_volume(low, low_dir / f"{case.name}.nii.gz")
-        info["input"] = str(low_dir)
+        _common.write_low_resolution(test, factors, root / "low_res")
+        info["input"] = str(root / "low_res")
         info["factors"] = list(factors)
     else:
         info["input"] = str(data / "test" / "X")

@@ -84,6 +84,7 @@ def test_old_checkpoints_predict_what_they_predicted():
     expected = np.load(OLD / "expected.npz")
     ct, mr = _inputs()
     translator = Translator.load(OLD / "revgan-sr.pt")
+    assert translator.card.kwargs.get("layers", "revmed") == translator.model.layers == "revmed"
     before = _as_before(translator, ct)
     assert before.shape == expected["sr"].shape == (1, 16, 16, 16)
     inside = (expected["sr"] > -1150) & (expected["sr"] < 350)

@@ -68,12 +68,27 @@ def check_same_run(saved: Preset, preset: Preset, last: Path) -> None:
     """Raise ``ConfigError`` when ``preset`` would train a different run than the one saved
     in ``last``: another model, data mapping, patch sampling or optimisation."""
     old, new = _flatten(saved.to_dict()), _flatten(preset.to_dict())
-    for key in sorted(set(old) | set(new)):
-        if key.startswith(RESUMABLE_KEYS) or old.get(key) == new.get(key):
-            continue
-        raise ConfigError(f"{last}: the run was trained with {key} = {old.get(key)!r}, not "
-                          f"{new.get(key)!r}; resume with the same preset and --set values "
-                          f"(see {last.parent / 'preset.toml'})")
+    keys = [key for key in sorted(set(old) | set(new))
+            if not key.startswith(RESUMABLE_KEYS) and old.get(key) != new.get(key)]
+    if not keys:
+        return
+    was = ", ".join(f"{key} = {_toml(old.get(key))}" for key in keys)
+    now = ", ".join(_toml(new.get(key)) for key in keys)
+    sets = " ".join(f"--set {key}={_toml(old[key])}" for key in keys if key in old)
+    raise ConfigError(f"{last}: the run was trained with {was}, not {now}; resume with the "
+                      f"same preset and --set values (here: {sets}; see "
+                      f"{last.parent / 'preset.toml'})")
+
+
+def _toml(value: Any) -> str:
+    """``value`` as a TOML value for ``--set`` (strings quoted, booleans in lower case)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_toml(v) for v in value) + "]"
+    if isinstance(value, str):
+        return "'" + value + "'" if "'" not in value else '"' + value + '"'
+    return "(none)" if value is None else str(value)
 
 
 def _sampled_digest(path: Path, size: int) -> str:

@@ -9,6 +9,10 @@ removes them:
 
 * a frozen norm right after a convolution is folded into it (weights and bias scaled per output
   channel; the same map up to float rounding);
+* a frozen norm right before a convolution, with only replication padding between them (the
+  authors' strided coupling branches start so), is folded into it too (weights scaled per input
+  channel, the shift summed into the bias: padding by replication commutes with a per-channel
+  map, where zero padding would not);
 * a ReLU right after a convolution (or its folded norm) runs inside the convolution, as a
   oneDNN post-op;
 * a coupling's sub-network that ends in a convolution adds that convolution's output into its
@@ -162,8 +166,41 @@ def fuse_for_inference(module: nn.Module, channels_last: bool = False) -> nn.Mod
     return module
 
 
+def _fold_before(norm: FixedNorm3d, conv: nn.Conv3d) -> nn.Conv3d:
+    """A convolution computing ``conv(norm(x))`` for a convolution without zero padding."""
+    scale = norm.scale.detach().double().view(1, -1, 1, 1, 1)
+    shift = norm.shift.detach().double().view(-1)
+    weight = conv.weight.detach().double()
+    bias = conv.bias.detach().double() if conv.bias is not None else weight.new_zeros(len(weight))
+    folded = nn.Conv3d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                       0, conv.dilation, conv.groups, bias=True).to(conv.weight.device)
+    with torch.no_grad():
+        folded.weight.copy_((weight * scale).to(conv.weight.dtype))
+        folded.bias.copy_((bias + torch.einsum("oi...,i->o", weight, shift))
+                          .to(conv.weight.dtype))
+    return folded
+
+
+def _fold_leading_norms(layers: list[nn.Module]) -> list[nn.Module]:
+    """``layers`` with each frozen norm that is followed by replication padding and an
+    unpadded convolution folded into that convolution."""
+    out, i = [], 0
+    while i < len(layers):
+        if (i + 2 < len(layers) and isinstance(layers[i], FixedNorm3d)
+                and type(layers[i + 1]) is nn.ReplicationPad3d
+                and type(layers[i + 2]) is nn.Conv3d and not isinstance(layers[i + 2].padding, str)
+                and not any(layers[i + 2].padding)):
+            out += [layers[i + 1], _fold_before(layers[i], layers[i + 2])]
+            i += 3
+        else:
+            out.append(layers[i])
+            i += 1
+    return out
+
+
 def _fuse_layers(layers: list[nn.Module], channels_last: bool) -> nn.Sequential | None:
     """The fused layers of one Sequential, or None when it has no convolution to fuse."""
+    layers = _fold_leading_norms(layers)
     out: list[nn.Module] = []
     i, changed = 0, False
     while i < len(layers):

@@ -26,6 +26,8 @@ class PatchDiscriminator3D(nn.Sequential):
         width: channels of the first layer; doubled per layer up to 8x.
         layers: stride-2 layers (3 in pix2pix's 70x70 PatchGAN).
         init_std: std of the N(0, std) initialisation.
+        affine: instance norms with a learned scale and shift (revmed's first form); the
+            authors' 3D critic has none.
 
     ``full_precision = True`` runs the critic in float32 under an autocast context (see
     ``revmed.engine.step``: PyTorch's CPU bf16 convolution gives wrong weight gradients where
@@ -41,7 +43,7 @@ class PatchDiscriminator3D(nn.Sequential):
             return super().forward(x.float())
 
     def __init__(self, in_channels: int, width: int = 32, layers: int = 3,
-                 init_std: float = 0.02) -> None:
+                 init_std: float = 0.02, affine: bool = True) -> None:
         blocks: list[nn.Module] = [nn.Conv3d(in_channels, width, 4, stride=2, padding=1),
                                    nn.LeakyReLU(0.2, inplace=True)]
         channels = width
@@ -49,7 +51,7 @@ class PatchDiscriminator3D(nn.Sequential):
             out = width * min(2 ** n, 8)
             stride = 2 if n < layers else 1
             blocks += [nn.Conv3d(channels, out, 4, stride=stride, padding=1),
-                       nn.InstanceNorm3d(out, affine=True), nn.LeakyReLU(0.2, inplace=True)]
+                       nn.InstanceNorm3d(out, affine=affine), nn.LeakyReLU(0.2, inplace=True)]
             channels = out
         blocks.append(nn.Conv3d(channels, 1, 4, stride=1, padding=1))
         super().__init__(*blocks)
@@ -67,12 +69,13 @@ def smallest_critic_edge(layers: int) -> int:
 def make_critics(model: ModelSection, data: DataSection,
                  objective: str) -> dict[str, PatchDiscriminator3D]:
     """The critics ``{"X": D_X, "Y": D_Y}`` of a RevGAN's ``[model]`` keys (``disc_width``,
-    ``disc_layers``, ``init_std``) for ``data``'s channels; conditional (they also see the
-    input) for the ``paired`` objective."""
+    ``disc_layers``, ``init_std``, ``layers``: the authors' critics have non-affine norms) for
+    ``data``'s channels; conditional (they also see the input) for the ``paired`` objective."""
     cx, cy = data.in_channels, data.out_channels
     extra = {"X": cy, "Y": cx} if objective == "paired" else {"X": 0, "Y": 0}
     return {domain: PatchDiscriminator3D(channels + extra[domain], model.disc_width,
-                                         model.disc_layers, model.init_std)
+                                         model.disc_layers, model.init_std,
+                                         affine=model.layers != "authors")
             for domain, channels in (("X", cx), ("Y", cy))}
 
 

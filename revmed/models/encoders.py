@@ -16,6 +16,12 @@ space of the invertible core.
 
 Every variant keeps the spatial size of its input (the strided one for even sizes; the
 generator pads odd sizes). Convolutions pad by replicating the border, as the core does.
+
+``authors=True`` builds the strided variant exactly as the authors' 3D code does: its instance
+norms have no learned scale and shift, and the stride-2 convolution pads with zeros. Without it
+(revmed's first form, which checkpoints without ``layers`` hold) the norms are affine and every
+convolution pads by replication. The SRCNN variants have no norms, so the flag changes nothing
+there.
 """
 
 from __future__ import annotations
@@ -39,39 +45,41 @@ def srcnn_decoder(width: int, out_channels: int) -> nn.Conv3d:
     return nn.Conv3d(width, out_channels, 1)
 
 
-def _norm_relu(channels: int) -> list[nn.Module]:
-    return [nn.InstanceNorm3d(channels, affine=True), nn.ReLU(inplace=True)]
+def _norm_relu(channels: int, affine: bool) -> list[nn.Module]:
+    return [nn.InstanceNorm3d(channels, affine=affine), nn.ReLU(inplace=True)]
 
 
-def strided_encoder(in_channels: int, width: int) -> nn.Sequential:
+def strided_encoder(in_channels: int, width: int, authors: bool = False) -> nn.Sequential:
     """``(B, in_channels, D, H, W) -> (B, width, D/2, H/2, W/2)`` for even D, H, W."""
     half = width // 2
+    down: list[nn.Module] = ([nn.Conv3d(half, width, 3, stride=2, padding=1)] if authors else
+                             [nn.ReplicationPad3d(1), nn.Conv3d(half, width, 3, stride=2)])
     return nn.Sequential(nn.ReplicationPad3d(2), nn.Conv3d(in_channels, half, 5),
-                         *_norm_relu(half),
-                         nn.ReplicationPad3d(1), nn.Conv3d(half, width, 3, stride=2),
-                         *_norm_relu(width))
+                         *_norm_relu(half, not authors), *down, *_norm_relu(width, not authors))
 
 
-def strided_decoder(width: int, out_channels: int, tanh: bool = True) -> nn.Sequential:
+def strided_decoder(width: int, out_channels: int, tanh: bool = True,
+                    authors: bool = False) -> nn.Sequential:
     """``(B, width, D/2, H/2, W/2) -> (B, out_channels, D, H, W)``; ends in tanh unless the
     generator adds its input (``tanh=False``, the residual option)."""
     half = width // 2
     layers: list[nn.Module] = [
         nn.ConvTranspose3d(width, half, 3, stride=2, padding=1, output_padding=1),
-        *_norm_relu(half), nn.ReplicationPad3d(2), nn.Conv3d(half, out_channels, 5)]
+        *_norm_relu(half, not authors), nn.ReplicationPad3d(2), nn.Conv3d(half, out_channels, 5)]
     return nn.Sequential(*layers, nn.Tanh()) if tanh else nn.Sequential(*layers)
 
 
-def build_codec(kind: str, image_channels: int, width: int,
-                residual: bool) -> tuple[nn.Module, nn.Module]:
-    """``(encoder, decoder)`` of variant ``kind`` for a domain of ``image_channels``."""
+def build_codec(kind: str, image_channels: int, width: int, residual: bool,
+                authors: bool = False) -> tuple[nn.Module, nn.Module]:
+    """``(encoder, decoder)`` of variant ``kind`` for a domain of ``image_channels``
+    (``authors``: the authors' layers, see the module doc)."""
     makers: dict[str, Callable[[], tuple[nn.Module, nn.Module]]] = {
         "srcnn": lambda: (srcnn_encoder(image_channels, width),
                           srcnn_decoder(width, image_channels)),
         "srcnn-relu": lambda: (srcnn_encoder(image_channels, width, relu=True),
                                srcnn_decoder(width, image_channels)),
-        "strided": lambda: (strided_encoder(image_channels, width),
-                            strided_decoder(width, image_channels, tanh=not residual)),
+        "strided": lambda: (strided_encoder(image_channels, width, authors),
+                            strided_decoder(width, image_channels, not residual, authors)),
     }
     if kind not in makers:
         raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {kind!r}")

@@ -13,7 +13,14 @@ authors' chest-CT runs, whose core runs at half the resolution. The strided gene
 sizes by replication to even ones and crops its output back.
 
 Each coupling's sub-networks are pad, 3x3x3 conv, instance norm, ReLU, pad, 3x3x3 conv, and the
-last convolution starts at zero, so the core starts as the identity. With ``residual=True`` the
+last convolution starts at zero, so the core starts as the identity. ``layers`` says whose
+layers: ``"authors"`` builds them as the authors' 3D code does. For the strided generator that
+is a norm before the first convolution of each sub-network, and norms without a learned scale
+and shift everywhere, as well as the encoder's zero-padded stride-2 convolution
+(``revmed.models.encoders``); for the SRCNN-style generator the sub-networks are already theirs
+(their batch norm over a batch of one volume is the affine instance norm used here).
+``"revmed"`` is revmed's first form (affine norms, no leading norm), which checkpoints without
+``layers`` hold. With ``residual=True`` the
 network predicts a correction to its input (``F(x) = x + Dec_Y(C(Enc_X(x)))``), so an
 untrained model already equals the interpolated input (the decoders' last convolutions start
 at zero); this needs matching input and output channels.
@@ -40,15 +47,23 @@ from revmed.preset import (DataSection, InvalidKey, ModelSection, TrainSection, 
                            integer, key, number, text)
 
 
-def coupling_subnet(channels: int) -> nn.Sequential:
-    """``(B, channels, D, H, W) -> (B, channels, D, H, W)``; the last convolution starts at zero."""
+#: Whose layers a RevGAN builds (see the module doc).
+LAYERS = ("revmed", "authors")
+
+
+def coupling_subnet(channels: int, leading_norm: bool = False,
+                    affine: bool = True) -> nn.Sequential:
+    """``(B, channels, D, H, W) -> (B, channels, D, H, W)``; the last convolution starts at zero.
+    ``leading_norm``: an instance norm first (the authors' strided core); ``affine``: norms with
+    a learned scale and shift."""
     last = nn.Conv3d(channels, channels, 3)
     nn.init.zeros_(last.weight)
     nn.init.zeros_(last.bias)
     last.revmed_zero_init = True  # init_weights leaves it at zero
+    first = [nn.InstanceNorm3d(channels, affine=affine)] if leading_norm else []
     return nn.Sequential(
-        nn.ReplicationPad3d(1), nn.Conv3d(channels, channels, 3),
-        nn.InstanceNorm3d(channels, affine=True), nn.ReLU(inplace=True),
+        *first, nn.ReplicationPad3d(1), nn.Conv3d(channels, channels, 3),
+        nn.InstanceNorm3d(channels, affine=affine), nn.ReLU(inplace=True),
         nn.ReplicationPad3d(1), last,
     )
 
@@ -66,6 +81,8 @@ class RevGAN3D(nn.Module):
         init_std: std of the N(0, std) initialisation.
         encoder: the encoder and decoder variant (``revmed.models.encoders.ENCODERS``); the
             default is revmed's first form, which checkpoints without this argument hold.
+        layers: ``"authors"`` (the authors' 3D layers) or ``"revmed"`` (see the module doc);
+            the default is the form checkpoints without this argument hold.
 
     ``forward``: ``(B, in_channels, D, H, W) -> (B, out_channels, D, H, W)``;
     ``reverse``: ``(B, out_channels, D, H, W) -> (B, in_channels, D, H, W)``; any D, H, W.
@@ -73,7 +90,8 @@ class RevGAN3D(nn.Module):
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, width: int = 32,
                  depth: int = 2, residual: bool = False, memory_saving: bool = True,
-                 init_std: float = 0.02, encoder: str = "srcnn-relu") -> None:
+                 init_std: float = 0.02, encoder: str = "srcnn-relu",
+                 layers: str = "revmed") -> None:
         super().__init__()
         if width < 2 or width % 2 or (encoder == "strided" and width % 4):
             raise ValueError(f"width must be even and at least 2 (a multiple of 4 for the "
@@ -82,15 +100,21 @@ class RevGAN3D(nn.Module):
             raise ValueError("residual=True needs in_channels == out_channels")
         if encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
+        if layers not in LAYERS:
+            raise ValueError(f"layers must be one of {', '.join(LAYERS)}, got {layers!r}")
         self.residual, self.encoder, self.stride = residual, encoder, ENCODERS[encoder]
-        self.core_width = width
-        self.enc_x, self.dec_x = build_codec(encoder, in_channels, width, residual)
-        self.enc_y, self.dec_y = build_codec(encoder, out_channels, width, residual)
-        half = width // 2
+        self.layers, self.core_width = layers, width
+        authors = layers == "authors"
+        self.enc_x, self.dec_x = build_codec(encoder, in_channels, width, residual, authors)
+        self.enc_y, self.dec_y = build_codec(encoder, out_channels, width, residual, authors)
+        thick = authors and encoder == "strided"  # the authors' strided core block
+
+        def subnet() -> nn.Sequential:
+            return coupling_subnet(width // 2, leading_norm=thick, affine=not thick)
+
         self.core = ReversibleSequence(
-            [AdditiveCoupling(coupling_subnet(half), coupling_subnet(half)) for _ in range(depth)],
-            memory_saving=memory_saving,
-        )
+            [AdditiveCoupling(subnet(), subnet()) for _ in range(depth)],
+            memory_saving=memory_saving)
         init_weights(self, init_std)
         if residual:  # start exactly at the interpolated input
             for dec in (self.dec_x, self.dec_y):
@@ -169,6 +193,11 @@ class RevGANSection(ModelSection):
                        "RevGAN: encoder/decoder: srcnn (the papers' linear 3x3x3 lift), "
                        "srcnn-relu (the same with a ReLU), strided (the chest-CT runs': core "
                        "at half resolution)")
+    layers: str = key(text(LAYERS), "revmed",
+                      "RevGAN: authors (the layers of the authors' 3D code: for the strided "
+                      "encoder non-affine norms, a norm leading each coupling branch, zero "
+                      "padding in the stride-2 convolution; critics with non-affine norms) or "
+                      "revmed (affine norms, replication padding)")
     residual: bool = key(flag, False, "RevGAN: output = upsampled input + network")
     init_std: float = key(number(0.0), 0.02, "RevGAN: std of the N(0, std) initialisation")
     disc_width: int = key(integer(1), 32, "PatchGAN: channels of the first layer")
@@ -180,7 +209,7 @@ class RevGANSection(ModelSection):
 def _kwargs(model: RevGANSection, data: DataSection) -> dict[str, Any]:
     return {"in_channels": data.in_channels, "out_channels": data.out_channels,
             "width": model.width, "depth": model.depth, "residual": model.residual,
-            "encoder": model.encoder,
+            "encoder": model.encoder, "layers": model.layers,
             "memory_saving": model.memory_saving, "init_std": model.init_std}
 
 

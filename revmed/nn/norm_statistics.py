@@ -95,6 +95,8 @@ def freeze_norms(module: nn.Module, statistics: Statistics) -> nn.Module:
     layers with those statistics; ``ValueError`` when a statistic does not fit its norm."""
     frozen = copy.deepcopy(module)
     norms = instance_norms(frozen)
+    # the module's device (norms without a scale and shift have no parameter to say it)
+    device = next((p.device for p in frozen.parameters()), torch.device("cpu"))
     for name, stats in statistics.items():
         norm = norms.get(name)
         if (norm is None or not isinstance(stats, torch.Tensor)
@@ -104,6 +106,5 @@ def freeze_norms(module: nn.Module, statistics: Statistics) -> nn.Module:
                              "(shape, or values not finite)")
         parent_name, _, child = name.rpartition(".")
         parent = frozen.get_submodule(parent_name) if parent_name else frozen
-        setattr(parent, child, FixedNorm3d(norm, stats.to(norm.weight.device
-                                                          if norm.affine else "cpu")))
+        setattr(parent, child, FixedNorm3d(norm, stats.to(device)))
     return frozen

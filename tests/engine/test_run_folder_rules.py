@@ -158,6 +158,28 @@ def test_resume_on_other_data_is_refused_but_a_copy_of_the_data_resumes(
     assert read_payload(run / "last.pt")["epoch"] == 2
 
 
+def test_resume_with_another_network_names_every_key_and_the_set_values(
+        cli, sr_data, tiny_sr, sr_model, tmp_path):
+    """A preset that now builds another network (as the paper-named presets did when they
+    changed to the authors' layers) names every key that differs and the --set values that
+    resume the run as it was trained."""
+    run = tmp_path / "run"
+    shutil.copytree(sr_model.parent, run)
+    before = _snapshot(run)
+    changed = _set(tiny_sr, "train.epochs=2", "model.encoder='srcnn'", "model.layers='authors'")
+    refused = cli("train", "--preset", "demo-sr", "--data", sr_data, "--out", run, "--resume",
+                  "--quiet", *changed)
+    _one_line(refused, "model.encoder = 'srcnn-relu', model.layers = 'revmed'",
+              "not 'srcnn', 'authors'",
+              "--set model.encoder='srcnn-relu' --set model.layers='revmed'")
+    assert _snapshot(run) == before
+    resumed = cli("train", "--preset", "demo-sr", "--data", sr_data, "--out", run, "--resume",
+                  "--quiet", *_set(tiny_sr, "train.epochs=2", "model.encoder='srcnn'",
+                                   "model.layers='authors'", "model.encoder='srcnn-relu'",
+                                   "model.layers='revmed'"))
+    assert resumed.code == 0, resumed.err
+
+
 def test_resuming_a_finished_run_says_so(cli, sr_data, tiny_sr, sr_model, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(sr_model.parent, run)

@@ -87,19 +87,21 @@ def test_onednn_runs_float32_where_pytorch_has_it():
     assert onednn_supports(torch.float32) == torch.backends.mkldnn.is_available()
 
 
-def _revgan(encoder: str) -> RevGAN3D:
+def _revgan(encoder: str, layers: str = "revmed") -> RevGAN3D:
     torch.manual_seed(4)
-    net = RevGAN3D(1, 1, width=8, depth=2, encoder=encoder, residual=encoder != "strided")
+    net = RevGAN3D(1, 1, width=8, depth=2, encoder=encoder, residual=encoder != "strided",
+                   layers=layers)
     with torch.no_grad():
         for p in net.parameters():
             p.normal_(0.0, 0.3)
     return net.eval()
 
 
-@pytest.mark.parametrize("encoder", ["srcnn-relu", "srcnn", "strided"])
+@pytest.mark.parametrize("encoder,layers", [("srcnn-relu", "revmed"), ("srcnn", "authors"),
+                                           ("strided", "revmed"), ("strided", "authors")])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_a_fused_frozen_revgan_computes_the_frozen_one(encoder, channels_last):
-    net = _revgan(encoder)
+def test_a_fused_frozen_revgan_computes_the_frozen_one(encoder, layers, channels_last):
+    net = _revgan(encoder, layers)
     x = torch.randn(1, 1, 18, 16, 14)
     for reverse in (False, True):
         run = net.reverse if reverse else net

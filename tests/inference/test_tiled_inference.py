@@ -17,11 +17,11 @@ from revmed.nn.norm_statistics import (FixedNorm3d, collect_norm_statistics, fre
                                        instance_norms)
 
 
-def _network(encoder: str, seed: int = 0) -> RevGAN3D:
+def _network(encoder: str, seed: int = 0, layers: str = "revmed") -> RevGAN3D:
     """A RevGAN with weights far from its identity start, so every layer matters."""
     torch.manual_seed(seed)
     depth = 1 if encoder == "strided" else 2  # a halo the small test volumes can tile
-    net = RevGAN3D(1, 1, width=8, depth=depth, encoder=encoder).eval()
+    net = RevGAN3D(1, 1, width=8, depth=depth, encoder=encoder, layers=layers).eval()
     with torch.no_grad():
         for p in net.parameters():
             p.normal_(0.0, 0.3)
@@ -41,9 +41,10 @@ def test_statistics_are_the_mean_instance_statistics_of_each_norm():
     assert np.allclose(stats["1"][1].numpy(), expected_var, atol=1e-4)
 
 
-@pytest.mark.parametrize("encoder", ["srcnn-relu", "strided"])
-def test_frozen_on_its_own_statistics_the_network_is_unchanged(encoder):
-    net = _network(encoder)
+@pytest.mark.parametrize("encoder,layers", [("srcnn-relu", "revmed"), ("strided", "revmed"),
+                                           ("strided", "authors")])
+def test_frozen_on_its_own_statistics_the_network_is_unchanged(encoder, layers):
+    net = _network(encoder, layers=layers)
     x = torch.randn(1, 1, 16, 16, 16)
     for reverse in (False, True):
         run = net.reverse if reverse else net
@@ -73,9 +74,10 @@ def test_tiles_cover_the_volume_once_within_the_budget():
     assert [s.stop - s.start for s in whole.source] == list(shape)
 
 
-@pytest.mark.parametrize("encoder", ["srcnn-relu", "strided"])
-def test_tiled_output_does_not_depend_on_the_tiles(encoder):
-    net = _network(encoder, seed=1)
+@pytest.mark.parametrize("encoder,layers", [("srcnn-relu", "revmed"), ("strided", "revmed"),
+                                           ("strided", "authors")])
+def test_tiled_output_does_not_depend_on_the_tiles(encoder, layers):
+    net = _network(encoder, seed=1, layers=layers)
     rng = np.random.default_rng(0)
     image = rng.normal(size=(1, 46, 38, 29)).astype(np.float32)
     for reverse in (False, True):
