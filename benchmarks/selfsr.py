@@ -19,6 +19,12 @@ Cases (``--cases``; each names its source):
 * ``t1``: nibabel's ``anatomical.nii`` (a small T1 brain, 2 mm).
 * ``dwi``: dipy's ``aniso_vox.nii.gz`` (a b0 diffusion image, 4x4x5 mm). Needs ``pip install
   dipy`` (not a revmed dependency).
+* ``t1mm``: ``benchmarks/data/seg3d_mr.nii.gz``, a T1-weighted head MRI of one patient,
+  1x0.898x0.898 mm (thick slices along k are axial), 8-bit. It comes from the Seg3D sample data
+  (University of Utah) as cropped by Chris Rorden's VolumeRenderingData repository; both are
+  under the MIT licence, whose notices are in ``benchmarks/data`` with the source and commit
+  (``README.md``). Voxels ``[:, 20:212, :]`` (160x192x160): the scalp and skull behind the
+  head and the forehead and eyes in front are left out, the brain is whole.
 * ``chest``: a synthetic chest CT (``revmed synth chestct-sr`` phantom, 0.7x0.7x1 mm, HU).
 * ``brain``: a synthetic brain MRI (the T1 of the ``brats-seg`` phantom, 1 mm).
 
@@ -53,9 +59,9 @@ from pathlib import Path
 
 import numpy as np
 
-CASES = ("mni", "epi", "t1", "dwi", "chest", "brain")
-MRI = ("mni", "epi", "t1", "dwi", "brain")
-REAL_MRI = ("mni", "epi", "t1", "dwi")
+CASES = ("mni", "epi", "t1", "dwi", "t1mm", "chest", "brain")
+MRI = ("mni", "epi", "t1", "dwi", "t1mm", "brain")
+REAL_MRI = ("mni", "epi", "t1", "dwi", "t1mm")
 METHODS = ("trilinear", "tricubic", "hr-only", "selfsr")
 
 
@@ -76,17 +82,21 @@ def load_case(name: str):
     from revmed.data.synthetic.brain import brats_phantom
     from revmed.data.synthetic.chest_ct import chest_ct_sr
 
-    if name in ("mni", "epi", "t1", "dwi"):
-        path = {"mni": _package_file("nilearn", "datasets", "data",
-                                     "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"),
-                "epi": _package_file("nibabel", "tests", "data", "example4d.nii.gz"),
-                "t1": _package_file("nibabel", "tests", "data", "anatomical.nii"),
-                "dwi": _package_file("dipy", "data", "files", "aniso_vox.nii.gz")}[name]
+    if name in REAL_MRI:
+        # looked up lazily: a case needs only its own package (nilearn for mni, dipy for dwi)
+        path = {"mni": lambda: _package_file("nilearn", "datasets", "data",
+                                             "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"),
+                "epi": lambda: _package_file("nibabel", "tests", "data", "example4d.nii.gz"),
+                "t1": lambda: _package_file("nibabel", "tests", "data", "anatomical.nii"),
+                "dwi": lambda: _package_file("dipy", "data", "files", "aniso_vox.nii.gz"),
+                "t1mm": lambda: Path(__file__).parent / "data" / "seg3d_mr.nii.gz"}[name]()
         image = nib.load(path)
         array = np.asanyarray(image.dataobj).astype(np.float32)
         array = array[..., 0] if array.ndim == 4 else array
         if name == "mni":
             array = array[42:154, 52:180, 38:150]
+        if name == "t1mm":
+            array = array[:, 20:212, :]
         return array, tuple(float(s) for s in image.header.get_zooms()[:3]), str(path)
     rng = np.random.default_rng(100)
     if name == "chest":
@@ -136,9 +146,13 @@ def run_selfsr(files: dict, factor: int, args) -> tuple[Path, float, int]:
 
     out = files["folder"] / "selfsr.nii.gz"
     command = [sys.executable, "-m", "revmed", "selfsr", str(files["thick"]), "-o", str(out),
-               "--factor", str(factor), "--axis", "k", "--time-limit", str(args.time_limit),
-               "--steps", str(args.steps), "--seed", "0", "--device", "cpu", "--overwrite",
-               "--keep-model", "-q"]
+               "--factor", str(factor), "--axis", "k", "--seed", "0", "--device", "cpu",
+               "--overwrite", "--keep-model", "-q"]
+    # the defaults unless asked: the time budget (240 s) and no step count
+    if args.time_limit is not None:
+        command += ["--time-limit", str(args.time_limit)]
+    if args.steps is not None:
+        command += ["--steps", str(args.steps)]
     start = time.monotonic()
     subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
     seconds = time.monotonic() - start
@@ -222,8 +236,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--factors", default="4,6")
-    parser.add_argument("--time-limit", type=float, default=200.0)
-    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--time-limit", type=float, default=None,
+                        help="selfsr's --time-limit (default: selfsr's own, 240 s)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="selfsr's --steps (default: none, the time budget decides)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--hr-only", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--compare-windows", action="store_true",

@@ -29,9 +29,13 @@ def selfsr(
         "spacing; smaller models gaps between slices)."),
     slice_profile: str = typer.Option("box", "--slice-profile", help="box (contiguous "
                                       "slices, block mean) or gaussian."),
-    steps: int = typer.Option(400, "--steps", min=1, help="Most training steps."),
-    time_limit: float = typer.Option(240.0, "--time-limit", min=0.0, help="Most training "
-                                     "seconds per model (0: no limit)."),
+    steps: Optional[int] = typer.Option(  # noqa: UP007
+        None, "--steps", min=1, help="Train exactly this many steps (a run that repeats "
+        "exactly; default: as many as --time-limit allows)."),
+    time_limit: Optional[float] = typer.Option(  # noqa: UP007
+        None, "--time-limit", min=0.0, help="Training time per model in seconds, the budget "
+        "the learning-rate schedule spreads over (default 240; with --steps, none unless "
+        "given)."),
     orientations: int = typer.Option(2, "--orientations", min=1, max=2, help="2: average the "
                                      "network over both planes through the slices; 1: one "
                                      "(what revmed infer does with the kept model)."),
@@ -61,8 +65,9 @@ def selfsr(
 
     The output is the scan on the refined grid (same extent and direction, the through-plane
     spacing divided by the factor) in the scan's units; values outside the window the network
-    was trained on pass through as interpolated. With the same --seed and --steps (and a
-    --time-limit that is not reached) a CPU run repeats exactly.
+    was trained on pass through as interpolated. Training uses its time budget
+    (--time-limit, 240 s): a faster machine trains more. With --steps the count is fixed, and
+    with the same --seed a CPU run repeats exactly.
 
     Example: revmed selfsr thick.nii.gz -o iso.nii.gz --keep-model
     """

@@ -106,6 +106,7 @@ class TrainingStep:
                                   device, job)
                              if self.use_gan else None)
         self.scaler = grad_scaler(self.precision, device)
+        self.base_lr = train.lr
         self.opt_g, self.sched_g = _adam(list(self.model.parameters()), train)
         self.opt_d, self.sched_d = _adam([p for d in self.critics.values()
                                           for p in d.parameters()], train)
@@ -118,6 +119,13 @@ class TrainingStep:
     def lr(self) -> float:
         """The generator's learning rate now."""
         return self.opt_g.param_groups[0]["lr"]
+
+    def scale_lr(self, scale: float) -> None:
+        """Set every optimiser's rate to ``scale`` times the preset's (for training loops
+        that schedule by something other than epochs, e.g. selfsr's time budget)."""
+        for optimiser in (self.opt_g, self.opt_d):  # no critics: no critic optimiser
+            for group in (optimiser.param_groups if optimiser is not None else ()):
+                group["lr"] = self.base_lr * scale
 
     def step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One optimisation step on ``batch`` (this process's slice in a job); returns the

@@ -29,7 +29,7 @@ from revmed.io.batch import Events, check_batch_options, run_targets, select_tar
 from revmed.io.targets import Plan, Target, plan_targets
 from revmed.selfsr.plan import AXES, PROFILES, Refinement
 from revmed.selfsr.refine import model_path_for, plan_for, refine, train_for, translator_for
-from revmed.selfsr.training import TrainedModel, check_preset
+from revmed.selfsr.training import TrainedModel, check_preset, training_budget
 
 #: The name of the shared model in a batch's output folder (``shared`` and ``keep_model``).
 SHARED_MODEL = "selfsr-shared.pt"
@@ -50,8 +50,9 @@ class _Run:
 
 def selfsr_files(scan: str | os.PathLike, output: str | os.PathLike, *,
                  factor: str | float = "auto", axis: str = "auto",
-                 thickness: float | None = None, profile: str = "box", steps: int = 400,
-                 time_limit: float = 240.0, orientations: int = 2, preset: str = "selfsr",
+                 thickness: float | None = None, profile: str = "box",
+                 steps: int | None = None, time_limit: float | None = None,
+                 orientations: int = 2, preset: str = "selfsr",
                  overrides: Sequence[str] = (), seed: int = 0,
                  device: str | torch.device = "cpu", keep_model: bool = False,
                  shared: bool = False, series: str | None = None,
@@ -65,6 +66,7 @@ def selfsr_files(scan: str | os.PathLike, output: str | os.PathLike, *,
     can be checked without reading a scan is checked first."""
     check_batch_options(overwrite, skip_existing)
     check_refinement_options(factor, axis, thickness, profile)
+    training_budget(steps, time_limit)
     plan = plan_targets([scan], output, fmt, series)
     if shared and not plan.batch:
         raise InputError("--shared trains one model for a folder of scans; SCAN is one scan")
@@ -136,7 +138,9 @@ def _train(name: str, volumes: list[Volume], plans: list[Refinement], run: _Run)
             update(step, steps, f"loss {loss:.4f} ETA {int(left) // 60}:{int(left) % 60:02d}")
 
         model = train_for(volumes, plans, progress=report, **run.training)
-    run.events.note(f"trained {model.steps} step(s) in {model.seconds:.0f} s, loss "
+    how = (f"the time limit allowed {model.steps} (--steps {model.steps} fixes the count, for a "
+           "run that repeats exactly)" if model.limited_by == "time" else "as asked")
+    run.events.note(f"trained {model.steps} step(s) in {model.seconds:.0f} s, {how}; loss "
                     f"{model.loss:.4f}")
     return model
 

@@ -31,9 +31,6 @@ from revmed.selfsr.plan import AXES, Refinement, plan_refinement
 from revmed.selfsr.training import (DEFAULT_PRESET, Progress, TrainedModel, scan_window,
                                     selfsr_preset, train_selfsr)
 
-#: Default step limit and time limit (seconds) of training.
-STEPS = 400
-TIME_LIMIT = 240.0
 #: Orientations the network's output is averaged over (``refine``).
 ORIENTATIONS = 2
 
@@ -103,7 +100,7 @@ def _plan(volume: Volume, options: dict) -> Refinement:
 
 def train_for(volumes: Sequence[Volume], plans: Sequence[Refinement], *,
               preset: str = DEFAULT_PRESET, overrides: Sequence[str] = (), seed: int = 0,
-              steps: int = STEPS, time_limit: float = TIME_LIMIT,
+              steps: int | None = None, time_limit: float | None = None,
               device: str | torch.device = "cpu",
               progress: Progress | None = None) -> TrainedModel:
     """A network trained on the pairs of ``volumes`` (refined as ``plans`` say; several scans
@@ -128,7 +125,7 @@ def train_for(volumes: Sequence[Volume], plans: Sequence[Refinement], *,
 def selfsr(volume: Volume, *, factor: str | float = "auto", axis: str | int = "auto",
            thickness: float | None = None, profile: str = "box",
            preset: str = DEFAULT_PRESET, overrides: Sequence[str] = (), seed: int = 0,
-           steps: int = STEPS, time_limit: float = TIME_LIMIT,
+           steps: int | None = None, time_limit: float | None = None,
            device: str | torch.device = "cpu", progress: Progress | None = None,
            window_progress: WindowProgress | None = None,
            orientations: int = ORIENTATIONS) -> SelfSRResult:
@@ -136,7 +133,8 @@ def selfsr(volume: Volume, *, factor: str | float = "auto", axis: str | int = "a
 
     ``factor``, ``axis``, ``thickness``, ``profile``: see ``plan_refinement``. ``preset``
     (name or .toml path) and ``overrides`` (``key=value``): the network and training
-    settings. Training stops after ``steps`` steps or ``time_limit`` seconds (0: none);
+    settings. Training runs for ``time_limit`` seconds (240 by default) or, given
+    ``steps``, that many steps (see ``revmed.selfsr.training.training_budget``);
     ``progress(step, steps, loss, seconds_left)`` follows it, ``window_progress(done, total)``
     the inference tiles; ``orientations``: see ``refine``. Returns the refined volume, the
     plan and the trained model.

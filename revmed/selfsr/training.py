@@ -8,14 +8,20 @@ result is a ``Checkpoint`` whose model card lets ``revmed infer`` run it on othe
 same protocol; it holds the network's normalisation statistics, measured after training on
 patches of the same pairs, so inference runs in large tiles (``revmed.nn.norm_statistics``).
 
-Training stops at ``steps`` optimisation steps or after ``time_limit`` seconds, whichever
-comes first. With the same seed, scans and steps (and a time limit that is not reached) a run
-on the CPU repeats exactly: the weights are initialised from ``torch.manual_seed(seed)`` and
-the patches drawn from a generator seeded with it.
+The budget is time by default: training runs until ``time_limit`` seconds have passed, so a
+faster machine trains more. ``steps`` fixes the count instead (and the time limit applies only
+when given too; the first reached ends training). The learning rate falls along a cosine from
+the preset's rate to ``FINAL_LR_FRACTION`` of it over the budget, measured as the larger of the
+fraction of the steps done and the fraction of the time used, so a run stopped by its time
+limit ends at a low rate rather than in the middle of a schedule. With the same seed, scans and
+``steps`` (no time limit) a run on the CPU repeats exactly: the weights are initialised from
+``torch.manual_seed(seed)``, the patches drawn from a generator seeded with it, and the rate
+follows the steps alone. A run limited by time depends on how fast the machine is at the time.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,8 +47,44 @@ DEFAULT_PRESET = "selfsr"
 WINDOW_PERCENTILES = (0.1, 99.9)
 WINDOW_MARGIN = 0.02
 
-#: ``progress(step, steps, loss, seconds_left)`` after each step.
+#: The training budget when neither steps nor a time limit is given (seconds).
+TIME_LIMIT = 240.0
+#: The learning rate at the end of the budget, as a fraction of the preset's.
+FINAL_LR_FRACTION = 0.02
+
+#: ``progress(step, steps, loss, seconds_left)`` after each step; ``steps`` is the count asked
+#: for, or under a time budget the count the time is expected to allow.
 Progress = Callable[[int, int, float, float], None]
+
+
+def training_budget(steps: int | None, time_limit: float | None) -> tuple[int | None, float]:
+    """``(steps, time_limit)`` of a run asked for ``steps`` and ``time_limit`` (None: not
+    given): time (``TIME_LIMIT``) unless steps are given; a time limit of 0 is none.
+    ``ConfigError`` when that leaves no budget."""
+    if steps is not None and steps < 1:
+        raise ConfigError(f"steps {steps}: must be at least 1", option="steps")
+    if time_limit is not None and time_limit < 0:
+        raise ConfigError(f"time_limit {time_limit}: must be 0 or more", option="time_limit")
+    limit = (TIME_LIMIT if steps is None else 0.0) if time_limit is None else float(time_limit)
+    if steps is None and limit == 0:
+        raise ConfigError("time_limit 0: without steps, training would have no budget; give "
+                          "steps or a time limit above 0", option="time_limit")
+    return steps, limit
+
+
+def budget_used(done: int, steps: int | None, elapsed: float, time_limit: float) -> float:
+    """The fraction of the budget used (1 or more: stop)."""
+    used = [done / steps] if steps else []
+    if time_limit > 0:
+        used.append(elapsed / time_limit)
+    return max(used)
+
+
+def lr_scale(used: float) -> float:
+    """The learning rate's factor when ``used`` of the budget is used: a cosine from 1 to
+    ``FINAL_LR_FRACTION``."""
+    used = min(max(used, 0.0), 1.0)
+    return FINAL_LR_FRACTION + (1.0 - FINAL_LR_FRACTION) * 0.5 * (1.0 + math.cos(math.pi * used))
 
 
 @dataclass
@@ -53,6 +95,8 @@ class TrainedModel:
     steps: int
     seconds: float
     loss: float
+    #: what ended training: ``"time"`` (the time limit) or ``"steps"`` (the count asked for)
+    limited_by: str = "steps"
 
 
 def scan_window(arrays: Sequence[np.ndarray]) -> tuple[float, float]:
@@ -114,13 +158,14 @@ def _pairs(scans: Sequence[np.ndarray], plans: Sequence[Refinement],
 
 
 def train_selfsr(scans: Sequence[np.ndarray], plans: Sequence[Refinement], preset: Preset,
-                 device: torch.device, steps: int, time_limit: float,
+                 device: torch.device, steps: int | None = None,
+                 time_limit: float | None = None,
                  progress: Progress | None = None) -> TrainedModel:
     """Train ``preset``'s network (``selfsr_preset``) on the pairs of ``scans`` (``(I, J,
     K)`` arrays in their units, refined as ``plans`` say, every plan with the same axis and
-    factor) for ``steps`` steps or ``time_limit`` seconds (0: no limit)."""
-    if steps < 1:
-        raise ConfigError(f"steps {steps}: must be at least 1", option="steps")
+    factor) within the budget of ``steps`` and ``time_limit`` (``training_budget``; the
+    default is ``TIME_LIMIT`` seconds)."""
+    steps, time_limit = training_budget(steps, time_limit)
     pairs = _pairs(scans, plans, preset.data.window)
     seed = preset.train.seed
     torch.manual_seed(seed)
@@ -129,19 +174,19 @@ def train_selfsr(scans: Sequence[np.ndarray], plans: Sequence[Refinement], prese
     # the pairs and the resolved patch size are both on the scan's voxel axes
     sampler = PatchSampler(pairs, preset.patch.size, seed)
     start, done, losses = time.monotonic(), 0, []
-    while done < steps:
+    used = 0.0
+    while used < 1.0:
+        trainer.scale_lr(lr_scale(used))
         batch = {k: v.to(device) for k, v in sampler.batch(preset.train.batch_size).items()}
         logs = trainer.step(batch)
         done += 1
         losses.append(float(logs.get("l1", logs.get("g_loss", 0.0))))
         elapsed = time.monotonic() - start
-        left = (steps - done) * elapsed / done
-        if time_limit > 0:
-            left = min(left, max(0.0, time_limit - elapsed))
+        used = budget_used(done, steps, elapsed, time_limit)
         if progress is not None:
-            progress(done, steps, float(np.mean(losses[-20:])), left)
-        if time_limit > 0 and elapsed >= time_limit:
-            break
+            expected = max(done, round(done / used)) if used > 0 else done
+            progress(done, expected, float(np.mean(losses[-20:])),
+                     max(0.0, elapsed / used - elapsed) if used > 0 else 0.0)
     # the normalisation statistics of tiled inference, measured with the final weights on
     # patches of the same pairs, drawn by a generator of their own
     calibration = PatchSampler(pairs, preset.patch.size, seed + 1).batch(CALIBRATION_PATCHES)
@@ -154,5 +199,6 @@ def train_selfsr(scans: Sequence[np.ndarray], plans: Sequence[Refinement], prese
         state["norm_statistics"] = trainer.norm_statistics
     checkpoint = Checkpoint(card=card, preset=preset, state=state, epoch=1,
                             metrics={"selfsr_steps": done, "selfsr_loss": float(losses[-1])})
-    return TrainedModel(checkpoint, done, seconds, float(np.mean(losses[-20:])))
+    return TrainedModel(checkpoint, done, seconds, float(np.mean(losses[-20:])),
+                        limited_by="steps" if steps is not None and done >= steps else "time")
 
