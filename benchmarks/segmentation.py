@@ -55,6 +55,7 @@ label, with uniform and with label-balanced crops.
     python benchmarks/segmentation.py --quick          # smoke test (under two minutes)
     python benchmarks/segmentation.py --parts sweep --configs iunet16-b2,unet16 --steps 100
     python benchmarks/segmentation.py --parts demo --demo-seeds 1,3,5,7,9   # ~20 min
+    python benchmarks/segmentation.py --parts demo --demo-seeds 11,12 --demo-load 1  # loaded
     python benchmarks/segmentation.py --parts sampling                      # ~1 min
     python benchmarks/segmentation.py --parts phantom                       # ~15 s
 """
@@ -62,6 +63,7 @@ label, with uniform and with label-balanced crops.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import math
@@ -367,6 +369,19 @@ def run_demo(work: Path, cases: int, seed: int, threads: int | None = None,
             "chance_mean": float(np.mean([c["wt_everywhere_in_brain"] for c in chance.values()]))}
 
 
+@contextlib.contextmanager
+def busy_loops(count: int):
+    """``count`` processes that each keep one core busy until the block ends."""
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+             for _ in range(count)]
+    try:
+        yield
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()
+
+
 def seeds_table(demos: dict) -> str:
     """Per seed and held-out case: Dice per region, epochs and seconds of training; then the
     mean +- std and the worst case over all of them."""
@@ -526,6 +541,9 @@ def main() -> None:
     parser.add_argument("--demo-threads", type=int, default=None,
                         help="OMP_NUM_THREADS for the demo's commands (default: not set, so "
                              "PyTorch uses every core, as for a user)")
+    parser.add_argument("--demo-load", type=int, default=0, metavar="N",
+                        help="keep N single-threaded busy loops running during each demo, as "
+                             "other work on the machine would (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the training")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads per configuration process (default 1)")
@@ -596,8 +614,10 @@ def main() -> None:
         for seed in seeds:
             log(f"demo-seg through the CLI, synth seed {seed} (its own 240 s training limit)")
             (work / f"seed-{seed}").mkdir()
-            demo = run_demo(work / f"seed-{seed}", args.demo_cases, seed, args.demo_threads,
-                            tuple(args.demo_set))
+            with busy_loops(args.demo_load):
+                demo = run_demo(work / f"seed-{seed}", args.demo_cases, seed,
+                                args.demo_threads, tuple(args.demo_set))
+            demo["busy_loops"] = args.demo_load
             demo["load_average_after"] = os.getloadavg()
             demos[seed] = demo
         payload["demo"] = demos[seeds[0]] if len(seeds) == 1 else None

@@ -25,6 +25,20 @@ Cases (``--cases``; each names its source):
   under the MIT licence, whose notices are in ``benchmarks/data`` with the source and commit
   (``README.md``). Voxels ``[:, 20:212, :]`` (160x192x160): the scalp and skull behind the
   head and the forehead and eyes in front are left out, the brain is whole.
+* ``ct5mm``: a real head CT, scored against the scanner's own thin reconstruction: the
+  ``STD BRAIN 5MM`` series (28 slices of 5 mm, 0.45 mm pixels, kernel UB) of an anthropomorphic
+  head phantom scanned on a Philips Ingenuity goes to selfsr at 5x, and its output is compared
+  with the ``STD BRAIN 1MM, iDose`` series (140 slices of 1 mm, kernel UB, iterative
+  reconstruction) of the same acquisition, on the same lattice (each 5 mm slice is centred on
+  five 1 mm ones). Voxels ``[90:420, 30:440, :]`` of the 512x512 slices: the head, without the
+  head holder. This case always runs at 5x, whatever ``--factors`` says. The series come from
+  dcm2niix's DICOM validation data (``git clone https://github.com/neurolabusc/dcm_qa_ct``,
+  BSD-2-Clause; ``In/Philips``); ``--dcm-qa-ct`` names the checkout. The phantom is a skull
+  with plastic inserts and air inside, so the foreground mask (Otsu) holds the bone and the
+  inserts; the two series are different reconstructions (filtered and iterative), whose
+  values differ by about 30 HU on average even where the 5 mm slices are flat.
+* ``ct1mm``: the same ``STD BRAIN 1MM, iDose`` series alone, thickened by block means like the
+  other cases (one reconstruction, so no offset between input and reference).
 * ``chest``: a synthetic chest CT (``revmed synth chestct-sr`` phantom, 0.7x0.7x1 mm, HU).
 * ``brain``: a synthetic brain MRI (the T1 of the ``brats-seg`` phantom, 1 mm).
 
@@ -43,6 +57,8 @@ before it kept statistics), both orientations, and prints the PSNR and seconds o
     python benchmarks/selfsr.py                         # every case, 4x and 6x, hr-only too
     python benchmarks/selfsr.py --cases epi --factors 4 --time-limit 30 --no-hr-only
     python benchmarks/selfsr.py --cases mni,chest --factors 4 --no-hr-only --compare-windows
+    python benchmarks/selfsr.py --cases t1mm,mni,ct5mm --factors 4 --no-hr-only \
+        --dcm-qa-ct ../dcm_qa_ct
 """
 
 from __future__ import annotations
@@ -60,6 +76,13 @@ from pathlib import Path
 import numpy as np
 
 CASES = ("mni", "epi", "t1", "dwi", "t1mm", "chest", "brain")
+#: real CT cases (need --dcm-qa-ct; not in the default --cases)
+REAL_CT = ("ct5mm", "ct1mm")
+#: cases whose thick scan is the scanner's, not block means of the reference: name -> factor
+REAL_PAIRS = {"ct5mm": 5}
+#: the two reconstructions of ``ct5mm`` in dcm_qa_ct, and the head's voxels in their slices
+CT5MM = {"thick": "STD BRAIN 5MM", "ref": "STD BRAIN 1MM, iDose",
+         "crop": (slice(90, 420), slice(30, 440))}
 MRI = ("mni", "epi", "t1", "dwi", "t1mm", "brain")
 REAL_MRI = ("mni", "epi", "t1", "dwi", "t1mm")
 METHODS = ("trilinear", "tricubic", "hr-only", "selfsr")
@@ -75,7 +98,7 @@ def _package_file(package: str, *parts: str) -> Path:
     return Path(module.__file__).parent.joinpath(*parts)
 
 
-def load_case(name: str):
+def load_case(name: str, dcm_qa_ct: Path | None = None):
     """``(array (I, J, K) float32, spacing, source text)`` of a case."""
     import nibabel as nib
 
@@ -98,6 +121,10 @@ def load_case(name: str):
         if name == "t1mm":
             array = array[:, 20:212, :]
         return array, tuple(float(s) for s in image.header.get_zooms()[:3]), str(path)
+    if name == "ct1mm":
+        ref = dcm_qa_ct_series(dcm_qa_ct)["ref"]
+        return (ref.array[0][CT5MM["crop"]], _spacing(ref.affine),
+                f"{dcm_qa_ct}: {CT5MM['ref']}")
     rng = np.random.default_rng(100)
     if name == "chest":
         array, _ = chest_ct_sr(rng, (128, 128, 96), (0.7, 0.7, 1.0))
@@ -122,11 +149,11 @@ def _mask(array: np.ndarray) -> np.ndarray:
     return sitk.GetArrayFromImage(mask).transpose(2, 1, 0).astype(np.uint8)
 
 
-def prepare(name: str, factor: int, work: Path) -> dict:
+def prepare(name: str, factor: int, work: Path, dcm_qa_ct: Path | None = None) -> dict:
     """Write a case's reference, mask and thick version; returns their paths."""
     from revmed.transforms import downsample
 
-    array, spacing, source = load_case(name)
+    array, spacing, source = load_case(name, dcm_qa_ct)
     # whole thick slices only, so the thick scan covers the reference's extent exactly
     array = array[:, :, : array.shape[2] - array.shape[2] % factor]
     folder = work / f"{name}-{factor}x"
@@ -137,6 +164,46 @@ def prepare(name: str, factor: int, work: Path) -> dict:
     _write(array, spacing, files["ref"])
     _write(_mask(array), spacing, files["mask"])
     _write(thick, spacing, files["thick"], factor)
+    return files
+
+
+def _spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    return tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
+
+
+def dcm_qa_ct_series(checkout: Path | None) -> dict:
+    """The thick and thin reconstructions of dcm_qa_ct's head phantom, as revmed reads them."""
+    from revmed.io import read_volume
+    from revmed.io.dicom.series import list_dicom_series
+
+    if checkout is None:
+        sys.exit("cases ct5mm and ct1mm need a checkout of "
+                 "https://github.com/neurolabusc/dcm_qa_ct: --dcm-qa-ct PATH")
+    folder = checkout / "In" / "Philips"
+    found = {info.description: info for info in list_dicom_series(folder, recursive=True)}
+    missing = [d for d in (CT5MM["thick"], CT5MM["ref"]) if d not in found]
+    if missing:
+        sys.exit(f"{folder}: no series {missing} (is it dcm_qa_ct?)")
+    return {k: read_volume(folder, series=found[CT5MM[k]].uid) for k in ("thick", "ref")}
+
+
+def prepare_pair(name: str, work: Path, dcm_qa_ct: Path | None) -> dict:
+    """Write a real pair's reference, mask and thick scan (``ct5mm``); returns their paths."""
+    series = dcm_qa_ct_series(dcm_qa_ct)
+    thick, ref = series["thick"].array[0], series["ref"].array[0]
+    factor = REAL_PAIRS[name]
+    if thick.shape[2] * factor != ref.shape[2]:
+        sys.exit(f"{dcm_qa_ct}: {thick.shape[2]} thick and {ref.shape[2]} thin slices")
+    out = work / f"{name}-{factor}x"
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"ref": out / "ref.nii.gz", "mask": out / "mask.nii.gz",
+             "thick": out / "thick.nii.gz", "folder": out,
+             "source": f"{dcm_qa_ct}: {CT5MM['thick']} -> {CT5MM['ref']}"}
+    crop = CT5MM["crop"]
+    spacing = _spacing(series["ref"].affine)
+    _write(ref[crop], spacing, files["ref"])
+    _write(_mask(ref[crop]), spacing, files["mask"])
+    _write(thick[crop], spacing, files["thick"], factor)
     return files
 
 
@@ -244,6 +311,8 @@ def main() -> None:
     parser.add_argument("--hr-only", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--compare-windows", action="store_true",
                         help="also run each kept model in slabs and in blended windows")
+    parser.add_argument("--dcm-qa-ct", type=Path, default=None, metavar="PATH",
+                        help="a checkout of github.com/neurolabusc/dcm_qa_ct (case ct5mm)")
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/selfsr.json"))
     parser.add_argument("--tables", type=Path, default=None, metavar="JSON",
@@ -258,24 +327,29 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     work = args.work or Path(tempfile.mkdtemp(prefix="selfsr-bench-"))
     rows = []
-    for factor in (int(f) for f in args.factors.split(",")):
-        hr_models = {}
-        for name in args.cases.split(","):
-            files = prepare(name, factor, work)
-            prediction, seconds, steps = run_selfsr(files, factor, args)
-            result = {"case": name, "factor": factor, "source": files["source"],
-                      "selfsr_seconds": seconds, "selfsr_steps": steps,
-                      "load": os.getloadavg()[0], **_renamed(score(prediction, files))}
-            if args.hr_only:
-                from _selfsr_hronly import hr_only_prediction
+    cases = args.cases.split(",")
+    runs = [(f, name) for f in (int(f) for f in args.factors.split(","))
+            for name in cases if name not in REAL_PAIRS]
+    runs += [(REAL_PAIRS[name], name) for name in cases if name in REAL_PAIRS]
+    hr_models: dict = {}  # factor -> domain -> model
+    for factor, name in runs:
+        files = (prepare_pair(name, work, args.dcm_qa_ct) if name in REAL_PAIRS
+                 else prepare(name, factor, work, args.dcm_qa_ct))
+        prediction, seconds, steps = run_selfsr(files, factor, args)
+        result = {"case": name, "factor": factor, "source": files["source"],
+                  "selfsr_seconds": seconds, "selfsr_steps": steps,
+                  "load": os.getloadavg()[0], **_renamed(score(prediction, files))}
+        if args.hr_only:
+            from _selfsr_hronly import hr_only_prediction
 
-                domain = "mri" if name in MRI else "ct"
-                hr_path = hr_only_prediction(files, factor, domain, hr_models, args)
-                result["hr-only"] = score(hr_path, files)["prediction"]
-            if args.compare_windows:
-                result["ways"] = inference_ways(files, factor)
-            rows.append(result)
-            print(json.dumps(result), flush=True)
+            domain = "mri" if name in MRI else "ct"  # the synthetic chest CTs for ct*
+            hr_path = hr_only_prediction(files, factor, domain,
+                                         hr_models.setdefault(factor, {}), args)
+            result["hr-only"] = score(hr_path, files)["prediction"]
+        if args.compare_windows:
+            result["ways"] = inference_ways(files, factor)
+        rows.append(result)
+        print(json.dumps(result), flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(rows, indent=2))
     _print_tables(rows)

@@ -276,7 +276,9 @@ class TrainSection:
                             "weight of the adversarial term (0: w/o L_GAN)")
     pool_size: int = key(integer(0), 50, "unpaired: generated volumes kept for the critics")
     seed: int = key(integer(0, MAX_SEED), 0, "seed of every random choice")
-    time_limit: float = key(number(0.0), 0.0, "stop after this many seconds (0: no limit)")
+    time_limit: float = key(number(0.0), 0.0,
+                            "stop after this many seconds (0: no limit); with a decay, the "
+                            "rate also falls with the time when it runs ahead of the epochs")
     precision: str = key(text(PRECISIONS), "fp32",
                          "autocast dtype of the forward passes (fp16 adds a gradient scaler)")
     compile: bool = key(flag, False, "torch.compile the networks' plain sub-networks")

@@ -24,6 +24,14 @@ last completed save, or no ``last.pt`` before the first one.
 
 SIGTERM and SIGUSR1 are handled as Ctrl-C is (``revmed.engine.signals``);
 ``TrainingInterrupted.signum`` says which signal stopped the run.
+
+Time limits. With ``train.time_limit`` and a learning-rate decay (``train.epochs_decay``), the
+schedule runs on whichever is further along, the epochs or the time: when a fraction f of the
+limit has passed, the rate is at least as far down as it is in epoch ``floor(f * epochs)``. On a
+slow or loaded machine the decay therefore starts and ends within the limit (the last epochs
+before the deadline run at a low rate) instead of being cut off before it began. A run that
+finishes its epochs within the limit is unchanged; one that must repeat exactly whatever the
+load sets ``train.time_limit = 0``.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from revmed.data.training_patches import TrainingPatches
 from revmed.engine.distributed import Distributed
 from revmed.engine.run_folder import RunFolder, RunRecord
 from revmed.engine.signals import TrainingInterrupted, deferred_signals
-from revmed.engine.step import TrainingStep
+from revmed.engine.step import TrainingStep, linear_decay
 from revmed.engine.validation import Validator
 from revmed.errors import CheckpointError, OutputError, RevmedError
 from revmed.preset import TrainSection
@@ -94,6 +102,8 @@ class Trainer:
         # Where in the current epoch the run stands (not 0 after resuming an interrupted one).
         self.step_in_epoch, self._epoch_sums, self._epoch_seconds = 0, {}, 0.0
         self.last_record: dict[str, Any] = {}
+        # the epoch the time limit has reached (see "Time limits" in the module doc)
+        self._clock = _ScheduleClock(0.0, math.inf, 0, 0)
         if saved is not None:
             self._restore(saved)
         self.run.tidy(self.epoch)
@@ -119,7 +129,10 @@ class Trainer:
         trained all its epochs already returns the record of its last one.
         """
         limit = self.train.time_limit if time_limit is None else time_limit
-        deadline = time.monotonic() + limit if limit else math.inf
+        started = time.monotonic()
+        deadline = started + limit if limit else math.inf
+        self._clock = _ScheduleClock(started, limit if limit and self.train.epochs_decay
+                                     else math.inf, self.epoch, self.epochs)
         record: dict[str, Any] = dict(self.last_record)
         if self.is_main:
             self.run.lock.acquire()
@@ -191,6 +204,7 @@ class Trainer:
                 if self._agree(bool(requested()))[0]:
                     raise KeyboardInterrupt
                 safe = False
+                self._follow_time()
                 last_batch = batch if self.job is None else self.job.shard(batch)
                 logs = self.training.step(last_batch)
                 if not all(math.isfinite(v) for v in logs.values()):
@@ -201,10 +215,13 @@ class Trainer:
                 self.step_in_epoch, safe = step, True
                 if progress is not None:
                     progress(TrainEvent("step", self.epoch + 1, self.epochs, step, steps, logs))
-                interrupt, time_up = self._agree(bool(requested()),
-                                                 time.monotonic() > deadline)
+                now = time.monotonic()
+                interrupt, time_up, later = self._agree(bool(requested()), now > deadline,
+                                                        self._clock.ahead(now))
                 if interrupt:
                     raise KeyboardInterrupt
+                if later:  # every process of a job moves its schedule together
+                    self._clock.epoch += 1
                 if time_up:
                     return last_batch, True
         except KeyboardInterrupt:
@@ -213,6 +230,13 @@ class Trainer:
             self._epoch_seconds = time.monotonic() - epoch_start
             self._stop()
         return last_batch, False
+
+    def _follow_time(self) -> None:
+        """Lower the learning rate to the time limit's epoch when the time is further along
+        than the epochs (the epoch schedule resets it at each epoch's end)."""
+        if self._clock.epoch > self.epoch:
+            decay = linear_decay(self.train.epochs, self.train.epochs_decay)
+            self.training.scale_lr(decay(min(self._clock.epoch, self.epochs - 1)))
 
     def _diverged(self, logs: dict[str, float], step: int) -> NoReturn:
         """Raise ``TrainingDiverged`` for the non-finite ``logs`` of ``step`` (the processes of
@@ -292,3 +316,24 @@ class Trainer:
         if self.epoch < self.epochs:  # a finished run asked to resume trains nothing
             self.run.log(f"resumed after epoch {self.epoch}, step {self.step_in_epoch} of the "
                          "next")
+
+
+@dataclass
+class _ScheduleClock:
+    """How far a time limit has gone, counted in epochs: the limit spans the epochs from
+    ``first`` (where this call of ``fit`` began) to ``epochs``, and ``epoch`` advances by one
+    (for every process of a job at once) whenever ``ahead`` finds the elapsed share of
+    ``limit`` beyond it. ``limit`` is infinite when the schedule follows the epochs alone."""
+
+    started: float
+    limit: float
+    first: int
+    epochs: int
+
+    def __post_init__(self) -> None:
+        self.epoch = self.first
+
+    def ahead(self, now: float) -> bool:
+        """Whether the time now stands at a later epoch than ``epoch``."""
+        share = (now - self.started) / self.limit
+        return self.first + math.floor(share * (self.epochs - self.first)) > self.epoch
