@@ -166,7 +166,7 @@ class Trainer:
                                   "altered or damaged")
         last_batch, stopped = self._run_steps(patches, steps, progress, requested, deadline,
                                               epoch_start)
-        done, sums = self.step_in_epoch, self._epoch_sums
+        done, sums, lr = self.step_in_epoch, self._epoch_sums, self.training.lr  # its last step's
         self.step_in_epoch, self._epoch_sums, self._epoch_seconds = 0, {}, 0.0
         self.training.end_epoch()
         self.training.calibrate(patches, self.epoch)
@@ -178,7 +178,7 @@ class Trainer:
                      if last_batch is not None and self.is_main else {}),
                   **(self.validate(self.model, self.training.norm_statistics) if self.is_main
                      else {}),
-                  "lr": self.training.lr, "seconds": round(time.monotonic() - epoch_start, 3)}
+                  "lr": lr, "seconds": round(time.monotonic() - epoch_start, 3)}
         if self.is_main:
             self._end_epoch(record)
         if progress is not None:

@@ -202,7 +202,7 @@ def test_presets_build_the_iunet_and_describe_it():
     assert kwargs == {"in_channels": 4, "out_channels": 3, "channels": 8, "scales": 3,
                       "blocks_per_scale": 2, "memory_saving": True}
     text = build_model(kind, **kwargs).describe(demo.patch.size)
-    assert "8@48x48x48 -> 16@24x24x24 -> 32@12x12x12" in text
+    assert "8@32x32x32 -> 16@16x16x16 -> 32@8x8x8" in text
 
     brats = config.load_preset("brats-seg")
     kind, kwargs = model_spec(brats)
