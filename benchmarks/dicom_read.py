@@ -1,6 +1,6 @@
 """Reading scanner DICOM: revmed against dcm2niix, side by side, on the same files.
 
-Two inputs are built in a temporary folder from the real slices of tests/fixtures/dicom (the
+Two inputs are built in a temporary folder from the real slices of tests/data/fixtures/dicom (the
 Philips head CT, 512 x 512, int16 stored, Explicit VR Little Endian), each copy with its own
 SOP Instance UID and position:
 

@@ -1,7 +1,7 @@
 """Checkpoints written by revmed before the typed presets and model cards still load, predict
 what they predicted then, and resume.
 
-``tests/fixtures/old-checkpoints`` holds two ``best.pt`` files trained by revmed 0.1.0 as of the
+``tests/data/fixtures/old-checkpoints`` holds two ``best.pt`` files trained by revmed 0.1.0 as of the
 commit before that redesign (9301c87), with the overrides below, and ``expected.npz``: what
 that revmed's ``Translator`` and ``Segmenter`` made of the inputs ``_inputs`` draws.
 (Super-resolution has since changed on purpose: outputs keep the input's full range.)
@@ -23,7 +23,7 @@ from revmed.inference.windows import sliding_window_predict
 from revmed.io import Volume, make_affine, read_volume, write_volume
 from revmed.transforms import denormalise, normalise, upsample
 
-OLD = Path(__file__).resolve().parent / "fixtures" / "old-checkpoints"
+OLD = Path(__file__).resolve().parent / "data" / "fixtures" / "old-checkpoints"
 SR_OVERRIDES = ["train.epochs=1", "train.time_limit=0", "patch.size=[16,16,16]",
                 "patch.per_volume=2", "model.width=4", "model.depth=1", "train.lambda_gan=0",
                 "train.batch_size=2"]

@@ -200,7 +200,7 @@ def test_a_model_whose_output_is_not_finite_writes_nothing(cli, tmp_path, tiny_c
         good, channels = tiny_checkpoint(tmp_path / "good.pt", task=None,
                                          sr_factors=(2, 2, 2)), 1
     else:  # the 4-channel BraTS iUNet of an earlier release
-        good = Path(__file__).resolve().parents[1] / "fixtures" / "old-checkpoints" / "iunet-seg.pt"
+        good = Path(__file__).resolve().parents[1] / "data" / "fixtures" / "old-checkpoints" / "iunet-seg.pt"
         channels = 4
     payload = read_payload(good)
     factor = 1e30 if task == "sr" else float("nan")

@@ -14,7 +14,7 @@ from pydicom.uid import generate_uid
 from revmed.checkpoint import write_payload
 from revmed.models import build_model
 
-OLD_CHECKPOINTS = Path(__file__).resolve().parents[2] / "fixtures" / "old-checkpoints"
+OLD_CHECKPOINTS = Path(__file__).resolve().parents[2] / "data" / "fixtures" / "old-checkpoints"
 
 
 def ct_small_series(folder: Path, slices: int = 5, rows: int = 16, columns: int = 20,
@@ -96,12 +96,12 @@ def export(tmp_path, ct_series):
     return root
 
 
-CORPUS = Path(__file__).resolve().parents[2] / "fixtures" / "dicom" / "corpus.tar.xz"
+CORPUS = Path(__file__).resolve().parents[2] / "data" / "fixtures" / "dicom" / "corpus.tar.xz"
 
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory) -> Path:
-    """The scanner DICOM of tests/fixtures/dicom (README there), unpacked once per session."""
+    """The scanner DICOM of tests/data/fixtures/dicom (README there), unpacked once per session."""
     import tarfile
 
     root = tmp_path_factory.mktemp("scanner-dicom")

@@ -91,7 +91,7 @@ def test_a_segmentation_of_dicom_channels_is_written_as_dicom_seg(cli, ct_series
 def old_checkpoints():
     from pathlib import Path
 
-    return Path(__file__).resolve().parents[2] / "fixtures" / "old-checkpoints"
+    return Path(__file__).resolve().parents[2] / "data" / "fixtures" / "old-checkpoints"
 
 
 @pytest.mark.parametrize(("output", "extra", "message"), [

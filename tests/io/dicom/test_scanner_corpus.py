@@ -1,4 +1,4 @@
-"""Real scanner DICOM (tests/fixtures/dicom, trimmed from the dcm2niix project's validation
+"""Real scanner DICOM (tests/data/fixtures/dicom, trimmed from the dcm2niix project's validation
 repositories) read by revmed and checked against two independent references:
 
 * dcm2niix, the converter the field trusts (its ``dcm2niix`` package is a dev dependency):
