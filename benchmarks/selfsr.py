@@ -19,14 +19,15 @@ Cases (``--cases``; each names its source):
 * ``t1``: nibabel's ``anatomical.nii`` (a small T1 brain, 2 mm).
 * ``dwi``: dipy's ``aniso_vox.nii.gz`` (a b0 diffusion image, 4x4x5 mm). Needs ``pip install
   dipy`` (not a revmed dependency).
-* ``t1mm``: ``benchmarks/data/seg3d_mr.nii.gz``, a T1-weighted head MRI of one patient,
-  1x0.898x0.898 mm (thick slices along k are axial), 8-bit. It comes from the Seg3D sample data
-  (University of Utah) as cropped by Chris Rorden's VolumeRenderingData repository; both are
-  under the MIT licence, whose notices are in ``benchmarks/data`` with the source and commit
-  (``README.md``). Voxels ``[:, 20:212, :]`` (160x192x160): the scalp and skull behind the
-  head and the forehead and eyes in front are left out, the brain is whole.
+* ``t1mm``: a T1-weighted head MRI of one patient, 1x0.898x0.898 mm (thick slices along k are
+  axial), 8-bit: ``seg3D/MR.nii.gz`` of a clone of
+  https://github.com/neurolabusc/VolumeRenderingData (commit d15be4d, MIT licence; it took the
+  scan from the University of Utah's Seg3D sample data, also MIT), named by
+  ``--volume-rendering-data``; the file's SHA-256 is checked. Voxels ``[:, 20:212, :]``
+  (160x192x160): the scalp and skull behind the head and the forehead and eyes in front are
+  left out, the brain is whole.
 * ``ct5mm``: a real head CT, scored against the scanner's own thin reconstruction: the
-  ``STD BRAIN 5MM`` series (28 slices of 5 mm, 0.45 mm pixels, kernel UB) of an anthropomorphic
+  ``STD BRAIN 5MM`` series (28 slices of 5 mm, 0.45 mm pixels, kernel UB) of a skull
   head phantom scanned on a Philips Ingenuity goes to selfsr at 5x, and its output is compared
   with the ``STD BRAIN 1MM, iDose`` series (140 slices of 1 mm, kernel UB, iterative
   reconstruction) of the same acquisition, on the same lattice (each 5 mm slice is centred on
@@ -58,7 +59,7 @@ before it kept statistics), both orientations, and prints the PSNR and seconds o
     python benchmarks/selfsr.py --cases epi --factors 4 --time-limit 30 --no-hr-only
     python benchmarks/selfsr.py --cases mni,chest --factors 4 --no-hr-only --compare-windows
     python benchmarks/selfsr.py --cases t1mm,mni,ct5mm --factors 4 --no-hr-only \
-        --dcm-qa-ct ../dcm_qa_ct
+        --dcm-qa-ct ../dcm_qa_ct --volume-rendering-data ../VolumeRenderingData
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ from pathlib import Path
 import numpy as np
 
 CASES = ("mni", "epi", "t1", "dwi", "t1mm", "chest", "brain")
+#: SHA-256 of seg3D/MR.nii.gz in VolumeRenderingData at commit d15be4d (case t1mm)
+SEG3D_MR_SHA256 = "56ac78228a4744aff9e3124977e4f35a3813a8ccd8719449321b8d1ef3b7e03a"
 #: real CT cases (need --dcm-qa-ct; not in the default --cases)
 REAL_CT = ("ct5mm", "ct1mm")
 #: cases whose thick scan is the scanner's, not block means of the reference: name -> factor
@@ -98,7 +101,21 @@ def _package_file(package: str, *parts: str) -> Path:
     return Path(module.__file__).parent.joinpath(*parts)
 
 
-def load_case(name: str, dcm_qa_ct: Path | None = None):
+def seg3d_mr(checkout: Path | None) -> Path:
+    """The ``t1mm`` case's file in a clone of VolumeRenderingData, checked byte for byte."""
+    import hashlib
+
+    if checkout is None:
+        sys.exit("case t1mm needs a clone of https://github.com/neurolabusc/VolumeRenderingData:"
+                 " --volume-rendering-data PATH")
+    path = checkout / "seg3D" / "MR.nii.gz"
+    if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != SEG3D_MR_SHA256:
+        sys.exit(f"{path}: missing or not the file this benchmark was measured on")
+    return path
+
+
+def load_case(name: str, dcm_qa_ct: Path | None = None,
+              volume_rendering_data: Path | None = None):
     """``(array (I, J, K) float32, spacing, source text)`` of a case."""
     import nibabel as nib
 
@@ -112,7 +129,7 @@ def load_case(name: str, dcm_qa_ct: Path | None = None):
                 "epi": lambda: _package_file("nibabel", "tests", "data", "example4d.nii.gz"),
                 "t1": lambda: _package_file("nibabel", "tests", "data", "anatomical.nii"),
                 "dwi": lambda: _package_file("dipy", "data", "files", "aniso_vox.nii.gz"),
-                "t1mm": lambda: Path(__file__).parent / "data" / "seg3d_mr.nii.gz"}[name]()
+                "t1mm": lambda: seg3d_mr(volume_rendering_data)}[name]()
         image = nib.load(path)
         array = np.asanyarray(image.dataobj).astype(np.float32)
         array = array[..., 0] if array.ndim == 4 else array
@@ -149,11 +166,12 @@ def _mask(array: np.ndarray) -> np.ndarray:
     return sitk.GetArrayFromImage(mask).transpose(2, 1, 0).astype(np.uint8)
 
 
-def prepare(name: str, factor: int, work: Path, dcm_qa_ct: Path | None = None) -> dict:
+def prepare(name: str, factor: int, work: Path, dcm_qa_ct: Path | None = None,
+            volume_rendering_data: Path | None = None) -> dict:
     """Write a case's reference, mask and thick version; returns their paths."""
     from revmed.transforms import downsample
 
-    array, spacing, source = load_case(name, dcm_qa_ct)
+    array, spacing, source = load_case(name, dcm_qa_ct, volume_rendering_data)
     # whole thick slices only, so the thick scan covers the reference's extent exactly
     array = array[:, :, : array.shape[2] - array.shape[2] % factor]
     folder = work / f"{name}-{factor}x"
@@ -313,6 +331,8 @@ def main() -> None:
                         help="also run each kept model in slabs and in blended windows")
     parser.add_argument("--dcm-qa-ct", type=Path, default=None, metavar="PATH",
                         help="a checkout of github.com/neurolabusc/dcm_qa_ct (case ct5mm)")
+    parser.add_argument("--volume-rendering-data", type=Path, default=None, metavar="PATH",
+                        help="a clone of github.com/neurolabusc/VolumeRenderingData (case t1mm)")
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/selfsr.json"))
     parser.add_argument("--tables", type=Path, default=None, metavar="JSON",
@@ -334,7 +354,7 @@ def main() -> None:
     hr_models: dict = {}  # factor -> domain -> model
     for factor, name in runs:
         files = (prepare_pair(name, work, args.dcm_qa_ct) if name in REAL_PAIRS
-                 else prepare(name, factor, work, args.dcm_qa_ct))
+                 else prepare(name, factor, work, args.dcm_qa_ct, args.volume_rendering_data))
         prediction, seconds, steps = run_selfsr(files, factor, args)
         result = {"case": name, "factor": factor, "source": files["source"],
                   "selfsr_seconds": seconds, "selfsr_steps": steps,
