@@ -150,15 +150,18 @@ def load_case(name: str, dcm_qa_ct: Path | None = None,
     return images[0].astype(np.float32), (1.0, 1.0, 1.0), "revmed brats-seg phantom T1, seed 100"
 
 
-def _write(array, spacing, path: Path, factor: int = 1) -> None:
-    """``array`` on the grid of ``spacing`` coarsened ``factor``-fold along k (same extent)."""
+def write_case(array, spacing, path: Path, coarsen=(1, 1, 1)) -> None:
+    """``array`` ``(I, J, K)`` on the grid of ``spacing`` coarsened ``coarsen``-fold per axis
+    (same extent), as a one-channel volume at ``path`` (its folder made if missing)."""
     from revmed.io import Volume, make_affine, write_volume, zoom_affine
 
-    affine = zoom_affine(make_affine(spacing), (1.0, 1.0, 1.0 / factor))
+    affine = zoom_affine(make_affine(spacing), [1.0 / f for f in coarsen])
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_volume(Volume(np.asarray(array, np.float32)[None], affine), path)
 
 
-def _mask(array: np.ndarray) -> np.ndarray:
+def head_mask(array: np.ndarray) -> np.ndarray:
+    """Otsu foreground of ``(I, J, K)`` with its holes filled, uint8."""
     import SimpleITK as sitk
 
     image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
@@ -179,9 +182,9 @@ def prepare(name: str, factor: int, work: Path, dcm_qa_ct: Path | None = None,
     thick = downsample(array[None], (1, 1, factor))[0]
     files = {"ref": folder / "ref.nii.gz", "mask": folder / "mask.nii.gz",
              "thick": folder / "thick.nii.gz", "source": source, "folder": folder}
-    _write(array, spacing, files["ref"])
-    _write(_mask(array), spacing, files["mask"])
-    _write(thick, spacing, files["thick"], factor)
+    write_case(array, spacing, files["ref"])
+    write_case(head_mask(array), spacing, files["mask"])
+    write_case(thick, spacing, files["thick"], (1, 1, factor))
     return files
 
 
@@ -219,9 +222,9 @@ def prepare_pair(name: str, work: Path, dcm_qa_ct: Path | None) -> dict:
              "source": f"{dcm_qa_ct}: {CT5MM['thick']} -> {CT5MM['ref']}"}
     crop = CT5MM["crop"]
     spacing = _spacing(series["ref"].affine)
-    _write(ref[crop], spacing, files["ref"])
-    _write(_mask(ref[crop]), spacing, files["mask"])
-    _write(thick[crop], spacing, files["thick"], factor)
+    write_case(ref[crop], spacing, files["ref"])
+    write_case(head_mask(ref[crop]), spacing, files["mask"])
+    write_case(thick[crop], spacing, files["thick"], (1, 1, factor))
     return files
 
 

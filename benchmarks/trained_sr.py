@@ -82,17 +82,9 @@ def split_volume(array: np.ndarray) -> dict[str, np.ndarray]:
             "test": array[half:]}
 
 
-def _write(array: np.ndarray, spacing, path: Path, coarsen=(1, 1, 1)) -> None:
-    from revmed.io import Volume, make_affine, write_volume, zoom_affine
-
-    affine = zoom_affine(make_affine(spacing), [1.0 / f for f in coarsen])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_volume(Volume(np.asarray(array, np.float32)[None], affine), path)
-
-
 def prepare(work: Path, volume_rendering_data: Path | None) -> Path:
     """Write the dataset (hr-only) and the test cases; returns the dataset folder."""
-    from selfsr import _mask, load_case
+    from selfsr import head_mask, load_case, write_case
 
     from revmed.transforms import downsample
 
@@ -104,11 +96,11 @@ def prepare(work: Path, volume_rendering_data: Path | None) -> Path:
         array = array * (SCALE / float(np.percentile(array, 99.9)))
         parts = split_volume(array)
         for split in ("train", "val"):
-            _write(parts[split], spacing, root / split / "Y" / f"{name}.nii.gz")
+            write_case(parts[split], spacing, root / split / "Y" / f"{name}.nii.gz")
         test = work / "test" / name
-        _write(parts["test"], spacing, test / "ref.nii.gz")
-        _write(_mask(parts["test"]), spacing, test / "mask.nii.gz")
-        _write(downsample(parts["test"][None], FACTORS)[0], spacing, test / "low.nii.gz",
+        write_case(parts["test"], spacing, test / "ref.nii.gz")
+        write_case(head_mask(parts["test"]), spacing, test / "mask.nii.gz")
+        write_case(downsample(parts["test"][None], FACTORS)[0], spacing, test / "low.nii.gz",
                FACTORS)
     (root / "dataset.toml").write_text('kind = "hr-only"\nunits = "a.u."\n')
     return root

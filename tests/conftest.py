@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from revmed.cli.app import run
+
+
+#: Files the tests read: real scanner DICOM (dicom/, README there) and checkpoints written by
+#: an earlier revmed (old-checkpoints/, tests/test_old_checkpoints.py says how).
+FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
+
+
+@pytest.fixture
+def old_checkpoints() -> Path:
+    """The folder of checkpoints written by an earlier revmed (tests/test_old_checkpoints.py)."""
+    return FIXTURES / "old-checkpoints"
 
 
 @dataclass

@@ -188,19 +188,17 @@ def test_parts_of_a_batch_cover_every_case_once(cli, model, tmp_path):
 
 @pytest.mark.parametrize("task", ["sr", "seg"])
 def test_a_model_whose_output_is_not_finite_writes_nothing(cli, tmp_path, tiny_checkpoint,
-                                                           task):
+                                                           task, old_checkpoints):
     """Weights x 1e30 (the RevGAN) or NaN (the iUNet, whose norms rescale any factor) in a
     checkpoint resealed with a valid checksum. Before, 97 % of the RevGAN's result was NaN and
     revmed said "wrote"; the iUNet's NaN logits became label 0 everywhere."""
-    from pathlib import Path
-
     from revmed.checkpoint import read_payload, write_payload
 
     if task == "sr":
         good, channels = tiny_checkpoint(tmp_path / "good.pt", task=None,
                                          sr_factors=(2, 2, 2)), 1
     else:  # the 4-channel BraTS iUNet of an earlier release
-        good = Path(__file__).resolve().parents[1] / "data" / "fixtures" / "old-checkpoints" / "iunet-seg.pt"
+        good = old_checkpoints / "iunet-seg.pt"
         channels = 4
     payload = read_payload(good)
     factor = 1e30 if task == "sr" else float("nan")

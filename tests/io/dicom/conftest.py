@@ -14,8 +14,6 @@ from pydicom.uid import generate_uid
 from revmed.checkpoint import write_payload
 from revmed.models import build_model
 
-OLD_CHECKPOINTS = Path(__file__).resolve().parents[2] / "data" / "fixtures" / "old-checkpoints"
-
 
 def ct_small_series(folder: Path, slices: int = 5, rows: int = 16, columns: int = 20,
                     step: float = 2.5, study: str | None = None, patient: str = "1CT1",

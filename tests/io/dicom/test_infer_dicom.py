@@ -87,13 +87,6 @@ def test_a_segmentation_of_dicom_channels_is_written_as_dicom_seg(cli, ct_series
         np.testing.assert_array_equal(frame, segment_of[labels[:, :, k].astype(int)].T)
 
 
-@pytest.fixture
-def old_checkpoints():
-    from pathlib import Path
-
-    return Path(__file__).resolve().parents[2] / "data" / "fixtures" / "old-checkpoints"
-
-
 @pytest.mark.parametrize(("output", "extra", "message"), [
     ("x.dcm", [], "a DICOM output is a series folder"),
     ("x", [], "no format in its name"),
